@@ -1,0 +1,40 @@
+# Two commands matter: `make demo` and `make test`. Both set everything up from scratch.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+
+.PHONY: install demo stop status test test-fast lint bench-serving clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.txt
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps --editable .
+	touch $@
+
+install: $(VENV)/.installed
+
+## Start the embedded stack (Airflow, MLflow), run continuous_training, print how to call the model.
+demo: install
+	$(PY) -m ctcd.stack demo
+
+## Stop every process `make demo` started (by pid).
+stop:
+	@if [ -x $(PY) ]; then $(PY) -m ctcd.stack stop; else echo "nothing to stop"; fi
+
+status: install
+	$(PY) -m ctcd.stack status
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not e2e"
+
+lint: install
+	$(VENV)/bin/ruff check plugins dags tests bench
+
+clean: stop
+	rm -rf .state

@@ -1,0 +1,1 @@
+"""Data snapshots: the synthetic churn generator and the snapshot store."""

@@ -1,0 +1,52 @@
+"""One errors module for the whole project.
+
+Every error says what went wrong and what to do. Errors that reach an HTTP client carry
+their status code (``status_code``), so transports turn them into responses without
+guessing.
+"""
+
+from __future__ import annotations
+
+
+class CtcdError(Exception):
+    """Root of every error this project raises on purpose."""
+
+    status_code: int = 500
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class InvalidParams(CtcdError):
+    """A DAG run's ``conf``/Params do not describe a valid run."""
+
+    status_code = 400
+
+
+class DataValidationError(CtcdError):
+    """A data snapshot failed validation; the run stops before anything is trained."""
+
+    status_code = 422
+
+    def __init__(self, message: str, *, report_path: str | None = None) -> None:
+        super().__init__(message)
+        self.report_path = report_path
+
+
+class DeploymentError(CtcdError):
+    """A deployment failed; the previously serving version keeps serving."""
+
+    status_code = 502
+
+
+class ModelServerNotFound(CtcdError):
+    status_code = 404
+
+    def __init__(self, selector: str) -> None:
+        super().__init__(
+            f"No model server matches {selector}. "
+            "List the known servers with `ctcd models list`."
+        )
