@@ -1,0 +1,75 @@
+"""Configuration of the embedded Airflow: one function that returns the environment.
+
+The same environment is used by `make demo`, by the tests and by the model servers the
+tasks start, so what the demo runs is what the tests check.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from ctcd.settings import PROJECT_ROOT
+
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "admin"  # noqa: S105 - a local demo login, printed by `make demo`
+
+
+def project_airflow_env() -> dict[str, str]:
+    """Airflow settings the project's own code needs, wherever Airflow runs.
+
+    Modules may contribute with a module-level ``AIRFLOW_ENV`` dict in
+    ``ctcd.airflow_config`` (e.g. XCom deserialization allow-lists).
+    """
+    env = {
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+    }
+    try:
+        contributed = importlib.import_module("ctcd.airflow_config").AIRFLOW_ENV
+    except ModuleNotFoundError:
+        contributed = {}
+    env.update(contributed)
+    return env
+
+
+def airflow_env(
+    airflow_home: Path,
+    *,
+    api_port: int = 8080,
+    dags_folder: Path = PROJECT_ROOT / "dags",
+    plugins_folder: Path = PROJECT_ROOT / "plugins",
+    parallelism: int = 4,
+) -> dict[str, str]:
+    """Environment variables for an embedded Airflow 3 (SQLite + LocalExecutor) in ``airflow_home``."""
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    passwords = airflow_home / "simple_auth_manager_passwords.json"
+    passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
+    secret_file = airflow_home / "jwt_secret"
+    if not secret_file.exists():
+        import secrets
+
+        secret_file.write_text(secrets.token_urlsafe(32))
+    secret = secret_file.read_text().strip()
+    api_url = f"http://127.0.0.1:{api_port}"
+    env = {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins_folder),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__API__BASE_URL": api_url,
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secret,
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
+    }
+    env.update(project_airflow_env())
+    return env

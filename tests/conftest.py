@@ -1,0 +1,140 @@
+"""Shared fixtures: real MLflow tracking server, registered models, isolated homes.
+
+Airflow reads its configuration when first imported, so the test session's AIRFLOW_HOME
+and settings are put in the environment here, before any test module imports Airflow.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))
+
+from ctcd.stack.config import airflow_env  # noqa: E402
+from ctcd.stack.processes import free_port, spawn, stop_process_tree, wait_http  # noqa: E402
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="ctcd-tests-"))
+_AIRFLOW_HOME = _SESSION_DIR / "airflow"
+os.environ.update(airflow_env(_AIRFLOW_HOME, api_port=free_port()))
+os.environ.setdefault("CTCD_HOME", str(_SESSION_DIR / "ctcd"))
+os.environ["GIT_PYTHON_REFRESH"] = "quiet"
+os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Path:
+    return _SESSION_DIR
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    """A migrated SQLite metadata DB in the session's AIRFLOW_HOME (dags/ and plugins/ of the repo)."""
+    marker = _AIRFLOW_HOME / ".migrated"
+    if not marker.exists():
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            check=True,
+            capture_output=True,
+            env=os.environ.copy(),
+        )
+        marker.touch()
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture
+def ctcd_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "ctcd-home"
+    home.mkdir()
+    monkeypatch.setenv("CTCD_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> Iterator[str]:
+    """A real `mlflow server` on loopback: SQLite backend store, proxied local artifacts."""
+    root = _SESSION_DIR / "mlflow"
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = root / "server.log"
+    proc = spawn(
+        [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination", str(root / "artifacts"),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ],
+        log_path=log,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        wait_http(f"{uri}/health", timeout=120, process=proc, log_path=log)
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        yield uri
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+        stop_process_tree(proc.pid)
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    version: str
+    uri: str
+    run_id: str
+    example: object  # pandas.DataFrame of feature rows (no label)
+
+
+ModelFactory = Callable[..., RegisteredModel]
+
+
+@pytest.fixture(scope="session")
+def model_factory(mlflow_server: str) -> ModelFactory:
+    """Train a small churn pipeline and register it; every call makes a new version."""
+    import mlflow
+
+    from ctcd.data.churn import FEATURES, LABEL, generate_snapshot
+    from ctcd.training.model import build_pipeline, log_model
+
+    frame = generate_snapshot(date(2026, 1, 1), rows=4_000)
+    features = frame[list(FEATURES)]
+    defaults = {
+        "logistic_regression": {"max_iter": 300},
+        "random_forest": {"n_estimators": 20, "max_depth": 6},
+        "hist_gradient_boosting": {"max_iter": 50},
+    }
+
+    def make(name: str = "churn-test", kind: str = "hist_gradient_boosting") -> RegisteredModel:
+        pipeline = build_pipeline(kind, defaults[kind]).fit(features, frame[LABEL])
+        mlflow.set_tracking_uri(mlflow_server)
+        mlflow.set_experiment("ctcd-tests")
+        with mlflow.start_run() as run:
+            info = log_model(pipeline, features.head(5), registered_model_name=name)
+        version = str(info.registered_model_version)
+        return RegisteredModel(
+            name=name,
+            version=version,
+            uri=f"models:/{name}/{version}",
+            run_id=run.info.run_id,
+            example=features.head(20).reset_index(drop=True),
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def churn_model(model_factory: ModelFactory) -> RegisteredModel:
+    return model_factory(name="churn-fixture")
