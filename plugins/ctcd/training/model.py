@@ -46,6 +46,10 @@ def build_pipeline(
             f"valid ones are {sorted(valid)}"
         )
     estimator = estimator_cls(**hyperparameters)
+    try:
+        estimator._validate_params()  # scikit-learn's own type/range checks, before any fit
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"invalid hyperparameter for {model_type}: {err}") from None
     transformers: list[tuple[str, Any, list[str]]] = []
     if numeric:
         transformers.append(("numeric", StandardScaler(), list(numeric)))

@@ -1,0 +1,1 @@
+"""Data validation: a snapshot must pass before anything is trained on it."""
