@@ -50,3 +50,55 @@ class ModelServerNotFound(CtcdError):
             f"No model server matches {selector}. "
             "List the known servers with `ctcd models list`."
         )
+
+
+# --- Model deployers and services (issue 4) -------------------------------------------------
+
+
+class InvalidDeployer(CtcdError):
+    """``CTCD_DEPLOYER`` names no usable backend."""
+
+    status_code = 400
+
+
+class InvalidStrategy(CtcdError):
+    """A deployment strategy name or its options are invalid."""
+
+    status_code = 400
+
+
+class ServerStartFailed(DeploymentError):
+    """A model-server process exited, or did not become ready, within its timeout."""
+
+
+class ServerStopFailed(DeploymentError):
+    """A model-server process did not stop within its timeout (retry with force)."""
+
+
+class PortUnavailable(DeploymentError):
+    """No free port, or a server's remembered port is held by another process."""
+
+
+class VersionRejected(DeploymentError):
+    """The model server could not load or warm the new version; nothing changed."""
+
+
+class RolledBack(DeploymentError):
+    """The new version failed its checks under traffic; traffic went back to the old one."""
+
+    def __init__(self, message: str, *, kept_version: str, failed_version: str) -> None:
+        super().__init__(message)
+        self.kept_version = kept_version
+        self.failed_version = failed_version
+
+
+class ModelServerUnavailable(CtcdError):
+    """The model server behind a handle does not answer (stopped, crashed or unreachable)."""
+
+    status_code = 503
+
+
+class PredictionFailed(CtcdError):
+    """The model server answered a prediction request with an error."""
+
+    status_code = 502

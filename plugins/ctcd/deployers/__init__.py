@@ -1,0 +1,33 @@
+"""Model deployers: deploy models to model servers and keep a registry of them.
+
+    from ctcd.deployers import get_deployer, DeploymentConfig
+    handle = get_deployer().deploy_model(config, strategy="blue_green", timeout=300)
+"""
+
+from __future__ import annotations
+
+from ctcd.deployers.base import DEFAULT_TIMEOUT, DeploymentConfig, ModelDeployer
+from ctcd.deployers.registry import get_deployer
+from ctcd.deployers.strategies import (
+    STRATEGIES,
+    BlueGreen,
+    Canary,
+    Replace,
+    Strategy,
+    StrategySpec,
+    resolve_strategy,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "STRATEGIES",
+    "BlueGreen",
+    "Canary",
+    "DeploymentConfig",
+    "ModelDeployer",
+    "Replace",
+    "Strategy",
+    "StrategySpec",
+    "get_deployer",
+    "resolve_strategy",
+]

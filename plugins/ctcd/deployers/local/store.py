@@ -1,0 +1,202 @@
+"""The local deployer's registry of model servers: one SQLite file under ``servers_dir``.
+
+SQLite (WAL, busy timeout) makes every write atomic across processes; the deployer adds a
+file lock per server around multi-step operations. The registry stores *desired* state
+(which version a server should run, whether it should be running) and the process identity
+it last started; whether a server *is* running is always observed, never read from here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ctcd.deployers.base import DeploymentConfig
+from ctcd.errors import ModelServerNotFound
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS servers (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    host          TEXT NOT NULL,
+    port          INTEGER NOT NULL UNIQUE,
+    desired_state TEXT NOT NULL CHECK (desired_state IN ('running', 'stopped')),
+    pid           INTEGER,
+    pid_started   REAL,
+    admin_token   TEXT NOT NULL,
+    config        TEXT NOT NULL,
+    strategy      TEXT,
+    deployed_at   TEXT,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    last_error    TEXT
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    server_id    TEXT NOT NULL,
+    config       TEXT NOT NULL,
+    strategy     TEXT NOT NULL,
+    outcome      TEXT NOT NULL CHECK (outcome IN ('succeeded', 'unchanged', 'failed')),
+    message      TEXT,
+    started_at   TEXT NOT NULL,
+    finished_at  TEXT NOT NULL,
+    seconds_to_serving REAL
+);
+CREATE INDEX IF NOT EXISTS deployments_by_server ON deployments (server_id, seq);
+"""
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    id: str
+    name: str
+    host: str
+    port: int
+    desired_state: str
+    pid: int | None
+    pid_started: float | None
+    admin_token: str
+    config: DeploymentConfig
+    strategy: str | None
+    deployed_at: str | None
+    created_at: str
+    updated_at: str
+    last_error: str | None
+
+    @property
+    def endpoint(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> ServerRecord:
+        data: dict[str, Any] = dict(row)
+        data["config"] = DeploymentConfig.from_dict(json.loads(data["config"]))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    seq: int
+    server_id: str
+    config: DeploymentConfig
+    strategy: str
+    outcome: str
+    message: str | None
+    started_at: str
+    finished_at: str
+    seconds_to_serving: float | None
+
+
+class ServerStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+        path.chmod(0o600)  # holds admin tokens
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            yield db
+        finally:
+            db.close()
+
+    # -- queries (pure) --------------------------------------------------------------------
+
+    def all(self) -> list[ServerRecord]:
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM servers ORDER BY created_at").fetchall()
+        return [ServerRecord.from_row(r) for r in rows]
+
+    def by_name(self, name: str) -> ServerRecord | None:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM servers WHERE name = ?", (name,)).fetchone()
+        return ServerRecord.from_row(row) if row else None
+
+    def resolve(self, key: str) -> ServerRecord:
+        """A server by id, unique id prefix (4+ characters) or server name."""
+        with self._connect() as db:
+            query = "SELECT * FROM servers WHERE id = ? OR name = ?"
+            row = db.execute(query, (key, key)).fetchone()
+            if row is None and len(key) >= 4:
+                rows = db.execute(
+                    "SELECT * FROM servers WHERE id LIKE ? ESCAPE '\\'",
+                    (key.replace("%", "\\%").replace("_", "\\_") + "%",),
+                ).fetchall()
+                row = rows[0] if len(rows) == 1 else None
+        if row is None:
+            raise ModelServerNotFound(f"service id or name {key!r}")
+        return ServerRecord.from_row(row)
+
+    def used_ports(self) -> set[int]:
+        with self._connect() as db:
+            return {r[0] for r in db.execute("SELECT port FROM servers")}
+
+    def history(self, server_id: str, limit: int = 20) -> list[DeploymentRecord]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM deployments WHERE server_id = ? ORDER BY seq DESC LIMIT ?",
+                (server_id, limit),
+            ).fetchall()
+        out = []
+        for row in rows:
+            data: dict[str, Any] = dict(row)
+            data["config"] = DeploymentConfig.from_dict(json.loads(data["config"]))
+            out.append(DeploymentRecord(**data))
+        return out
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def insert(
+        self, *, id: str, name: str, host: str, port: int, admin_token: str,
+        config: DeploymentConfig,
+    ) -> ServerRecord:
+        now = utcnow()
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO servers (id, name, host, port, desired_state, admin_token, config,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                (id, name, host, port, admin_token, json.dumps(config.to_dict()), now, now),
+            )
+        return self.resolve(id)
+
+    def update(self, server_id: str, **values: Any) -> ServerRecord:
+        if "config" in values:
+            values["config"] = json.dumps(values["config"].to_dict())
+        values["updated_at"] = utcnow()
+        columns = ", ".join(f"{k} = ?" for k in values)
+        with self._connect() as db:
+            db.execute(f"UPDATE servers SET {columns} WHERE id = ?", (*values.values(), server_id))
+        return self.resolve(server_id)
+
+    def delete(self, server_id: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM servers WHERE id = ?", (server_id,))
+
+    def record_deployment(
+        self, server_id: str, config: DeploymentConfig, *, strategy: str, outcome: str,
+        started_at: str, message: str | None = None, seconds_to_serving: float | None = None,
+    ) -> None:
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO deployments (server_id, config, strategy, outcome, message,"
+                " started_at, finished_at, seconds_to_serving) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (server_id, json.dumps(config.to_dict()), strategy, outcome, message,
+                 started_at, utcnow(), seconds_to_serving),
+            )

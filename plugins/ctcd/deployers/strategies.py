@@ -1,0 +1,248 @@
+"""Deployment strategies: how traffic moves from the serving version to a new one.
+
+Each strategy runs against a live model server that can hold several versions of a model at
+once (see :class:`ctcd.deployers.admin.AdminClient`), so none needs a new process and no
+request is dropped: versions are loaded and warmed before they get traffic, traffic moves
+atomically, and a version is unloaded only once it has no weight.
+
+* ``replace``: load + warm the new version, send it all traffic, unload the old one.
+* ``blue_green``: load + warm + health-check the new version, switch all traffic at once,
+  keep the old one loaded while the new one is verified under traffic for
+  ``verify_seconds``; switch back (rollback) if its error rate exceeds the limit.
+* ``canary``: give the new version growing weights (``steps``); after each step watch it for
+  ``interval_seconds`` and check health, error rate and p99 latency against limits. Promote
+  when every step passes, roll back automatically when one fails.
+
+A failure raises a :class:`ctcd.errors.DeploymentError` subclass after traffic is back on
+the previous version.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from ctcd.deployers.admin import AdminClient, VersionStats
+from ctcd.errors import DeploymentError, InvalidStrategy, RolledBack, VersionRejected
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Rollout:
+    """Everything a strategy needs for one deployment; ``sleep``/``clock`` are injectable."""
+
+    admin: AdminClient
+    model_uri: str
+    version: str
+    deadline: float
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    serving_since: float | None = None  # when the new version first took traffic
+    events: list[str] = field(default_factory=list)
+
+    def remaining(self) -> float:
+        return max(self.deadline - self.clock(), 0.0)
+
+    def note(self, message: str) -> None:
+        log.info("%s", message)
+        self.events.append(message)
+
+    def wait(self, seconds: float) -> None:
+        self.sleep(min(seconds, self.remaining()))
+
+
+@dataclass(frozen=True)
+class Replace:
+    name: ClassVar[str] = "replace"
+
+    def run(self, rollout: Rollout) -> None:
+        previous = _load_new(rollout)
+        _switch(rollout, {rollout.version: 1.0})
+        _unload_others(rollout, previous)
+
+
+@dataclass(frozen=True)
+class BlueGreen:
+    name: ClassVar[str] = "blue_green"
+    verify_seconds: float = 3.0
+    max_error_rate: float = 0.0
+    min_requests: int = 0
+
+    def run(self, rollout: Rollout) -> None:
+        previous = _load_new(rollout)
+        _switch(rollout, {rollout.version: 1.0})
+        rollout.note(f"verifying version {rollout.version} for {self.verify_seconds}s")
+        before = rollout.admin.versions()
+        rollout.wait(self.verify_seconds)
+        failure = _judge(
+            before, rollout.admin.versions(), rollout.version,
+            max_error_rate=self.max_error_rate, max_latency_ms_p99=None,
+            min_requests=self.min_requests,
+        )
+        if failure:
+            _roll_back(rollout, previous, f"blue/green verification failed: {failure}")
+        _unload_others(rollout, previous)
+
+
+@dataclass(frozen=True)
+class Canary:
+    name: ClassVar[str] = "canary"
+    steps: tuple[float, ...] = (0.1, 0.5)
+    interval_seconds: float = 10.0
+    max_error_rate: float = 0.05
+    max_latency_ms_p99: float | None = None
+    min_requests: int = 0
+
+    def __post_init__(self) -> None:
+        steps = tuple(float(s) for s in self.steps)
+        if not steps or any(not 0 < s < 1 for s in steps) or list(steps) != sorted(steps):
+            raise InvalidStrategy(
+                f"canary steps must be increasing weights between 0 and 1, got {self.steps}"
+            )
+        object.__setattr__(self, "steps", steps)
+
+    def run(self, rollout: Rollout) -> None:
+        previous = _load_new(rollout)
+        for weight in self.steps:
+            if rollout.remaining() < self.interval_seconds:
+                _roll_back(rollout, previous, f"canary ran out of time before step {weight:.0%}")
+            weights = {v: w * (1.0 - weight) for v, w in previous.items()}
+            weights[rollout.version] = weight
+            before = rollout.admin.versions()
+            _switch(rollout, weights)
+            rollout.wait(self.interval_seconds)
+            failure = _judge(
+                before, rollout.admin.versions(), rollout.version,
+                max_error_rate=self.max_error_rate, max_latency_ms_p99=self.max_latency_ms_p99,
+                min_requests=self.min_requests,
+            )
+            if failure:
+                _roll_back(rollout, previous, f"canary failed at {weight:.0%} traffic: {failure}")
+            rollout.note(f"canary step {weight:.0%} passed")
+        _switch(rollout, {rollout.version: 1.0})
+        _unload_others(rollout, previous)
+
+
+Strategy = Replace | BlueGreen | Canary
+StrategySpec = str | Strategy | Mapping[str, Any]
+STRATEGIES: dict[str, type[Replace] | type[BlueGreen] | type[Canary]] = {
+    cls.name: cls for cls in (Replace, BlueGreen, Canary)
+}
+
+
+def resolve_strategy(spec: StrategySpec) -> Strategy:
+    """A strategy from a name (``"canary"``), an object, or ``{"name": ..., **options}``."""
+    if isinstance(spec, Replace | BlueGreen | Canary):
+        return spec
+    if isinstance(spec, str):
+        options: dict[str, Any] = {}
+        name = spec
+    elif isinstance(spec, Mapping):
+        options = dict(spec)
+        name = str(options.pop("name", options.pop("strategy", "")))
+    else:
+        raise InvalidStrategy(f"strategy must be a name, a mapping or a Strategy, got {spec!r}")
+    cls = STRATEGIES.get(name.replace("-", "_"))
+    if cls is None:
+        raise InvalidStrategy(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}")
+    allowed = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise InvalidStrategy(
+            f"unknown option(s) {unknown} for strategy {name!r}; valid: {sorted(allowed)}"
+        )
+    if "steps" in options:
+        options["steps"] = tuple(options["steps"])
+    try:
+        return cls(**options)
+    except TypeError as err:
+        raise InvalidStrategy(f"bad options for strategy {name!r}: {err}") from err
+
+
+# -- steps shared by the strategies ---------------------------------------------------------
+
+
+def _load_new(rollout: Rollout) -> dict[str, float]:
+    """Load + warm the new version; return the weights serving before (the rollback target)."""
+    previous = {v: w for v, w in rollout.admin.serving().items() if v != rollout.version}
+    rollout.note(f"loading version {rollout.version} from {rollout.model_uri}")
+    rollout.admin.load(rollout.model_uri, rollout.version, timeout=max(rollout.remaining(), 1.0))
+    stats = rollout.admin.versions().get(rollout.version)
+    if stats is None or stats.state != "ready":
+        state = "missing" if stats is None else stats.state
+        _discard(rollout, previous)
+        raise VersionRejected(
+            f"version {rollout.version} is {state} after loading; the previous version keeps "
+            "serving. See the server log with `ctcd models logs`."
+        )
+    return previous
+
+
+def _switch(rollout: Rollout, weights: dict[str, float]) -> None:
+    rollout.admin.set_traffic(weights)
+    if rollout.serving_since is None and weights.get(rollout.version, 0) > 0:
+        rollout.serving_since = rollout.clock()
+    rollout.note("traffic " + ", ".join(f"{v}={w:.2f}" for v, w in sorted(weights.items())))
+
+
+def _unload_others(rollout: Rollout, previous: Mapping[str, float]) -> None:
+    for version in rollout.admin.versions():
+        if version != rollout.version:
+            rollout.admin.unload(version)
+            rollout.note(f"unloaded version {version}")
+
+
+def _discard(rollout: Rollout, previous: Mapping[str, float]) -> None:
+    if previous:
+        rollout.admin.set_traffic(dict(previous))
+    rollout.admin.unload(rollout.version)
+
+
+def _roll_back(rollout: Rollout, previous: Mapping[str, float], reason: str) -> None:
+    if not previous:
+        raise DeploymentError(
+            f"{reason}; there is no previous version to roll back to, so version "
+            f"{rollout.version} keeps serving. Fix the model and deploy again."
+        )
+    _discard(rollout, previous)
+    kept = ", ".join(sorted(previous))
+    rollout.note(f"rolled back to version(s) {kept}: {reason}")
+    raise RolledBack(
+        f"{reason}. Rolled back: version(s) {kept} serve all traffic again, version "
+        f"{rollout.version} was unloaded.",
+        kept_version=kept,
+        failed_version=rollout.version,
+    )
+
+
+def _judge(
+    before: Mapping[str, VersionStats],
+    after: Mapping[str, VersionStats],
+    version: str,
+    *,
+    max_error_rate: float,
+    max_latency_ms_p99: float | None,
+    min_requests: int,
+) -> str | None:
+    """Why the new version fails its window (``None`` if it passes)."""
+    now = after.get(version)
+    if now is None or now.state != "ready":
+        return f"version {version} is {'missing' if now is None else now.state}"
+    start = before.get(version)
+    requests = now.requests - (start.requests if start else 0)
+    errors = now.errors - (start.errors if start else 0)
+    if requests < min_requests:
+        return f"only {requests} requests reached it (at least {min_requests} needed to judge)"
+    if requests > 0:
+        rate = errors / requests
+        if rate > max_error_rate:
+            limit = f"{max_error_rate:.1%}"
+            return f"error rate {rate:.1%} ({errors}/{requests}) above the limit {limit}"
+        p99 = now.latency_ms_p99
+        if max_latency_ms_p99 is not None and p99 is not None and p99 > max_latency_ms_p99:
+            return f"p99 latency {p99:.0f} ms above the limit {max_latency_ms_p99:.0f} ms"
+    return None
