@@ -1,0 +1,140 @@
+"""Adaptive batching: concurrent requests to one model version share one predict call.
+
+There is no fixed timer by default. When the model is idle a request is scored at once
+(a batch of one, no added latency); while a predict runs, requests that arrive queue up
+and the next predict takes all of them (up to ``max_rows``). So batches grow exactly
+when the server is busy, which is when merging pays. ``max_wait_ms`` > 0 additionally
+holds a batch open that long to collect more rows.
+
+Each caller gets back its own rows, in order. If a merged batch fails with a client-side
+error, its requests are retried one by one so one bad request cannot fail the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ctcd.serving.errors import ServingError
+from ctcd.serving.model import LoadedModel
+from ctcd.serving.protocols import ScoringRequest, take
+from ctcd.serving.schema import Table
+
+BatchObserver = Callable[[int, int], None]  # (requests, rows) of each predict call
+
+
+class Batcher:
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        enabled: bool = True,
+        max_rows: int = 256,
+        max_wait_ms: float = 0.0,
+        observe: BatchObserver | None = None,
+    ) -> None:
+        self.model = model
+        self.enabled = enabled
+        self.max_rows = max_rows
+        self.max_wait = max_wait_ms / 1000.0
+        self._observe = observe or (lambda requests, rows: None)
+        # One predict at a time per version: requests queue (and merge) behind it.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        self._queue: collections.deque[tuple[ScoringRequest, asyncio.Future[Any]]] = (
+            collections.deque()
+        )
+        self._draining = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def score(self, request: ScoringRequest) -> Any:
+        """The model's output for this request's rows."""
+        loop = asyncio.get_running_loop()
+        if not self._batchable(request):
+            self._observe(1, request.rows)
+            return await loop.run_in_executor(
+                self._executor, self.model.predict, request.model_input(), request.params
+            )
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((request, future))
+        if not self._draining:
+            self._draining = True
+            self._task = loop.create_task(self._drain())
+        return await future
+
+    def close(self) -> None:
+        """Stop after queued work is done (running predicts finish)."""
+        self._executor.shutdown(wait=False)
+
+    def _batchable(self, request: ScoringRequest) -> bool:
+        return (
+            self.enabled
+            and request.table is not None
+            and not request.params
+            and self.model.row_aligned
+            and request.rows < self.max_rows
+        )
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch = self._take()
+                if self.max_wait and sum(r.rows for r, _ in batch) < self.max_rows:
+                    await asyncio.sleep(self.max_wait)
+                    batch += self._take(self.max_rows - sum(r.rows for r, _ in batch))
+                await self._run(batch)
+        finally:
+            self._draining = False
+
+    def _take(self, budget: int | None = None) -> list[tuple[ScoringRequest, asyncio.Future[Any]]]:
+        budget = self.max_rows if budget is None else budget
+        batch: list[tuple[ScoringRequest, asyncio.Future[Any]]] = []
+        rows = 0
+        while self._queue and (not batch or rows + self._queue[0][0].rows <= budget):
+            item = self._queue.popleft()
+            batch.append(item)
+            rows += item[0].rows
+        return batch
+
+    async def _run(self, batch: list[tuple[ScoringRequest, asyncio.Future[Any]]]) -> None:
+        loop = asyncio.get_running_loop()
+        tables: list[Table] = [r.table for r, _ in batch]  # type: ignore[misc]
+        merged = Table.concat(tables)
+        self._observe(len(batch), merged.rows)
+        try:
+            result = await loop.run_in_executor(self._executor, self.model.predict_table, merged)
+        except ServingError as err:
+            if len(batch) == 1:
+                _settle(batch[0][1], error=err)
+                return
+            for request, future in batch:  # isolate the request(s) the model refuses
+                try:
+                    one = await loop.run_in_executor(
+                        self._executor, self.model.predict_table, request.table
+                    )
+                except Exception as single_err:
+                    _settle(future, error=single_err)
+                else:
+                    _settle(future, result=one)
+            return
+        except Exception as err:
+            for _, future in batch:
+                _settle(future, error=err)
+            return
+        start = 0
+        for request, future in batch:
+            stop = start + request.rows
+            _settle(future, result=take(result, start, stop))
+            start = stop
+
+
+def _settle(future: asyncio.Future[Any], *, result: Any = None,
+            error: BaseException | None = None) -> None:
+    if future.done():  # the caller went away (cancelled)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

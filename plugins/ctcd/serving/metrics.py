@@ -1,0 +1,62 @@
+"""Prometheus metrics of one server, per model version (``GET /metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServerMetrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, model_name: str, registry: CollectorRegistry | None = None) -> None:
+        self.model_name = model_name
+        self.registry = registry or CollectorRegistry()
+        labels = ("model", "version", "protocol")
+        self.requests = Counter(
+            "ctcd_model_requests", "Prediction requests answered, by HTTP status.",
+            (*labels, "status"), registry=self.registry)
+        self.errors = Counter(
+            "ctcd_model_request_errors", "Prediction requests answered with a 4xx or 5xx.",
+            (*labels, "status"), registry=self.registry)
+        self.latency = Histogram(
+            "ctcd_model_request_duration_seconds", "Time from request to response.",
+            labels, buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.rows = Counter(
+            "ctcd_model_rows_scored", "Rows scored successfully.", ("model", "version"),
+            registry=self.registry)
+        self.batch_rows = Histogram(
+            "ctcd_model_batch_rows", "Rows per predict call (after batching).",
+            ("model", "version"), buckets=BATCH_BUCKETS, registry=self.registry)
+        self.batch_requests = Histogram(
+            "ctcd_model_batch_requests", "Requests merged into one predict call.",
+            ("model", "version"), buckets=BATCH_BUCKETS, registry=self.registry)
+        self.weight = Gauge(
+            "ctcd_model_version_weight", "Traffic weight of each loaded version.",
+            ("model", "version"), registry=self.registry)
+
+    def observe_request(self, version: str, protocol: str, status: int, seconds: float,
+                        rows: int) -> None:
+        labels = (self.model_name, version, protocol)
+        self.requests.labels(*labels, str(status)).inc()
+        self.latency.labels(*labels).observe(seconds)
+        if status >= 400:
+            self.errors.labels(*labels, str(status)).inc()
+        elif rows:
+            self.rows.labels(self.model_name, version).inc(rows)
+
+    def observe_batch(self, version: str, requests: int, rows: int) -> None:
+        self.batch_rows.labels(self.model_name, version).observe(rows)
+        self.batch_requests.labels(self.model_name, version).observe(requests)
+
+    def set_weights(self, weights: dict[str, float], removed: tuple[str, ...] = ()) -> None:
+        for version, weight in weights.items():
+            self.weight.labels(self.model_name, version).set(weight)
+        for version in removed:
+            self.weight.remove(self.model_name, version)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

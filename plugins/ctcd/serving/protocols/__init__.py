@@ -1,0 +1,64 @@
+"""Wire formats: each module turns request bodies into a :class:`ScoringRequest` and model
+output into response bodies. No routing, no model calls."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ctcd.serving.schema import Table
+
+
+@dataclass
+class ScoringRequest:
+    """Checked input of one request. ``table`` when the model has a signature the server
+    understands (batchable); otherwise ``frame`` parsed by MLflow's own parser."""
+
+    table: Table | None = None
+    frame: Any = None
+    params: Mapping[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        if self.table is not None:
+            return self.table.rows
+        return _length(self.frame)
+
+    def model_input(self) -> Any:
+        return self.table.to_model_input() if self.table is not None else self.frame
+
+
+def take(result: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of a model's output (ndarray, Series, DataFrame or list)."""
+    if hasattr(result, "iloc"):
+        return result.iloc[start:stop]
+    return result[start:stop]
+
+
+def jsonable(result: Any) -> Any:
+    """Model output -> something orjson serializes (OPT_SERIALIZE_NUMPY), as MLflow's
+    scoring server would present it (DataFrames as records)."""
+    import pandas as pd
+
+    if isinstance(result, pd.DataFrame):
+        return result.to_dict(orient="records")
+    if isinstance(result, pd.Series):
+        result = result.to_numpy()
+    if isinstance(result, np.ndarray):
+        if result.dtype.kind in "biuf" and result.flags.c_contiguous:
+            return result
+        return result.tolist()
+    if isinstance(result, (np.generic,)):
+        return result.item()
+    return result
+
+
+def _length(value: Any) -> int:
+    try:
+        return len(value)
+    except TypeError:
+        return 1

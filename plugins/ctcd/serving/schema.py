@@ -1,0 +1,282 @@
+"""The model's input signature, and turning request values into checked column arrays.
+
+A request in any protocol is first reduced to plain columns (``name -> values``); this
+module checks them against the signature and returns a :class:`Table` of numpy arrays
+whose dtypes are the ones MLflow's own schema enforcement would produce. Every problem
+raises :class:`InvalidInput` naming the column (and row) and what was expected, so a
+client never sees a 5xx for its own mistake.
+
+The signature is read from the ``MLmodel`` JSON, not through mlflow, so the server can
+start without importing mlflow when it does not need to.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+
+from ctcd.serving.errors import InvalidInput
+
+# MLflow DataType name -> numpy dtype the column is given before predict.
+KIND_DTYPES: Final[dict[str, str]] = {
+    "boolean": "bool",
+    "integer": "int32",
+    "long": "int64",
+    "float": "float32",
+    "double": "float64",
+    "string": "object",
+    "binary": "object",
+    "datetime": "datetime64[ns]",
+}
+_INT_KINDS: Final = frozenset({"integer", "long"})
+_FLOAT_KINDS: Final = frozenset({"float", "double"})
+_EXPECTED: Final[dict[str, str]] = {
+    "boolean": "a boolean",
+    "integer": "an integer",
+    "long": "an integer",
+    "float": "a number",
+    "double": "a number",
+    "string": "a string",
+    "binary": "a base64 string",
+    "datetime": "an ISO-8601 date-time string",
+}
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    kind: str
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    dtype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class InputSchema:
+    """A column signature (``columns``) or a single-tensor one (``tensor``)."""
+
+    columns: tuple[ColumnSpec, ...] = ()
+    tensor: TensorSpec | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @classmethod
+    def from_signature_json(cls, inputs_json: str | None) -> InputSchema | None:
+        """Parse ``signature.inputs`` of an MLmodel file; None when the server cannot check
+        it (no signature, unnamed columns, several tensors, nested types)."""
+        if not inputs_json:
+            return None
+        specs = json.loads(inputs_json)
+        if len(specs) == 1 and specs[0].get("type") == "tensor":
+            tensor = specs[0]["tensor-spec"]
+            return cls(tensor=TensorSpec(str(tensor["dtype"]), tuple(tensor["shape"])))
+        columns = []
+        for spec in specs:
+            kind, name = spec.get("type"), spec.get("name")
+            if not isinstance(kind, str) or kind not in KIND_DTYPES or name is None:
+                return None
+            columns.append(ColumnSpec(str(name), kind, bool(spec.get("required", True))))
+        return cls(columns=tuple(columns)) if columns else None
+
+    def synthetic_rows(self) -> Table:
+        """One plausible row, to warm a model that was logged without an input example."""
+        if self.tensor is not None:
+            shape = tuple(1 if d == -1 else d for d in self.tensor.shape) or (1,)
+            return Table({"": np.zeros(shape, dtype=self.tensor.dtype)}, shape[0])
+        sample: dict[str, Any] = {
+            "boolean": False, "integer": 0, "long": 0, "float": 0.0, "double": 0.0,
+            "string": "", "binary": b"", "datetime": np.datetime64("2020-01-01", "ns"),
+        }
+        arrays = {
+            c.name: np.array([sample[c.kind]], dtype=KIND_DTYPES[c.kind]) for c in self.columns
+        }
+        return Table(arrays, 1)
+
+
+@dataclass(frozen=True)
+class Table:
+    """Checked input: one array per column in signature order (``""`` for a tensor)."""
+
+    arrays: Mapping[str, np.ndarray]
+    rows: int
+
+    @staticmethod
+    def concat(tables: Sequence[Table]) -> Table:
+        if len(tables) == 1:
+            return tables[0]
+        names = tables[0].arrays.keys()
+        arrays = {n: np.concatenate([t.arrays[n] for t in tables]) for n in names}
+        return Table(arrays, sum(t.rows for t in tables))
+
+    def to_model_input(self) -> Any:
+        if "" in self.arrays:
+            return self.arrays[""]
+        import pandas as pd
+
+        return pd.DataFrame(dict(self.arrays), copy=False)
+
+
+def check_columns(schema: InputSchema, raw: Mapping[str, Any], where: str) -> Table:
+    """Check ``column -> values`` against a column signature; ``where`` prefixes field names."""
+    expected = schema.names
+    missing = [n for n in expected if n not in raw]
+    if missing:
+        raise InvalidInput(
+            f"{where}{missing[0]}",
+            f"missing column(s) {missing}; the model expects columns {list(expected)}",
+        )
+    extra = [n for n in raw if n not in set(expected)]
+    if extra:
+        raise InvalidInput(
+            f"{where}{extra[0]}",
+            f"unexpected column(s) {extra}; the model expects columns {list(expected)}",
+        )
+    rows: int | None = None
+    arrays: dict[str, np.ndarray] = {}
+    for spec in schema.columns:
+        values = raw[spec.name]
+        array = coerce_column(spec, values, f"{where}{spec.name}")
+        if rows is None:
+            rows = len(array)
+        elif len(array) != rows:
+            raise InvalidInput(
+                f"{where}{spec.name}",
+                f"has {len(array)} values but column {schema.columns[0].name!r} has {rows}; "
+                "every column needs one value per row",
+            )
+        arrays[spec.name] = array
+    if not rows:
+        raise InvalidInput(f"{where.rstrip('.') or 'body'}", "no rows to score")
+    return Table(arrays, rows)
+
+
+def coerce_column(spec: ColumnSpec, values: Any, field: str) -> np.ndarray:
+    """Values of one column -> an array of the signature's dtype, or InvalidInput."""
+    if isinstance(values, np.ndarray):
+        source = values
+    else:
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+            raise InvalidInput(field, f"expected a list of values, got {_describe(values)}")
+        try:
+            source = np.asarray(values)
+        except ValueError:  # ragged nesting
+            raise InvalidInput(field, "expected one scalar value per row") from None
+    if source.ndim == 2 and source.shape[1] == 1:
+        source = source[:, 0]
+    if source.ndim != 1:
+        raise InvalidInput(field, f"expected one scalar value per row, got shape {source.shape}")
+    kind = spec.kind
+    if kind in _INT_KINDS or kind in _FLOAT_KINDS:
+        return _numeric(spec, source, field)
+    if kind == "boolean":
+        if source.dtype.kind != "b":
+            _first_bad(spec, source, field, lambda v: isinstance(v, (bool, np.bool_)))
+        return source.astype("bool")
+    if kind == "string":
+        out = source.astype(object)
+        _first_bad(spec, out, field, lambda v: isinstance(v, str))
+        return out
+    if kind == "binary":
+        out = source.astype(object)
+        _first_bad(spec, out, field, lambda v: isinstance(v, (str, bytes)))
+        try:
+            decoded = [v if isinstance(v, bytes) else base64.b64decode(v, validate=True)
+                       for v in out]
+        except (binascii.Error, ValueError):
+            raise InvalidInput(field, "expected base64-encoded strings") from None
+        return np.array(decoded, dtype=object)
+    try:  # datetime
+        out = source.astype("datetime64[ns]")
+    except (ValueError, TypeError):
+        raise InvalidInput(field, f"expected {_EXPECTED[kind]} in every row") from None
+    if spec.required and np.isnat(out).any():
+        raise InvalidInput(f"{field}[{int(np.isnat(out).argmax())}]", "is null but required")
+    return out
+
+
+def _numeric(spec: ColumnSpec, source: np.ndarray, field: str) -> np.ndarray:
+    dtype = np.dtype(KIND_DTYPES[spec.kind])
+    k = source.dtype.kind
+    if k not in "iuf":
+        # bools, strings, None or mixed values: find the first one that is not a number
+        _first_bad(
+            spec, source, field,
+            lambda v: (v is None and not spec.required)
+            or (isinstance(v, (int, float, np.integer, np.floating))
+            and not isinstance(v, (bool, np.bool_))),
+        )
+        if spec.kind in _INT_KINDS:
+            raise InvalidInput(field, "is null in some row; the column is integer-typed")
+        source = source.astype("float64")  # None -> NaN for an optional float column
+        k = "f"
+    if k == "f":
+        nan = np.isnan(source)
+        if nan.any() and spec.required:
+            raise InvalidInput(
+                f"{field}[{int(nan.argmax())}]", f"is NaN/null but {_EXPECTED[spec.kind]} "
+                "is required"
+            )
+        if spec.kind in _INT_KINDS:
+            frac = source != np.floor(source)
+            if frac.any():
+                row = int(frac.argmax())
+                raise InvalidInput(
+                    f"{field}[{row}]", f"expected an integer, got {source[row]!r}"
+                )
+    if dtype.kind == "i" and k in "iu":
+        info = np.iinfo(dtype)
+        if source.size and (source.min() < info.min or source.max() > info.max):
+            raise InvalidInput(field, f"has a value outside the range of {dtype}")
+    return source.astype(dtype, copy=False)
+
+
+def _first_bad(spec: ColumnSpec, values: np.ndarray, field: str, ok: Any) -> None:
+    for row, value in enumerate(values.tolist() if values.dtype.kind != "O" else values):
+        if value is None or (isinstance(value, float) and value != value):
+            if spec.required:
+                raise InvalidInput(f"{field}[{row}]", "is null but required")
+            continue
+        if not ok(value):
+            raise InvalidInput(
+                f"{field}[{row}]",
+                f"expected {_EXPECTED[spec.kind]} ({spec.kind}), got {_describe(value)}",
+            )
+
+
+def check_tensor(spec: TensorSpec, values: Any, field: str) -> Table:
+    try:
+        array = np.asarray(values)
+    except ValueError:
+        raise InvalidInput(field, "is ragged; every row needs the same shape") from None
+    if array.dtype.kind not in "iufb" or (array.dtype.kind == "b" and spec.dtype != "bool"):
+        raise InvalidInput(field, f"expected numbers of type {spec.dtype}")
+    want = spec.shape
+    mismatch = any(w not in (-1, g) for w, g in zip(want, array.shape, strict=False))
+    if array.ndim != len(want) or mismatch:
+        raise InvalidInput(field, f"has shape {list(array.shape)}, expected {list(want)}")
+    if np.issubdtype(array.dtype, np.floating) and np.isnan(array).any():
+        raise InvalidInput(field, "contains NaN")
+    try:
+        out = array.astype(spec.dtype, casting="same_kind")
+    except TypeError:
+        raise InvalidInput(field, f"cannot be cast safely to {spec.dtype}") from None
+    if array.shape[0] == 0:
+        raise InvalidInput(field, "no rows to score")
+    return Table({"": out}, int(array.shape[0]))
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"

@@ -1,0 +1,55 @@
+"""Model server settings: command-line options, or environment variables ``CTCD_SERVER_*``
+(e.g. ``CTCD_SERVER_ADMIN_TOKEN``). Prefer the environment for tokens: command lines are
+visible to every user of the machine."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CTCD_SERVER_", extra="ignore", cli_kebab_case=True,
+        cli_prog_name="python -m ctcd.serving", cli_implicit_flags=True,
+    )
+
+    model_uri: str = Field(description="MLflow model URI served at start (models:/name/3, "
+                           "models:/name@alias, runs:/<id>/model, or a local path).")
+    model_name: str = Field(description="Model name reported in headers, V2 routes, metrics.")
+    model_version: str = Field(description="Version label of the model given by --model-uri.")
+    host: str = Field(default="127.0.0.1", description="Interface to bind.")
+    port: int = Field(default=8080, ge=0, le=65535, description="TCP port to bind.")
+    workers: int = Field(default=1, ge=1, le=64, description="Worker processes (SO_REUSEPORT).")
+    token: SecretStr | None = Field(
+        default=None, description="If set, prediction routes require 'Bearer <token>'.")
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the admin API. Without one, the admin API "
+        "answers only when the server is bound to a loopback address.")
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; default: MLFLOW_TRACKING_URI.")
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1,
+                                description="Largest request body accepted (413 above).")
+    batching: bool = Field(default=True, description="Merge concurrent requests per version.")
+    max_batch_rows: int = Field(default=256, ge=1, description="Most rows in one predict call.")
+    max_batch_wait_ms: float = Field(
+        default=0.0, ge=0, le=1000, description="Extra time a batch waits for more rows; 0 "
+        "means adaptive: batch only what queued while the model was busy.")
+    request_log_sample_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Share of requests whose inputs and outputs are "
+        "logged for monitoring.")
+    request_log_path: Path | None = Field(
+        default=None, description="SQLite file of the request log; default "
+        "$CTCD_HOME/serving/requests.sqlite.")
+    log_level: str = Field(default="warning", description="Log level of the server.")
+
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
