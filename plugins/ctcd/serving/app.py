@@ -121,8 +121,8 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
 
     async def v2_infer(request: Request) -> Response:
         predict_auth(request)
-        slot = v2_slot(request, routed=True)
         data = await body(request)
+        slot = v2_slot(request, routed=True)  # no await between picking and scoring
         result = await server.score(
             slot, "v2",
             lambda schema: v2_protocol.decode(data, request.headers.get("content-type"), schema),

@@ -48,9 +48,20 @@ class Batcher:
         )
         self._draining = False
         self._task: asyncio.Task[None] | None = None
+        self._inflight = 0
+        self._closing = False
 
     async def score(self, request: ScoringRequest) -> Any:
         """The model's output for this request's rows."""
+        self._inflight += 1
+        try:
+            return await self._score(request)
+        finally:
+            self._inflight -= 1
+            if self._closing and not self._inflight:
+                self._executor.shutdown(wait=False)
+
+    async def _score(self, request: ScoringRequest) -> Any:
         loop = asyncio.get_running_loop()
         if not self._batchable(request):
             self._observe(1, request.rows)
@@ -65,8 +76,11 @@ class Batcher:
         return await future
 
     def close(self) -> None:
-        """Stop after queued work is done (running predicts finish)."""
-        self._executor.shutdown(wait=False)
+        """Release the predict thread once the requests already holding this version have
+        their answers (a version is unloaded while its last requests finish)."""
+        self._closing = True
+        if not self._inflight:
+            self._executor.shutdown(wait=False)
 
     def _batchable(self, request: ScoringRequest) -> bool:
         return (

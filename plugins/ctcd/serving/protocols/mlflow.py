@@ -156,6 +156,18 @@ def _decode_csv(body: bytes, schema: InputSchema | None) -> ScoringRequest:
     if schema.tensor is not None:
         return ScoringRequest(table=check_tensor(schema.tensor, frame.to_numpy(), "csv"))
     raw = {str(c): frame[c].to_numpy() for c in frame.columns}
+    numeric = {c.name for c in schema.columns if c.kind in ("long", "integer", "float",
+                                                             "double")}
+    for name in numeric & raw.keys():
+        column = frame[name]
+        if column.dtype.kind not in "iuf":  # CSV is text: a non-number stays a string
+            parsed = pd.to_numeric(column, errors="coerce")
+            bad = column.notna() & parsed.isna()
+            if bad.any():
+                row = int(bad.to_numpy().argmax())
+                raise InvalidInput(f"csv.{name}[{row}]",
+                                   f"expected a number, got {column.iloc[row]!r}")
+            raw[name] = parsed.to_numpy()
     return ScoringRequest(table=check_columns(schema, raw, "csv."))
 
 

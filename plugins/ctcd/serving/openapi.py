@@ -1,0 +1,185 @@
+"""The OpenAPI 3.1 document of the server (``GET /openapi.json``)."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import version as package_version
+from typing import Any
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "Bad input; the message names the field", 401: "Missing or wrong token",
+            403: "Admin API disabled on a non-loopback bind without a token",
+            404: "Unknown model or version", 409: "Conflict with the current versions",
+            413: "Body over the size limit", 415: "Unsupported Content-Type",
+            422: "Input the model refused, or a version that failed to load",
+            503: "No version is ready"}
+    return {str(c): _json(_ERROR, text[c]) for c in codes}
+
+
+def _op(summary: str, ok: dict[str, dict[str, Any]], *, body: dict[str, Any] | None = None,
+        errors: tuple[int, ...] = (), tags: tuple[str, ...] = (), secured: str | None = None,
+        params: tuple[str, ...] = ()) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "tags": list(tags), "responses": {**ok,
+                                                                              **_errors(*errors)}}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": body}
+    if secured:
+        op["security"] = [{secured: []}]
+    if params:
+        op["parameters"] = [{"name": p, "in": "path", "required": True,
+                             "schema": {"type": "string"}} for p in params]
+    return op
+
+
+@cache
+def document(model_name: str) -> dict[str, Any]:
+    text_ok = {"200": {"description": "OK", "content": {"text/plain": {}}}}
+    versions_ok = {"200": _json({"$ref": "#/components/schemas/Versions"}, "All versions")}
+    predict_headers = {
+        "X-Model-Name": {"schema": {"type": "string"}, "description": "Model that answered"},
+        "X-Model-Version": {"schema": {"type": "string"}, "description": "Version that "
+                            "answered"},
+    }
+    predictions = _json({"$ref": "#/components/schemas/Predictions"}, "Predictions")
+    predictions["headers"] = predict_headers
+    v2_out = _json({"$ref": "#/components/schemas/V2Response"}, "Inference response")
+    v2_out["headers"] = predict_headers
+    v2_infer = _op("V2 inference", {"200": v2_out},
+                   body={"application/json": {"schema": {"$ref":
+                                                         "#/components/schemas/V2Request"}}},
+                   errors=(400, 401, 404, 413, 415, 422, 503), tags=("v2",),
+                   secured="predictToken", params=("name",))
+    v2_meta = _op("Model metadata", {"200": _json({"type": "object"}, "Metadata")},
+                  errors=(401, 404), tags=("v2",), secured="predictToken", params=("name",))
+    v2_ready = _op("Model readiness", {"200": _json({"type": "object"}, "Ready")},
+                   errors=(401, 404, 503), tags=("v2",), secured="predictToken",
+                   params=("name",))
+
+    def versioned(op: dict[str, Any]) -> dict[str, Any]:
+        out = dict(op)
+        out["parameters"] = [*op["parameters"], {"name": "version", "in": "path",
+                                                 "required": True, "schema": {"type": "string"}}]
+        return out
+
+    admin = {"tags": ("admin",), "secured": "adminToken"}
+    paths: dict[str, Any] = {
+        "/ping": {"get": _op("Ready when a version has traffic", text_ok, errors=(503,),
+                             tags=("mlflow",))},
+        "/health": {"get": _op("Same as /ping", text_ok, errors=(503,), tags=("mlflow",))},
+        "/version": {"get": _op("MLflow version of the server", text_ok, tags=("mlflow",))},
+        "/invocations": {"post": _op(
+            "Score rows (MLflow scoring protocol)", {"200": predictions},
+            body={"application/json": {"schema": {"$ref": "#/components/schemas/"
+                                                           "MlflowRequest"}},
+                  "text/csv": {"schema": {"type": "string"}}},
+            errors=(400, 401, 413, 415, 422, 503), tags=("mlflow",), secured="predictToken")},
+        "/v2": {"get": _op("Server metadata", {"200": _json({"type": "object"}, "Metadata")},
+                           tags=("v2",))},
+        "/v2/health/live": {"get": _op("Liveness", {"200": _json({"type": "object"}, "Live")},
+                                       tags=("v2",))},
+        "/v2/health/ready": {"get": _op("Readiness", {"200": _json({"type": "object"},
+                                                                   "Ready")},
+                                        errors=(503,), tags=("v2",))},
+        "/v2/models/{name}": {"get": v2_meta},
+        "/v2/models/{name}/ready": {"get": v2_ready},
+        "/v2/models/{name}/infer": {"post": v2_infer},
+        "/v2/models/{name}/versions/{version}": {"get": versioned(v2_meta)},
+        "/v2/models/{name}/versions/{version}/ready": {"get": versioned(v2_ready)},
+        "/v2/models/{name}/versions/{version}/infer": {"post": versioned(v2_infer)},
+        "/admin/versions": {
+            "get": _op("List loaded versions", versions_ok, errors=(401, 403), **admin),
+            "post": _op(
+                "Load and warm a version into a standby slot (weight 0)",
+                {"201": _json({"$ref": "#/components/schemas/Version"}, "Loaded"),
+                 "200": _json({"$ref": "#/components/schemas/Version"}, "Already loaded")},
+                body={"application/json": {"schema": {
+                    "type": "object", "required": ["model_uri", "version"],
+                    "properties": {"model_uri": {"type": "string"},
+                                   "version": {"type": "string"}}}}},
+                errors=(400, 401, 403, 409, 422), **admin),
+        },
+        "/admin/versions/{version}": {"delete": _op(
+            "Unload a version with weight 0", versions_ok, errors=(401, 403, 404, 409),
+            params=("version",), **admin)},
+        "/admin/traffic": {"put": _op(
+            "Set the whole traffic split at once", versions_ok,
+            body={"application/json": {"schema": {
+                "type": "object", "required": ["weights"],
+                "properties": {"weights": {"type": "object",
+                                           "additionalProperties": {"type": "number",
+                                                                    "minimum": 0}}}}}},
+            errors=(400, 401, 403), **admin)},
+        "/metrics": {"get": _op("Prometheus metrics", text_ok, tags=("operations",))},
+        "/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"},
+                                                                    "OpenAPI")},
+                                     tags=("operations",))},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"ctcd model server: {model_name}",
+                 "version": package_version("ctcd")},
+        "paths": paths,
+        "components": {"securitySchemes": {
+            "predictToken": {"type": "http", "scheme": "bearer",
+                             "description": "Only when the server has --token"},
+            "adminToken": {"type": "http", "scheme": "bearer",
+                           "description": "--admin-token; optional on a loopback bind"}},
+            "schemas": _SCHEMAS},
+    }
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"],
+              "properties": {"error": {"type": "string"}}},
+    "MlflowRequest": {
+        "type": "object", "minProperties": 1,
+        "description": "Exactly one of dataframe_split, dataframe_records, instances, inputs",
+        "properties": {
+            "dataframe_split": {"type": "object", "required": ["data"], "properties": {
+                "columns": {"type": "array", "items": {"type": "string"}},
+                "data": {"type": "array", "items": {"type": "array"}},
+                "index": {"type": "array"}}},
+            "dataframe_records": {"type": "array", "items": {"type": "object"}},
+            "instances": {"oneOf": [{"type": "array"}, {"type": "object"}]},
+            "inputs": {"oneOf": [{"type": "array"}, {"type": "object"}]},
+            "params": {"type": "object"}}},
+    "Predictions": {"type": "object", "required": ["predictions"],
+                    "properties": {"predictions": {"type": "array"}}},
+    "V2Tensor": {"type": "object", "required": ["name", "shape", "datatype", "data"],
+                 "properties": {"name": {"type": "string"},
+                                "shape": {"type": "array", "items": {"type": "integer"}},
+                                "datatype": {"type": "string", "enum": [
+                                    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8",
+                                    "INT16", "INT32", "INT64", "FP16", "FP32", "FP64",
+                                    "BYTES"]},
+                                "parameters": {"type": "object"},
+                                "data": {"type": "array"}}},
+    "V2Request": {"type": "object", "required": ["inputs"], "properties": {
+        "id": {"type": "string"}, "parameters": {"type": "object"},
+        "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}},
+        "outputs": {"type": "array"}}},
+    "V2Response": {"type": "object",
+                   "required": ["model_name", "model_version", "id", "outputs"],
+                   "properties": {
+                       "model_name": {"type": "string"}, "model_version": {"type": "string"},
+                       "id": {"type": "string"}, "parameters": {"type": "object"},
+                       "outputs": {"type": "array",
+                                   "items": {"$ref": "#/components/schemas/V2Tensor"}}}},
+    "Version": {"type": "object", "properties": {
+        "version": {"type": "string"}, "model_uri": {"type": "string"},
+        "weight": {"type": "number"}, "state": {"type": "string", "enum": ["ready", "failed"]},
+        "loaded_at": {"type": "string", "format": "date-time"},
+        "requests": {"type": "integer"}, "errors": {"type": "integer"},
+        "latency_ms_p50": {"type": ["number", "null"]},
+        "latency_ms_p99": {"type": ["number", "null"]}}},
+    "Versions": {"type": "object", "properties": {
+        "model_name": {"type": "string"},
+        "versions": {"type": "array", "items": {"$ref": "#/components/schemas/Version"}}}},
+}

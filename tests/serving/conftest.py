@@ -1,0 +1,153 @@
+"""Fixtures of the model-server tests: real registered models loaded once per session,
+in-process servers over httpx's ASGI transport, and the one fake model."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctcd.serving.app import AppConfig, create_app
+from ctcd.serving.errors import ModelLoadError, ModelRejectedInput
+from ctcd.serving.handlers import BatchConfig, ModelServer
+from ctcd.serving.model import LoadedModel, load
+from ctcd.serving.schema import ColumnSpec, InputSchema, Table
+
+_LOADED: dict[str, LoadedModel] = {}
+_LOCK = threading.Lock()
+
+
+def cached_load(uri: str) -> Any:
+    """Load each model URI once per session (servers share the loaded model)."""
+    with _LOCK:
+        if uri not in _LOADED:
+            _LOADED[uri] = load(uri)
+        return _LOADED[uri]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def numeric_model(mlflow_server: str) -> Any:
+    """A LogisticRegression on 20 numeric features (columns f0..f19), registered."""
+    import mlflow
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    from ctcd.training.model import log_model
+
+    x, y = make_classification(n_samples=500, n_features=20, random_state=0)
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(20)])
+    pipeline = LogisticRegression(max_iter=200).fit(frame, y)
+    mlflow.set_experiment("ctcd-serving-tests")
+    with mlflow.start_run():
+        info = log_model(pipeline, frame.head(5), registered_model_name="numeric-serving")
+    uri = f"models:/numeric-serving/{info.registered_model_version}"
+    return type("Numeric", (), {"uri": uri, "version": str(info.registered_model_version),
+                                "name": "numeric-serving", "example": frame.head(30)})
+
+
+@pytest.fixture(scope="session")
+def churn_versions(model_factory: Any, churn_model: Any) -> tuple[Any, Any]:
+    """Two versions of one model that answer differently (for swap / canary)."""
+    first = model_factory(name="churn-swap", kind="hist_gradient_boosting")
+    second = model_factory(name="churn-swap", kind="logistic_regression")
+    return first, second
+
+
+ServerFactory = Callable[..., ModelServer]
+
+
+@pytest.fixture
+def make_server() -> Iterator[ServerFactory]:
+    made: list[ModelServer] = []
+
+    def make(name: str, versions: dict[str, str], *, loader: Callable[[str], Any] = cached_load,
+             batching: BatchConfig | None = None, sink: Any = None) -> ModelServer:
+        server = ModelServer(name, loader=loader, batching=batching, sink=sink)
+        for i, (version, uri) in enumerate(versions.items()):
+            server.install(version, server.load_blocking(uri), weight=1.0 if i == 0 else 0.0)
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.close()
+
+
+ClientFactory = Callable[..., httpx.AsyncClient]
+
+
+@pytest.fixture
+async def client_for() -> AsyncIterator[ClientFactory]:
+    clients: list[httpx.AsyncClient] = []
+
+    def make(server: ModelServer, config: AppConfig | None = None) -> httpx.AsyncClient:
+        app = create_app(server, config)
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                   base_url="http://model", timeout=60)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+class FakeModel:
+    """A model over columns ``a`` (long) and ``b`` (string) whose prediction of a row is
+    ``a * 10``; rows with ``b == "refuse"`` are refused (a 4xx), ``b == "crash"`` raise.
+    ``delay`` makes each predict slow so that concurrent requests queue and merge."""
+
+    def __init__(self, delay: float = 0.0, uri: str = "fake://model") -> None:
+        self.uri = uri
+        self.schema: InputSchema | None = InputSchema(
+            columns=(ColumnSpec("a", "long"), ColumnSpec("b", "string")))
+        self.example = None
+        self.delay = delay
+        self.calls: list[int] = []
+        self.row_aligned = True
+
+    def predict(self, data: Any, params: Any = None) -> Any:
+        if self.delay:
+            time.sleep(self.delay)
+        frame = data
+        self.calls.append(len(frame))
+        if (frame["b"] == "refuse").any():
+            raise ModelRejectedInput("b is 'refuse'")
+        if (frame["b"] == "crash").any():
+            raise RuntimeError("the model crashed")
+        return frame["a"].to_numpy() * 10
+
+    def predict_table(self, table: Table, params: Any = None) -> Any:
+        return self.predict(table.to_model_input(), params)
+
+    def warm(self) -> None:
+        if self.uri.endswith("broken"):
+            raise ModelLoadError(self.uri, "warm-up prediction failed: broken on purpose")
+        assert self.schema is not None
+        self.predict_table(self.schema.synthetic_rows())
+
+
+def fake_loader(delay: float = 0.0) -> Callable[[str], FakeModel]:
+    def loader(uri: str) -> FakeModel:
+        if uri.startswith("missing"):
+            raise ModelLoadError(uri, "no such model")
+        return FakeModel(delay, uri)
+
+    return loader
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-ready records (numpy scalars to Python)."""
+    return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+            for row in frame.to_dict(orient="records")]

@@ -1,0 +1,114 @@
+"""Adaptive batching: merged predict calls, each caller gets its own rows back in order."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+from ctcd.serving.handlers import BatchConfig
+from tests.serving.conftest import fake_loader
+
+pytestmark = pytest.mark.anyio
+
+
+def _body(values: list[int], tag: str = "x") -> dict[str, Any]:
+    return {"dataframe_split": {"columns": ["a", "b"], "data": [[v, tag] for v in values]}}
+
+
+async def test_each_caller_gets_its_rows_in_order(make_server: Any, client_for: Any) -> None:
+    server = make_server("fake", {"1": "fake://v1"}, loader=fake_loader(delay=0.02))
+    client = client_for(server)
+    rng = random.Random(7)
+    requests = [[rng.randrange(1000) for _ in range(rng.randrange(1, 6))] for _ in range(60)]
+    responses = await asyncio.gather(*(client.post("/invocations", json=_body(values))
+                                       for values in requests))
+    for values, response in zip(requests, responses, strict=True):
+        assert response.status_code == 200
+        assert response.json() == {"predictions": [v * 10 for v in values]}
+    model = server.registry.get("1").model
+    served = model.calls[1:]  # the first call is the warm-up
+    assert sum(served) == sum(len(v) for v in requests)
+    assert len(served) < len(requests)  # requests were merged
+    assert max(served) > 5
+
+
+async def test_batches_respect_max_rows(make_server: Any, client_for: Any) -> None:
+    server = make_server("fake", {"1": "fake://v1"}, loader=fake_loader(delay=0.02),
+                         batching=BatchConfig(max_rows=8))
+    client = client_for(server)
+    responses = await asyncio.gather(*(client.post("/invocations", json=_body([i, i]))
+                                       for i in range(40)))
+    assert all(r.json()["predictions"] == [i * 10, i * 10] for i, r in enumerate(responses))
+    assert max(server.registry.get("1").model.calls[1:]) <= 8
+
+
+async def test_max_wait_collects_more(make_server: Any, client_for: Any) -> None:
+    server = make_server("fake", {"1": "fake://v1"}, loader=fake_loader(),
+                         batching=BatchConfig(max_wait_ms=50))
+    client = client_for(server)
+
+    async def later(i: int) -> Any:
+        await asyncio.sleep(i * 0.002)
+        return await client.post("/invocations", json=_body([i]))
+
+    responses = await asyncio.gather(*(later(i) for i in range(10)))
+    assert [r.json()["predictions"] for r in responses] == [[i * 10] for i in range(10)]
+    assert len(server.registry.get("1").model.calls[1:]) < 10
+
+
+async def test_refused_request_does_not_fail_its_batch(make_server: Any,
+                                                       client_for: Any) -> None:
+    server = make_server("fake", {"1": "fake://v1"}, loader=fake_loader(delay=0.02))
+    client = client_for(server)
+    bodies = [_body([i], "refuse" if i == 5 else "x") for i in range(20)]
+    responses = await asyncio.gather(*(client.post("/invocations", json=b) for b in bodies))
+    for i, response in enumerate(responses):
+        if i == 5:
+            assert response.status_code == 422
+            assert "refuse" in response.json()["error"]
+        else:
+            assert response.status_code == 200, response.text
+            assert response.json() == {"predictions": [i * 10]}
+
+
+async def test_model_crash_is_500_counted_on_the_version(make_server: Any,
+                                                         client_for: Any) -> None:
+    server = make_server("fake", {"1": "fake://v1"}, loader=fake_loader())
+    client = client_for(server)
+    response = await client.post("/invocations", json=_body([1], "crash"))
+    assert response.status_code == 500
+    assert "crashed" in response.json()["error"]
+    assert response.headers["x-model-version"] == "1"
+    assert (await client.post("/invocations", json=_body([1]))).status_code == 200
+    entry = server.registry.get("1").entry()
+    assert (entry["requests"], entry["errors"]) == (2, 1)
+
+
+async def test_batching_off_scores_each_request_alone(make_server: Any,
+                                                      client_for: Any) -> None:
+    server = make_server("fake", {"1": "fake://v1"}, loader=fake_loader(delay=0.01),
+                         batching=BatchConfig(enabled=False))
+    client = client_for(server)
+    responses = await asyncio.gather(*(client.post("/invocations", json=_body([i]))
+                                       for i in range(10)))
+    assert [r.json()["predictions"] for r in responses] == [[i * 10] for i in range(10)]
+    assert server.registry.get("1").model.calls[1:] == [1] * 10
+
+
+async def test_real_model_batched_equals_unbatched(make_server: Any, client_for: Any,
+                                                   churn_model: Any) -> None:
+    import mlflow
+
+    from tests.serving.conftest import records
+
+    server = make_server(churn_model.name, {"1": churn_model.uri})
+    client = client_for(server)
+    rows = records(churn_model.example)
+    want = mlflow.pyfunc.load_model(churn_model.uri).predict(churn_model.example).tolist()
+    responses = await asyncio.gather(*(client.post("/invocations",
+                                                   json={"dataframe_records": [row]})
+                                       for row in rows))
+    assert [r.json()["predictions"][0] for r in responses] == want

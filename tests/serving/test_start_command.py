@@ -1,0 +1,61 @@
+"""The start command the deployer runs: one real server process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.serving.conftest import records
+
+READY = re.compile(r"^ctcd model server listening on http://127\.0\.0\.1:(\d+)$")
+
+
+def _start(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "ctcd.serving", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_start_serve_and_stop(churn_model: Any, mlflow_server: str) -> None:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server,
+           "CTCD_SERVER_ADMIN_TOKEN": "adm"}
+    proc = _start("--model-uri", churn_model.uri, "--model-name", churn_model.name,
+                  "--model-version", churn_model.version, "--host", "127.0.0.1",
+                  "--port", "0", "--workers", "1", env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        match = READY.match(line)
+        assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
+        base = f"http://127.0.0.1:{match.group(1)}"
+        with httpx.Client(base_url=base, timeout=30) as client:
+            assert client.get("/ping").status_code == 200  # ready as soon as announced
+            response = client.post("/invocations", json={
+                "dataframe_records": records(churn_model.example.head(3))})
+            assert response.status_code == 200
+            assert len(response.json()["predictions"]) == 3
+            assert response.headers["x-model-name"] == churn_model.name
+            assert response.headers["x-model-version"] == churn_model.version
+            assert client.get("/admin/versions").status_code == 401
+            versions = client.get("/admin/versions", headers={"Authorization": "Bearer adm"})
+            assert versions.json()["versions"][0]["weight"] == 1.0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+def test_start_fails_clearly_on_a_bad_model(mlflow_server: str) -> None:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    proc = _start("--model-uri", "models:/does-not-exist/1", "--model-name", "x",
+                  "--model-version", "1", "--port", "0", env=env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert "listening" not in out
+    assert "models:/does-not-exist/1" in err

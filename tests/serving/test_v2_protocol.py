@@ -1,0 +1,142 @@
+"""KServe V2 / Open Inference Protocol routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def churn(make_server: Any, client_for: Any, churn_model: Any) -> Any:
+    return client_for(make_server(churn_model.name, {churn_model.version: churn_model.uri}))
+
+
+def _columns(frame: Any) -> list[dict[str, Any]]:
+    out = []
+    for name in frame.columns:
+        values = frame[name].to_numpy()
+        datatype = {"i": "INT64", "f": "FP64"}.get(values.dtype.kind, "BYTES")
+        out.append({"name": name, "shape": [len(values)], "datatype": datatype,
+                    "data": values.tolist()})
+    return out
+
+
+async def test_server_and_model_metadata(churn: Any, churn_model: Any) -> None:
+    name = churn_model.name
+    assert (await churn.get("/v2")).json()["name"] == "ctcd"
+    assert (await churn.get("/v2/health/live")).json() == {"live": True}
+    assert (await churn.get("/v2/health/ready")).json() == {"ready": True}
+    meta = (await churn.get(f"/v2/models/{name}")).json()
+    assert meta["name"] == name
+    assert meta["versions"] == [churn_model.version]
+    assert {i["name"] for i in meta["inputs"]} == set(churn_model.example.columns)
+    assert {i["datatype"] for i in meta["inputs"]} == {"INT64", "FP64", "BYTES"}
+    versioned = await churn.get(f"/v2/models/{name}/versions/{churn_model.version}")
+    assert versioned.json()["versions"] == [churn_model.version]
+    ready = await churn.get(f"/v2/models/{name}/versions/{churn_model.version}/ready")
+    assert ready.json() == {"name": name, "ready": True}
+    assert (await churn.get(f"/v2/models/{name}/ready")).status_code == 200
+
+
+async def test_infer_matches_pyfunc(churn: Any, churn_model: Any) -> None:
+    frame = churn_model.example
+    want = mlflow.pyfunc.load_model(churn_model.uri).predict(frame)
+    for path in (f"/v2/models/{churn_model.name}/infer",
+                 f"/v2/models/{churn_model.name}/versions/{churn_model.version}/infer"):
+        response = await churn.post(path, json={"id": "req-1", "inputs": _columns(frame)})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model_name"] == churn_model.name
+        assert body["model_version"] == churn_model.version
+        assert body["id"] == "req-1"
+        (output,) = body["outputs"]
+        assert output["name"] == "predict"
+        assert output["shape"] == [len(frame)]
+        assert output["datatype"] == "INT64"
+        assert output["data"] == want.tolist()
+        assert response.headers["x-model-version"] == churn_model.version
+
+
+async def test_infer_accepts_column_tensors_of_shape_n_by_1(churn: Any,
+                                                           churn_model: Any) -> None:
+    inputs = _columns(churn_model.example.head(2))
+    for item in inputs:
+        item["shape"] = [2, 1]
+        item["data"] = [[v] for v in item["data"]]
+    response = await churn.post(f"/v2/models/{churn_model.name}/infer", json={"inputs": inputs})
+    assert response.status_code == 200, response.text
+    assert response.json()["id"]  # generated when the client sends none
+
+
+async def test_one_matrix_tensor_for_a_numeric_model(make_server: Any, client_for: Any,
+                                                     numeric_model: Any) -> None:
+    client = client_for(make_server("numeric", {"1": numeric_model.uri}))
+    frame = numeric_model.example
+    response = await client.post("/v2/models/numeric/infer", json={"inputs": [
+        {"name": "input-0", "shape": list(frame.shape), "datatype": "FP64",
+         "data": frame.to_numpy().ravel().tolist()}]})
+    assert response.status_code == 200, response.text
+    want = mlflow.pyfunc.load_model(numeric_model.uri).predict(frame)
+    assert np.array_equal(response.json()["outputs"][0]["data"], want)
+    wrong = await client.post("/v2/models/numeric/infer", json={"inputs": [
+        {"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]})
+    assert wrong.status_code == 400
+    assert "expects 20" in wrong.json()["error"]
+
+
+def _bad_cases(example: Any) -> list[tuple[str, Any, tuple[str, ...]]]:
+    good = _columns(example.head(2))
+
+    def changed(name: str, **fields: Any) -> list[dict[str, Any]]:
+        return [dict(i, **fields) if i["name"] == name else i for i in good]
+
+    return [
+        ("no inputs", {"inputs": []}, ("inputs",)),
+        ("inputs not a list", {"inputs": {"a": 1}}, ("inputs",)),
+        ("missing column", {"inputs": [i for i in good if i["name"] != "age"]}, ("age",)),
+        ("unknown datatype", {"inputs": changed("age", datatype="INT128")},
+         ("inputs.age.datatype",)),
+        ("wrong datatype", {"inputs": changed("region", datatype="FP64", data=[1.0, 2.0])},
+         ("inputs.region.datatype", "BYTES")),
+        ("shape and data disagree", {"inputs": changed("age", shape=[3])},
+         ("inputs.age.data", "shape")),
+        ("data not numbers", {"inputs": changed("age", data=["a", "b"])}, ("inputs.age.data",)),
+        ("missing shape", {"inputs": [{"name": "age", "datatype": "INT64", "data": [1]}]},
+         ("inputs.age.shape",)),
+        ("bad id", {"id": 5, "inputs": good}, ("id",)),
+        ("matrix for a column", {"inputs": changed("age", shape=[1, 2])},
+         ("inputs.age.shape",)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(10))
+async def test_bad_infer_is_4xx_naming_the_field(churn: Any, churn_model: Any,
+                                                 case: int) -> None:
+    name, body, words = _bad_cases(churn_model.example)[case]
+    response = await churn.post(f"/v2/models/{churn_model.name}/infer", json=body)
+    assert 400 <= response.status_code < 500, (name, response.text)
+    for word in words:
+        assert word in response.json()["error"], (name, response.json())
+
+
+async def test_unknown_model_or_version_is_404(churn: Any, churn_model: Any) -> None:
+    assert (await churn.get("/v2/models/other")).status_code == 404
+    response = await churn.post("/v2/models/other/infer", json={"inputs": []})
+    assert response.status_code == 404
+    assert "other" in response.json()["error"]
+    missing = await churn.post(f"/v2/models/{churn_model.name}/versions/99/infer",
+                               json={"inputs": _columns(churn_model.example)})
+    assert missing.status_code == 404
+    assert "'99'" in missing.json()["error"]
+
+
+async def test_not_json_is_400(churn: Any, churn_model: Any) -> None:
+    response = await churn.post(f"/v2/models/{churn_model.name}/infer", content=b"[1,",
+                                headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert "body" in response.json()["error"]
