@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from ctcd.deployers.base import DEFAULT_TIMEOUT, DeploymentConfig, ModelDeployer
-from ctcd.deployers.registry import get_deployer
+from ctcd.deployers.registry import get_deployer, resolve_service
 from ctcd.deployers.strategies import (
     STRATEGIES,
     BlueGreen,
@@ -29,5 +29,6 @@ __all__ = [
     "Strategy",
     "StrategySpec",
     "get_deployer",
+    "resolve_service",
     "resolve_strategy",
 ]

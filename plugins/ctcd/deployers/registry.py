@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from ctcd.deployers.base import ModelDeployer
-from ctcd.errors import InvalidDeployer
+from ctcd.errors import InvalidDeployer, InvalidParams, ModelServerNotFound
 from ctcd.settings import Settings, get_settings
 
 BUILTIN = ("local",)
@@ -50,3 +50,29 @@ def get_deployer(name: str | None = None, *, settings: Settings | None = None) -
         )
     deployer.name = name  # handles record the exact name, so they find this backend again
     return deployer
+
+
+def resolve_service(
+    deployer: ModelDeployer, service: str | None = None, model_name: str | None = None
+) -> str:
+    """The service id named by ``service`` (id, unique id prefix or server name) or, failing
+    that, of the one server of ``model_name``."""
+    if service:
+        found = deployer.find_model_server()
+        exact = [h for h in found if service in (h.service_id, h.server_name)]
+        prefixed = [h for h in found if len(service) >= 4 and h.service_id.startswith(service)]
+        matches = exact or prefixed
+        if len(matches) == 1:
+            return matches[0].service_id
+        if not matches:
+            raise ModelServerNotFound(f"service id or name {service!r}")
+        raise InvalidParams(f"{service!r} matches several model servers; give more of the id")
+    if not model_name:
+        raise InvalidParams("name a model server: give a service id or name, or a model name")
+    by_model = deployer.find_model_server(model_name=model_name)
+    if not by_model:
+        raise ModelServerNotFound(f"model name {model_name!r}")
+    if len(by_model) > 1:
+        names = ", ".join(f"{h.server_name} ({h.service_id[:8]})" for h in by_model)
+        raise InvalidParams(f"model {model_name!r} has several servers ({names}); name one")
+    return by_model[0].service_id

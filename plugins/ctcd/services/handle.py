@@ -12,15 +12,19 @@ import enum
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 from urllib.parse import quote
 
 import httpx
-import pandas as pd
 
 from ctcd.errors import ModelServerUnavailable, PredictionFailed
 
-PredictInput: TypeAlias = pd.DataFrame | Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]
+if TYPE_CHECKING:
+    import pandas as pd
+
+PredictInput: TypeAlias = (
+    "pd.DataFrame | Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]]"
+)
 
 
 class ServiceStatus(enum.StrEnum):
@@ -79,6 +83,8 @@ class ServiceHandle:
         self, data: PredictInput, *, timeout: float = 30.0, token: str | None = None
     ) -> list[Any]:
         """Score rows on the server (MLflow ``dataframe_split``); returns the predictions."""
+        import pandas as pd  # heavy: imported only when scoring
+
         frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
         body = '{"dataframe_split": ' + frame.to_json(orient="split", index=False) + "}"
         headers = {"Content-Type": "application/json"}

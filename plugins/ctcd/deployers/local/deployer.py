@@ -318,7 +318,17 @@ class LocalDeployer:
         while True:
             status = probe(record.endpoint, record.config.model_name, timeout=1.0)
             if status is ServiceStatus.RUNNING:
-                return
+                others = process.foreign_listeners(record.port, ref)
+                if not others:
+                    return
+                process.terminate(ref, timeout=10, force=True)
+                message = (
+                    f"another process (pid {', '.join(map(str, others))}) listens on port "
+                    f"{record.port} of model server {record.name!r} too, so it was stopped; "
+                    "stop that process, or delete this server and deploy again for a new port"
+                )
+                self.store.update(record.id, desired_state="stopped", last_error=message)
+                raise PortUnavailable(message)
             if not process.alive(ref):
                 message = (
                     f"model server {record.name!r} exited before it was ready. Last log lines "

@@ -98,6 +98,24 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def foreign_listeners(port: int, ref: ProcessRef | None) -> list[int]:
+    """Pids outside ``ref``'s process tree that listen on ``port``.
+
+    Model servers bind with ``SO_REUSEPORT`` (for workers), so a second server can bind the
+    same port and silently take half its traffic; this finds such a neighbour.
+    """
+    own = {p.pid for p in _group(proc)} if (proc := _process(ref)) else set()
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:  # not allowed to see other users' sockets: cannot tell
+        return []
+    return sorted({
+        c.pid for c in connections
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+        and c.pid is not None and c.pid not in own
+    })
+
+
 def tail_text(path: Path, lines: int = 20) -> str:
     try:
         content = path.read_text(errors="replace").splitlines()

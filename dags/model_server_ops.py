@@ -1,0 +1,80 @@
+"""Model server operations from the Airflow UI: list, start, stop, delete or roll back.
+
+Trigger it with the Params form: choose the action from the dropdown, name the server by
+service id / server name, or by model name when the model has one server.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from ctcd.operators.lifecycle import ACTIONS, ModelServerLifecycleOperator
+
+DOC = __doc__ + """
+| action | what happens |
+|---|---|
+| list | prints every model server with its observed status (nothing changes) |
+| start | starts a stopped or crashed server, same id, port and version |
+| stop | stops it (SIGTERM; with *force*, SIGKILL after the timeout) |
+| delete | stops it and forgets it, freeing its port |
+| rollback | redeploys the version that served before the current one (blue/green) |
+"""
+
+
+@dag(
+    dag_id="model_server_ops",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
+    tags=["ctcd", "serving", "ops"],
+    doc_md=DOC,
+    render_template_as_native_obj=True,
+    params={
+        "action": Param("list", type="string", enum=["list", *ACTIONS],
+                        title="Action", description="What to do with the model server."),
+        "model_name": Param("churn-classifier", type=["null", "string"], title="Model name",
+                            description="Used when no service is given."),
+        "service": Param(None, type=["null", "string"], title="Service id or server name",
+                         description="From the `list` action or `ctcd models list`."),
+        "timeout": Param(120, type="integer", minimum=1, maximum=3600,
+                         title="Timeout (seconds)"),
+        "force": Param(False, type="boolean", title="Force",
+                       description="stop/delete: kill the server if it does not stop in time."),
+    },
+)
+def model_server_ops() -> None:
+    @task
+    def list_servers() -> list[dict[str, Any]]:
+        from ctcd.deployers import get_deployer
+
+        deployer = get_deployer()
+        rows = []
+        for handle in deployer.find_model_server():
+            row = {**handle.serialize(), "status": handle.status().value}
+            print(f"{row['service_id'][:8]}  {row['server_name']}  v{row['model_version']}  "
+                  f"{row['status']}  {row['endpoint']}")
+            rows.append(row)
+        return rows
+
+    @task.short_circuit
+    def changes_something() -> bool:
+        return bool(get_current_context()["params"]["action"] != "list")
+
+    apply = ModelServerLifecycleOperator(
+        task_id="apply",
+        action="{{ params.action }}",
+        service="{{ params.service }}",
+        model_name="{{ params.model_name }}",
+        timeout="{{ params.timeout }}",
+        force="{{ params.force }}",
+    )
+
+    list_servers() >> changes_something() >> apply
+
+
+model_server_ops()

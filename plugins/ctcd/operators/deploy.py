@@ -1,0 +1,125 @@
+"""Deploy a registered model version to its model server, waiting deferrably for readiness."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from ctcd.deployers import DEFAULT_TIMEOUT, DeploymentConfig, get_deployer
+from ctcd.errors import ServerStartFailed
+from ctcd.operators.links import MlflowRunLink, ModelServerLink
+from ctcd.services.handle import ServiceHandle
+from ctcd.triggers.model_server import ModelServerReadyTrigger
+
+
+class DeployModelOperator(BaseOperator):
+    """Deploy ``model_name`` version ``model_version`` with a strategy; returns a
+    :class:`~ctcd.services.ServiceHandle` (XCom).
+
+    :param model_name: registered model name (templated).
+    :param model_version: registered version to serve (templated).
+    :param model_uri: where to load it from (templated); default ``models:/<name>/<version>``.
+    :param mlflow_run_id: run that produced the model, for lineage and the MLflow link
+        (templated).
+    :param strategy: ``replace``, ``blue_green`` or ``canary`` (templated).
+    :param strategy_options: options of the strategy, e.g. ``{"steps": [0.1, 0.5],
+        "interval_seconds": 30, "max_error_rate": 0.02}`` for canary.
+    :param server: model-server name; default one server per model (templated).
+    :param timeout: seconds for the whole deployment, readiness included.
+    :param deployer: backend name or dotted path; default ``CTCD_DEPLOYER``.
+    :param deferrable: when a server process has to be started, wait for it in the
+        triggerer instead of holding a worker slot (backends whose ``deploy_model`` accepts
+        ``wait``; others deploy synchronously).
+    """
+
+    template_fields: Sequence[str] = (
+        "model_name", "model_version", "model_uri", "mlflow_run_id", "strategy", "server",
+    )
+    operator_extra_links = (ModelServerLink(), MlflowRunLink())
+    ui_color = "#d9f2e6"
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        model_version: str,
+        model_uri: str | None = None,
+        mlflow_run_id: str | None = None,
+        strategy: str = "replace",
+        strategy_options: Mapping[str, Any] | None = None,
+        server: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        deployer: str | None = None,
+        deferrable: bool = True,
+        poll_interval: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.model_version = model_version
+        self.model_uri = model_uri
+        self.mlflow_run_id = mlflow_run_id
+        self.strategy = strategy
+        self.strategy_options = dict(strategy_options or {})
+        self.server = server
+        self.timeout = timeout
+        self.deployer = deployer
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+
+    def config(self, context: Mapping[str, Any]) -> DeploymentConfig:
+        ti = context["ti"]
+        version = str(self.model_version)
+        return DeploymentConfig(
+            model_name=self.model_name,
+            model_version=version,
+            model_uri=self.model_uri or f"models:/{self.model_name}/{version}",
+            mlflow_run_id=self.mlflow_run_id or None,
+            dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
+            server=self.server or None,
+        )
+
+    def execute(self, context: Any) -> ServiceHandle:
+        deployer = get_deployer(self.deployer)
+        strategy = {"name": self.strategy, **self.strategy_options}
+        config = self.config(context)
+        can_defer = "wait" in inspect.signature(deployer.deploy_model).parameters
+        if not (self.deferrable and can_defer):
+            return deployer.deploy_model(config, strategy=strategy, timeout=self.timeout)
+        deadline = time.time() + self.timeout
+        handle = deployer.deploy_model(  # type: ignore[call-arg]
+            config, strategy=strategy, timeout=self.timeout, wait=False
+        )
+        if handle.is_running():
+            return handle
+        self.log.info("model server %s starting at %s; waiting in the triggerer",
+                      handle.server_name, handle.endpoint)
+        self.defer(
+            trigger=ModelServerReadyTrigger(
+                handle.endpoint, handle.model_name, deadline=deadline,
+                poll_interval=self.poll_interval,
+            ),
+            method_name="execute_complete",
+            kwargs={"handle": handle.serialize()},
+            timeout=timedelta(seconds=self.timeout + 60),
+        )
+
+    def execute_complete(
+        self, context: Any, event: Mapping[str, Any], handle: dict[str, Any]
+    ) -> ServiceHandle:
+        started = ServiceHandle.deserialize(handle, ServiceHandle.__version__)
+        deployer = get_deployer(started.backend)
+        if event.get("status") != "ready":
+            deployer.stop_model_server(started.service_id, timeout=30, force=True)
+            raise ServerStartFailed(
+                f"model server {started.server_name!r} at {started.endpoint} was not ready "
+                f"within {self.timeout:.0f}s (last status: {event.get('last_status')}), so it "
+                f"was stopped; see `ctcd models logs {started.service_id}`"
+            )
+        # Re-check through the deployer: it confirms the very process it started is ready.
+        return deployer.start_model_server(started.service_id, timeout=30)

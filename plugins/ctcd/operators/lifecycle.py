@@ -1,0 +1,79 @@
+"""Start, stop, delete or roll back a model server from a task."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from airflow.sdk import BaseOperator
+
+from ctcd.deployers import DEFAULT_TIMEOUT, get_deployer, resolve_service
+from ctcd.errors import InvalidParams
+from ctcd.services.handle import ServiceHandle
+
+Action = Literal["start", "stop", "delete", "rollback"]
+ACTIONS: tuple[str, ...] = ("start", "stop", "delete", "rollback")
+
+
+class ModelServerLifecycleOperator(BaseOperator):
+    """Apply ``action`` to one model server.
+
+    :param action: ``start``, ``stop``, ``delete`` or ``rollback`` (templated). ``rollback``
+        redeploys the version that served before the current one (backends that keep a
+        deployment history, e.g. ``local``).
+    :param service: service id (or unique prefix) or server name (templated); or
+    :param model_name: the model whose server to act on (templated).
+    :param timeout: seconds to wait for the server to start or stop.
+    :param force: stop/delete: kill the server if it does not stop in time.
+    :param deployer: backend name or dotted path; default ``CTCD_DEPLOYER``.
+
+    Returns the handle (start, rollback) or ``None``.
+    """
+
+    template_fields: Sequence[str] = ("action", "service", "model_name", "timeout", "force")
+
+    def __init__(
+        self,
+        *,
+        action: str,
+        service: str | None = None,
+        model_name: str | None = None,
+        timeout: float | str = DEFAULT_TIMEOUT,
+        force: bool | str = False,
+        deployer: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.action = action
+        self.service = service
+        self.model_name = model_name
+        self.timeout = timeout
+        self.force = force
+        self.deployer = deployer
+
+    def execute(self, context: Any) -> ServiceHandle | None:
+        if self.action not in ACTIONS:
+            raise InvalidParams(f"action must be one of {ACTIONS}, got {self.action!r}")
+        timeout, force = float(self.timeout), _as_bool(self.force)
+        deployer = get_deployer(self.deployer)
+        service_id = resolve_service(deployer, self.service or None, self.model_name or None)
+        self.log.info("%s model server %s", self.action, service_id)
+        if self.action == "start":
+            return deployer.start_model_server(service_id, timeout=timeout)
+        if self.action == "stop":
+            deployer.stop_model_server(service_id, timeout=timeout, force=force)
+            return None
+        if self.action == "delete":
+            deployer.delete_model_server(service_id, timeout=timeout, force=force)
+            return None
+        rollback = getattr(deployer, "rollback_model_server", None)
+        if rollback is None:
+            raise InvalidParams(f"deployer {deployer.name!r} keeps no history to roll back with")
+        handle: ServiceHandle = rollback(service_id, timeout=timeout)
+        return handle
+
+
+def _as_bool(value: bool | str) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)

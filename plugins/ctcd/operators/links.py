@@ -1,0 +1,50 @@
+"""Extra links on deploy tasks: the model server and the MLflow run of the deployed model.
+
+Airflow 3 computes a link on the worker when the task finishes and stores it; both links read
+the task's returned :class:`ctcd.services.ServiceHandle`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.sdk import BaseOperatorLink
+
+from ctcd.services.handle import ServiceHandle
+
+log = logging.getLogger(__name__)
+
+
+def _handle(ti_key: Any) -> ServiceHandle | None:
+    pull = getattr(ti_key, "xcom_pull", None)
+    if pull is None:  # only a key, not a running task instance: nothing to read
+        return None
+    value = pull(task_ids=ti_key.task_id, key="return_value")
+    return value if isinstance(value, ServiceHandle) else None
+
+
+class ModelServerLink(BaseOperatorLink):
+    name = "Model server"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        handle = _handle(ti_key)
+        return f"{handle.endpoint}/docs" if handle else ""
+
+
+class MlflowRunLink(BaseOperatorLink):
+    name = "MLflow run"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        handle = _handle(ti_key)
+        if handle is None or not handle.mlflow_run_id:
+            return ""
+        from mlflow.exceptions import MlflowException  # heavy: not at DAG parse time
+
+        from ctcd.hooks.mlflow_tracking import MlflowHook
+
+        try:
+            return MlflowHook().run_url(handle.mlflow_run_id) or ""
+        except MlflowException as err:
+            log.warning("no MLflow run link for %s: %s", handle.mlflow_run_id, err)
+            return ""

@@ -1,0 +1,150 @@
+"""Each strategy under continuous client load against one real model server: zero failed
+requests when the new version is good; automatic rollback, old version still answering,
+when it is not (cannot load, crashes on warm-up, errors under traffic)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from tests.deployers.conftest import Load
+
+from ctcd.deployers import DeploymentConfig
+from ctcd.deployers.local import LocalDeployer
+from ctcd.errors import RolledBack, VersionRejected
+from ctcd.services import ServiceHandle
+
+pytestmark = pytest.mark.e2e
+MODEL = "churn-strategies"
+
+
+@pytest.fixture(scope="module")
+def serving(module_deployer: LocalDeployer, model_factory: Any) -> ServiceHandle:
+    first = model_factory(name=MODEL, kind="logistic_regression")
+    return module_deployer.deploy_model(
+        DeploymentConfig(model_name=MODEL, model_uri=first.uri, model_version=first.version),
+        timeout=180,
+    )
+
+
+def _serving_version(deployer: LocalDeployer, handle: ServiceHandle) -> dict[str, float]:
+    with deployer.admin(handle.service_id) as admin:
+        return admin.serving()
+
+
+def _report(name: str, load: Load, seconds: float | None) -> None:
+    took = "-" if seconds is None else f"{seconds:.2f}s"
+    print(f"\nSTRATEGY {name}: sent={load.sent} failed={load.failed} "
+          f"deploy->new version serving={took} versions={dict(load.versions)}")
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        "replace",
+        {"name": "blue_green", "verify_seconds": 2},
+        {"name": "canary", "steps": [0.2, 0.5], "interval_seconds": 1.5, "max_error_rate": 0.0},
+    ],
+    ids=["replace", "blue_green", "canary"],
+)
+def test_strategy_under_load_drops_no_request(
+    strategy: Any, module_deployer: LocalDeployer, serving: ServiceHandle, model_factory: Any,
+    churn_model: Any, load: Any,
+) -> None:
+    new = model_factory(name=MODEL, kind="logistic_regression")
+    traffic = load(serving.endpoint, churn_model.example)
+    traffic.wait_for(lambda t: t.sent >= 20)
+    started = time.monotonic()
+    handle = module_deployer.deploy_model(
+        DeploymentConfig(model_name=MODEL, model_uri=new.uri, model_version=new.version),
+        strategy=strategy,
+    )
+    returned = time.monotonic()
+    traffic.wait_for(lambda t: t.versions[new.version] >= 20)
+    after_switch = traffic.versions.copy()
+    traffic.wait_for(lambda t: t.versions[new.version] >= after_switch[new.version] + 20)
+    traffic.stop()
+
+    _report(handle.strategy or "?", traffic, traffic.first_seen[new.version] - started)
+    assert traffic.failed == 0, traffic.failures[:5]
+    assert handle.model_version == new.version and handle.endpoint == serving.endpoint
+    assert _serving_version(module_deployer, handle) == {new.version: 1.0}
+    # once the deploy returned, only the new version answers
+    old = [v for v in after_switch if v != new.version]
+    assert all(traffic.versions[v] == after_switch[v] for v in old)
+    assert returned - started < 60
+    if handle.strategy == "canary":  # both versions answered while the canary ran
+        assert len(after_switch) >= 2
+
+
+def _deploy_bad(
+    deployer: LocalDeployer, serving: ServiceHandle, uri: str, version: str, strategy: Any,
+    error: type[Exception], frame: Any, load: Any,
+) -> tuple[Load, str]:
+    before = deployer.find_model_server(service_id=serving.service_id)[0].model_version
+    traffic = load(serving.endpoint, frame)
+    traffic.wait_for(lambda t: t.sent >= 20)
+    with pytest.raises(error) as raised:
+        deployer.deploy_model(
+            DeploymentConfig(model_name=MODEL, model_uri=uri, model_version=version),
+            strategy=strategy, timeout=120,
+        )
+    sent, failed = traffic.snapshot()
+    traffic.wait_for(lambda t: t.sent >= sent + 40)  # after the rollback: all good again
+    traffic.stop()
+    assert traffic.failed == failed, traffic.failures[-5:]
+    assert _serving_version(deployer, serving) == {before: 1.0}
+    assert serving.is_running()
+    assert deployer.find_model_server(service_id=serving.service_id)[0].model_version == before
+    [last] = deployer.history(serving.service_id, limit=1)
+    assert last.outcome == "failed" and last.config.model_version == version
+    return traffic, str(raised.value)
+
+
+def test_unloadable_version_is_rejected_and_old_keeps_serving(
+    module_deployer: LocalDeployer, serving: ServiceHandle, churn_model: Any, load: Any
+) -> None:
+    traffic, message = _deploy_bad(
+        module_deployer, serving, "models:/no-such-model/1", "404", "blue_green",
+        VersionRejected, churn_model.example, load,
+    )
+    _report("unloadable (blue_green)", traffic, None)
+    assert traffic.failed == 0
+    assert "could not load version 404" in message and "keeps serving" in message
+
+
+def test_crashing_version_fails_warm_up_and_old_keeps_serving(
+    module_deployer: LocalDeployer, serving: ServiceHandle, churn_model: Any, load: Any,
+    crashing_model_uri: str,
+) -> None:
+    traffic, message = _deploy_bad(
+        module_deployer, serving, crashing_model_uri, "crash-1", "replace",
+        VersionRejected, churn_model.example, load,
+    )
+    _report("crashing (replace)", traffic, None)
+    assert traffic.failed == 0
+    assert "crash-1" in message
+
+
+@pytest.mark.parametrize(
+    ("strategy", "reason"),
+    [
+        ({"name": "canary", "steps": [0.25], "interval_seconds": 2, "max_error_rate": 0.05},
+         "canary failed at 25% traffic: error rate"),
+        ({"name": "blue_green", "verify_seconds": 2}, "blue/green verification failed"),
+    ],
+    ids=["canary", "blue_green"],
+)
+def test_errors_under_traffic_roll_back_automatically(
+    strategy: Any, reason: str, module_deployer: LocalDeployer, serving: ServiceHandle,
+    churn_model: Any, load: Any, flaky_model_uri: str,
+) -> None:
+    version = f"flaky-{strategy['name']}"
+    traffic, message = _deploy_bad(
+        module_deployer, serving, flaky_model_uri, version, strategy, RolledBack,
+        churn_model.example, load,
+    )
+    _report(f"flaky ({strategy['name']}) rolled back", traffic, None)
+    assert reason in message and "Rolled back" in message
+    assert traffic.failed > 0  # the bad version did answer with errors before the rollback
