@@ -28,6 +28,7 @@ _AIRFLOW_HOME = _SESSION_DIR / "airflow"
 os.environ.update(airflow_env(_AIRFLOW_HOME, api_port=free_port()))
 os.environ.setdefault("CTCD_HOME", str(_SESSION_DIR / "ctcd"))
 os.environ["GIT_PYTHON_REFRESH"] = "quiet"
+os.environ.setdefault("CTCD_TRAINING_THREADS", "1")
 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 
 
@@ -74,6 +75,7 @@ def mlflow_server() -> Iterator[str]:
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         ],
         log_path=log,
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     uri = f"http://127.0.0.1:{port}"
     previous = os.environ.get("MLFLOW_TRACKING_URI")

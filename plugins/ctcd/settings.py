@@ -6,6 +6,7 @@ in the project checkout), so a demo or a test run leaves nothing anywhere else.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from functools import cached_property
 from pathlib import Path
 
@@ -36,6 +37,13 @@ class Settings(BaseSettings):
         description="Model deployer backend: `local`, `kubernetes`, or a dotted path "
         "`package.module:Class` to a class satisfying ctcd.deployers.ModelDeployer.",
     )
+    training_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Cap on the BLAS/OpenMP threads training and evaluation use (None: the "
+        "libraries' default, all cores). On a small machine shared with Airflow and model "
+        "servers, 1 avoids OpenMP spin-waiting against other processes.",
+    )
     server_host: str = Field(default="127.0.0.1", description="Interface model servers bind to.")
     server_port_range: tuple[int, int] = Field(
         default=(8100, 8999), description="Ports the local deployer allocates from."
@@ -61,6 +69,16 @@ class Settings(BaseSettings):
         if os.environ.get("MLFLOW_TRACKING_URI"):
             return os.environ["MLFLOW_TRACKING_URI"]
         return f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+
+
+def thread_limits() -> AbstractContextManager[object]:
+    """A context capping native thread pools at ``training_threads`` (no cap when unset)."""
+    threads = get_settings().training_threads
+    if threads is None:
+        return nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads)
 
 
 def get_settings() -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -72,9 +73,14 @@ def log_model(
     skops refuses to load types it does not trust; the pipeline was built here, so every
     type it contains is trusted explicitly (tree models need ``sklearn.tree._tree.Tree``).
     """
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
-    predictions = pipeline.predict(input_example)
-    signature = infer_signature(input_example, predictions)
+    with warnings.catch_warnings():
+        # skops looks objects up in every loaded module, which trips each deprecated
+        # Airflow alias; and MLflow hints that integer columns cannot hold NaN, which is
+        # the contract we want (validation rejects nulls before training).
+        warnings.simplefilter("ignore")
+        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+        predictions = pipeline.predict(input_example)
+        signature = infer_signature(input_example, predictions)
     return mlflow.sklearn.log_model(
         pipeline,
         name=name,

@@ -11,7 +11,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from ctcd.settings import get_settings
+from ctcd.settings import get_settings, thread_limits
 from ctcd.training.params import ContinuousTrainingParams, parse_params
 
 EXPERIMENT = "continuous_training"
@@ -51,14 +51,15 @@ def train(snapshot: str, conf: Mapping[str, Any], lineage: Mapping[str, str]) ->
 
     params = parse_params(conf)
     _use_tracking()
-    result = train_model(
-        Path(snapshot),
-        experiment=EXPERIMENT,
-        model_type=params.model_type,
-        hyperparameters=params.effective_hyperparameters,
-        holdout_fraction=params.holdout_fraction,
-        tags={f"airflow.{key}": value for key, value in lineage.items()},
-    )
+    with thread_limits():
+        result = train_model(
+            Path(snapshot),
+            experiment=EXPERIMENT,
+            model_type=params.model_type,
+            hyperparameters=params.effective_hyperparameters,
+            holdout_fraction=params.holdout_fraction,
+            tags={f"airflow.{key}": value for key, value in lineage.items()},
+        )
     return {"run_id": result.run_id, "model_uri": result.model_uri, "metrics": result.metrics}
 
 
@@ -70,12 +71,13 @@ def evaluate(candidate: Mapping[str, Any], snapshot: str, conf: Mapping[str, Any
 
     params = parse_params(conf)
     _use_tracking()
-    comparison = compare_with_champion(
-        candidate["model_uri"],
-        Path(snapshot),
-        params.holdout_fraction,
-        model_name=get_settings().model_name,
-    )
+    with thread_limits():
+        comparison = compare_with_champion(
+            candidate["model_uri"],
+            Path(snapshot),
+            params.holdout_fraction,
+            model_name=get_settings().model_name,
+        )
     with mlflow.start_run(run_id=candidate["run_id"]):
         if comparison.champion is not None:
             mlflow.log_metrics({f"champion_{k}": v for k, v in comparison.champion.items()})
@@ -140,7 +142,8 @@ def verify(endpoint: str, registered: Mapping[str, Any], snapshot: str,
     _use_tracking()
     _, holdout = split(pd.read_parquet(snapshot), params.holdout_fraction)
     rows = holdout[list(FEATURES)].head(sample_rows)
-    expected = np.asarray(mlflow.pyfunc.load_model(registered["model_uri"]).predict(rows))
+    with thread_limits():
+        expected = np.asarray(mlflow.pyfunc.load_model(registered["model_uri"]).predict(rows))
     body = '{"dataframe_split": ' + rows.to_json(orient="split", index=False) + "}"
     try:
         response = httpx.post(f"{endpoint}/invocations", content=body, timeout=30.0,

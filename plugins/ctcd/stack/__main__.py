@@ -1,0 +1,138 @@
+"""`python -m ctcd.stack demo|up|status|stop` (what `make demo` / `make stop` run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from ctcd.stack.airflow_api import AirflowClient
+from ctcd.stack.config import ADMIN_PASSWORD, ADMIN_USER
+from ctcd.stack.embedded import Stack
+
+DAG_ID = "continuous_training"
+EXAMPLE = {
+    "dataframe_split": {
+        "columns": [
+            "tenure_months", "monthly_charges", "total_charges", "support_calls", "age",
+            "data_usage_gb", "late_payments", "contract", "payment_method",
+            "internet_service", "region",
+        ],
+        "data": [
+            [2, 94.5, 189.0, 4, 29, 41.2, 2, "month-to-month", "electronic-check", "fiber", "west"],
+            [60, 25.0, 1500.0, 0, 61, 3.5, 0, "two-year", "bank-transfer", "none", "north"],
+        ],
+    }
+}
+
+
+def _say(message: str) -> None:
+    print(f"[ctcd] {message}", flush=True)
+
+
+def _endpoint_from_xcom(value: Any) -> str | None:
+    if isinstance(value, dict):
+        data = value.get("__data__", value)
+        if isinstance(data, dict) and isinstance(data.get("endpoint"), str):
+            return str(data["endpoint"])
+    return None
+
+
+def _serving_endpoint(client: AirflowClient, run_id: str) -> str | None:
+    states = {ti["task_id"]: ti["state"] for ti in client.task_instances(DAG_ID, run_id)}
+    if states.get("deploy") == "success":
+        endpoint = _endpoint_from_xcom(client.xcom(DAG_ID, run_id, "deploy"))
+        if endpoint:
+            return endpoint
+    # The trigger decided not to deploy (the champion is better): the champion still serves.
+    from ctcd.deployers import get_deployer
+    from ctcd.settings import get_settings
+
+    servers = get_deployer().find_model_server(model_name=get_settings().model_name, running=True)
+    return servers[0].endpoint if servers else None
+
+
+def demo(stack: Stack, conf: dict[str, Any]) -> int:
+    started = time.monotonic()
+    _say(f"state directory: {stack.home}")
+    _say("starting MLflow and Airflow (api-server, scheduler, dag-processor, triggerer)...")
+    stack.up()
+    _say(f"stack is up after {time.monotonic() - started:.0f}s")
+    client = AirflowClient(stack.airflow_url, ADMIN_USER, ADMIN_PASSWORD)
+    try:
+        client.wait_for_dag(DAG_ID)
+        run = client.trigger(DAG_ID, conf)
+        client.set_paused(DAG_ID, False)
+        run_id = run["dag_run_id"]
+        _say(f"triggered {DAG_ID} run {run_id} over the REST API; waiting for it...")
+        run_started = time.monotonic()
+
+        def progress(states: dict[str, str]) -> None:
+            summary = ", ".join(f"{task}={state}" for task, state in states.items())
+            _say(f"  [{time.monotonic() - run_started:5.0f}s] {summary}")
+
+        final = client.wait_for_run(DAG_ID, run_id, on_progress=progress)
+        run_seconds = time.monotonic() - run_started
+        if final["state"] != "success":
+            failed = [t["task_id"] for t in client.task_instances(DAG_ID, run_id) if t["state"] == "failed"]
+            _say(f"run {run_id} FAILED at {failed}; task logs: {stack.airflow_home / 'logs'}")
+            _say(f"see it in the UI: {stack.airflow_url}/dags/{DAG_ID}/runs/{run_id}")
+            return 1
+        endpoint = _serving_endpoint(client, run_id)
+    finally:
+        client.close()
+    total = time.monotonic() - started
+    _say(f"run {run_id} succeeded in {run_seconds:.0f}s (make demo took {total:.0f}s in all)")
+    print()
+    if endpoint:
+        print(f"Model server:  {endpoint}")
+        print("Get a prediction:")
+        print(f"  curl -s -X POST {endpoint}/invocations -H 'Content-Type: application/json' \\")
+        print(f"       -d '{json.dumps(EXAMPLE)}'")
+    else:
+        print("No model server is running: the run deployed nothing (see the deployment_trigger log).")
+    print(f"Airflow UI:    {stack.airflow_url}   (login {ADMIN_USER} / {ADMIN_PASSWORD})")
+    print(f"MLflow UI:     {stack.mlflow_url}")
+    print("Stop it all:   make stop")
+    return 0
+
+
+def stop(stack: Stack) -> int:
+    from ctcd.deployers import get_deployer
+
+    deployer = get_deployer()
+    for handle in deployer.find_model_server():
+        deployer.stop_model_server(handle.service_id, timeout=30, force=True)
+        _say(f"stopped model server {handle.server_name} ({handle.endpoint})")
+    stopped = stack.down()
+    _say(f"stopped {', '.join(stopped) if stopped else 'nothing (no stack process was running)'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ctcd.stack")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo_cmd = sub.add_parser("demo", help="start the stack and run continuous_training")
+    demo_cmd.add_argument("--conf", default="{}", help="JSON conf for the DAG run")
+    sub.add_parser("up", help="start the stack only")
+    sub.add_parser("status", help="show which stack processes run")
+    sub.add_parser("stop", help="stop everything the stack started")
+    args = parser.parse_args(argv)
+    stack = Stack()
+    if args.command == "demo":
+        return demo(stack, json.loads(args.conf))
+    if args.command == "up":
+        stack.up()
+        _say(f"Airflow {stack.airflow_url} (login {ADMIN_USER}/{ADMIN_PASSWORD}), MLflow {stack.mlflow_url}")
+        return 0
+    if args.command == "status":
+        for name, pid in stack.status().items():
+            print(f"{name:14} {'running, pid ' + str(pid) if pid else 'stopped'}")
+        return 0
+    return stop(stack)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
