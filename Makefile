@@ -38,3 +38,7 @@ lint: install
 
 clean: stop
 	rm -rf .state
+
+## Benchmark the model server against `mlflow models serve` (needs wrk: apt-get install wrk).
+bench-serving: install
+	$(PY) bench/serving/bench_serving.py

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from tests.serving.conftest import fake_loader
 
 from ctcd.serving.app import AppConfig
-from tests.serving.conftest import fake_loader
 
 pytestmark = pytest.mark.anyio
 ROW = {"dataframe_records": [{"a": 2, "b": "x"}]}

@@ -7,9 +7,9 @@ import random
 from typing import Any
 
 import pytest
+from tests.serving.conftest import fake_loader
 
 from ctcd.serving.handlers import BatchConfig
-from tests.serving.conftest import fake_loader
 
 pytestmark = pytest.mark.anyio
 
@@ -101,7 +101,6 @@ async def test_batching_off_scores_each_request_alone(make_server: Any,
 async def test_real_model_batched_equals_unbatched(make_server: Any, client_for: Any,
                                                    churn_model: Any) -> None:
     import mlflow
-
     from tests.serving.conftest import records
 
     server = make_server(churn_model.name, {"1": churn_model.uri})

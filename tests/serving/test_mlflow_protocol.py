@@ -7,7 +7,6 @@ from typing import Any
 import mlflow
 import numpy as np
 import pytest
-
 from tests.serving.conftest import records
 
 pytestmark = pytest.mark.anyio

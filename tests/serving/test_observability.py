@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 import pytest
 from starlette.routing import Route
+from tests.serving.conftest import fake_loader
 
 from ctcd.serving.app import create_app
 from ctcd.serving.reqlog import RequestLog
-from tests.serving.conftest import fake_loader
 
 pytestmark = pytest.mark.anyio
 ROW = {"dataframe_records": [{"a": 2, "b": "x"}, {"a": 3, "b": "y"}]}

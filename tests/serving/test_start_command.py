@@ -10,8 +10,6 @@ import sys
 from typing import Any
 
 import httpx
-import pytest
-
 from tests.serving.conftest import records
 
 READY = re.compile(r"^ctcd model server listening on http://127\.0\.0\.1:(\d+)$")

@@ -8,7 +8,6 @@ from typing import Any
 
 import mlflow
 import pytest
-
 from tests.serving.conftest import records
 
 pytestmark = pytest.mark.anyio

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from tests.serving.conftest import records
 
 from ctcd.serving.app import AppConfig
-from tests.serving.conftest import records
 
 pytestmark = pytest.mark.anyio
 

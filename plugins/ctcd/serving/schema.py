@@ -170,7 +170,12 @@ def coerce_column(spec: ColumnSpec, values: Any, field: str) -> np.ndarray:
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
             raise InvalidInput(field, f"expected a list of values, got {_describe(values)}")
         try:
-            source = np.asarray(values)
+            if spec.kind in ("string", "binary"):
+                source = np.array(values, dtype=object)  # keep each value's own type
+            else:
+                source = np.asarray(values)
+                if source.dtype.kind in "US":  # numpy turned mixed values into text
+                    source = np.array(values, dtype=object)
         except ValueError:  # ragged nesting
             raise InvalidInput(field, "expected one scalar value per row") from None
     if source.ndim == 2 and source.shape[1] == 1:
@@ -218,7 +223,13 @@ def _numeric(spec: ColumnSpec, source: np.ndarray, field: str) -> np.ndarray:
             and not isinstance(v, (bool, np.bool_))),
         )
         if spec.kind in _INT_KINDS:
-            raise InvalidInput(field, "is null in some row; the column is integer-typed")
+            if any(v is None for v in source):
+                raise InvalidInput(field, "is null in some row; the column is integer-typed")
+            try:
+                source = source.astype("int64")
+            except OverflowError:
+                raise InvalidInput(field, "has a value outside the range of int64") from None
+            return _numeric(spec, source, field)
         source = source.astype("float64")  # None -> NaN for an optional float column
         k = "f"
     if k == "f":
