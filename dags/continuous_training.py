@@ -19,7 +19,7 @@ Trigger it from the UI form or `POST /api/v2/dags/continuous_training/dagRuns` w
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Asset, dag, get_current_context, task
@@ -37,8 +37,9 @@ def _lineage() -> dict[str, str]:
 
 @dag(
     dag_id="continuous_training",
+    # No start_date: the first scheduled run is the next midnight (UTC), not a catch-up run
+    # the moment the DAG is unpaused; manual and REST-triggered runs start at once.
     schedule="@daily",
-    start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
     tags=["ctcd", "training", "deployment"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -32,15 +33,17 @@ class AirflowClient:
         self._token = str(response.json()["access_token"])
         return self._token
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def request(
+        self, method: str, path: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
         if self._token is None:
             self.token()
-        headers = {"Authorization": f"Bearer {self._token}"}
-        response = self._http.request(method, f"/api/v2{path}", headers=headers, **kwargs)
-        if response.status_code == 401:  # token expired: one fresh try
-            self.token()
-            headers = {"Authorization": f"Bearer {self._token}"}
-            response = self._http.request(method, f"/api/v2{path}", headers=headers, **kwargs)
+        for attempt in range(2):
+            merged = {**(headers or {}), "Authorization": f"Bearer {self._token}"}
+            response = self._http.request(method, f"/api/v2{path}", headers=merged, **kwargs)
+            if response.status_code != 401 or attempt:
+                return response
+            self.token()  # the token expired: one fresh try
         return response
 
     def _json(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
@@ -79,6 +82,11 @@ class AirflowClient:
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
         return self._json("GET", path, params={"stringify": "false"})["value"]
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+        content = self._json("GET", path, headers={"Accept": "application/json"})["content"]
+        return "\n".join(json.dumps(line) if isinstance(line, dict) else str(line) for line in content)
 
     def wait_for_run(
         self,
