@@ -8,24 +8,13 @@ import sys
 import time
 from typing import Any
 
+from ctcd.settings import PROJECT_ROOT
 from ctcd.stack.airflow_api import AirflowClient
 from ctcd.stack.config import ADMIN_PASSWORD, ADMIN_USER
 from ctcd.stack.embedded import Stack
 
 DAG_ID = "continuous_training"
-EXAMPLE = {
-    "dataframe_split": {
-        "columns": [
-            "tenure_months", "monthly_charges", "total_charges", "support_calls", "age",
-            "data_usage_gb", "late_payments", "contract", "payment_method",
-            "internet_service", "region",
-        ],
-        "data": [
-            [2, 94.5, 189.0, 4, 29, 41.2, 2, "month-to-month", "electronic-check", "fiber", "west"],
-            [60, 25.0, 1500.0, 0, 61, 3.5, 0, "two-year", "bank-transfer", "none", "north"],
-        ],
-    }
-}
+EXAMPLE_REQUEST = PROJECT_ROOT / "include" / "examples" / "churn_request.json"
 
 
 def _say(message: str) -> None:
@@ -90,7 +79,7 @@ def demo(stack: Stack, conf: dict[str, Any]) -> int:
         print(f"Model server:  {endpoint}")
         print("Get a prediction:")
         print(f"  curl -s -X POST {endpoint}/invocations -H 'Content-Type: application/json' \\")
-        print(f"       -d '{json.dumps(EXAMPLE)}'")
+        print(f"       -d '{json.dumps(json.loads(EXAMPLE_REQUEST.read_text()))}'")
     else:
         print("No model server is running: the run deployed nothing (see the deployment_trigger log).")
     print(f"Airflow UI:    {stack.airflow_url}   (login {ADMIN_USER} / {ADMIN_PASSWORD})")
