@@ -62,12 +62,16 @@ class PyfuncModel:
 
 
 def _log_pyfunc(code: Path, name: str, example: Any) -> PyfuncModel:
+    """Log a models-from-code pyfunc with an explicit signature (a model that cannot predict
+    could not have one inferred), so the server validates input and warms it up."""
     import mlflow
+    from mlflow.models import infer_signature
 
     mlflow.set_experiment("ctcd-tests")
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(code), input_example=example,
+            signature=infer_signature(example, [0] * len(example)),
             registered_model_name=name,
         )
     version = str(info.registered_model_version)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -79,6 +80,11 @@ class AdminClient:
             f"model server at {self.endpoint} could not load version {version} from "
             f"{model_uri}: {_error_text(response)}. The previous version keeps serving."
         )
+
+    def version_ready(self, model_name: str, version: str) -> bool:
+        """The V2 readiness route of one version (answers without routing by weight)."""
+        path = f"/v2/models/{quote(model_name, safe='')}/versions/{quote(version, safe='')}/ready"
+        return self._request("GET", path, check=False).status_code == 200
 
     def set_traffic(self, weights: dict[str, float]) -> None:
         self._request("PUT", "/admin/traffic", json={"weights": weights})

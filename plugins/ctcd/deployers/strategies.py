@@ -36,6 +36,7 @@ class Rollout:
     """Everything a strategy needs for one deployment; ``sleep``/``clock`` are injectable."""
 
     admin: AdminClient
+    model_name: str
     model_uri: str
     version: str
     deadline: float
@@ -74,6 +75,12 @@ class BlueGreen:
 
     def run(self, rollout: Rollout) -> None:
         previous = _load_new(rollout)
+        if not rollout.admin.version_ready(rollout.model_name, rollout.version):
+            _discard(rollout, previous)
+            raise VersionRejected(
+                f"version {rollout.version} loaded but does not report ready; traffic stays on "
+                f"{', '.join(sorted(previous)) or 'nothing'}"
+            )
         _switch(rollout, {rollout.version: 1.0})
         rollout.note(f"verifying version {rollout.version} for {self.verify_seconds}s")
         before = rollout.admin.versions()

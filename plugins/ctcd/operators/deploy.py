@@ -102,17 +102,14 @@ class DeployModelOperator(BaseOperator):
         self.defer(
             trigger=ModelServerReadyTrigger(
                 handle.endpoint, handle.model_name, deadline=deadline,
-                poll_interval=self.poll_interval,
+                poll_interval=self.poll_interval, payload={"handle": handle.serialize()},
             ),
             method_name="execute_complete",
-            kwargs={"handle": handle.serialize()},
             timeout=timedelta(seconds=self.timeout + 60),
         )
 
-    def execute_complete(
-        self, context: Any, event: Mapping[str, Any], handle: dict[str, Any]
-    ) -> ServiceHandle:
-        started = ServiceHandle.deserialize(handle, ServiceHandle.__version__)
+    def execute_complete(self, context: Any, event: Mapping[str, Any]) -> ServiceHandle:
+        started = ServiceHandle.deserialize(dict(event["handle"]), ServiceHandle.__version__)
         deployer = get_deployer(started.backend)
         if event.get("status") != "ready":
             deployer.stop_model_server(started.service_id, timeout=30, force=True)

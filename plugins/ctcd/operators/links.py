@@ -29,7 +29,7 @@ class ModelServerLink(BaseOperatorLink):
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
         handle = _handle(ti_key)
-        return f"{handle.endpoint}/docs" if handle else ""
+        return f"{handle.endpoint}/v2/models/{handle.model_name}" if handle else ""
 
 
 class MlflowRunLink(BaseOperatorLink):

@@ -16,12 +16,13 @@ class PredictOperator(BaseOperator):
     """Send ``data`` to a model server and return its predictions (XCom).
 
     :param data: rows as a list of records or a dict of columns (templated; an XComArg works).
-    :param service: a :class:`~ctcd.services.ServiceHandle`, e.g. a deploy task's output; or
+    :param service: a :class:`~ctcd.services.ServiceHandle`, e.g. a deploy task's output
+        (``deploy.output``); or
     :param model_name: the model whose running server to use (templated).
     :param deployer: backend used to find the server by ``model_name``.
     """
 
-    template_fields: Sequence[str] = ("data", "model_name")
+    template_fields: Sequence[str] = ("data", "service", "model_name")
 
     def __init__(
         self,

@@ -17,16 +17,23 @@ from ctcd.services.handle import ServiceStatus
 class ModelServerReadyTrigger(BaseTrigger):
     """Fires ``{"status": "ready"}`` once ``endpoint`` serves ``model_name``, or
     ``{"status": "timeout", "last_status": ...}`` when the wall-clock ``deadline`` (epoch
-    seconds, so a triggerer restart does not extend it) passes first."""
+    seconds, so a triggerer restart does not extend it) passes first. ``payload`` (plain
+    JSON) is echoed in the event, so the resumed task gets back what it deferred with."""
 
     def __init__(
-        self, endpoint: str, model_name: str, deadline: float, poll_interval: float = 1.0
+        self,
+        endpoint: str,
+        model_name: str,
+        deadline: float,
+        poll_interval: float = 1.0,
+        payload: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.endpoint = endpoint
         self.model_name = model_name
         self.deadline = deadline
         self.poll_interval = poll_interval
+        self.payload = payload or {}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -36,6 +43,7 @@ class ModelServerReadyTrigger(BaseTrigger):
                 "model_name": self.model_name,
                 "deadline": self.deadline,
                 "poll_interval": self.poll_interval,
+                "payload": self.payload,
             },
         )
 
@@ -45,12 +53,15 @@ class ModelServerReadyTrigger(BaseTrigger):
             while True:
                 status = await aprobe(client, self.model_name)
                 if status is ServiceStatus.RUNNING:
-                    yield TriggerEvent({"status": "ready", "endpoint": self.endpoint})
+                    yield TriggerEvent(
+                        {"status": "ready", "endpoint": self.endpoint, **self.payload}
+                    )
                     return
                 if time.time() >= self.deadline:
-                    yield TriggerEvent(
-                        {"status": "timeout", "endpoint": self.endpoint, "last_status": status}
-                    )
+                    yield TriggerEvent({
+                        "status": "timeout", "endpoint": self.endpoint,
+                        "last_status": status.value, **self.payload,
+                    })
                     return
                 await asyncio.sleep(self.poll_interval)
 

@@ -130,7 +130,8 @@ class LocalDeployer:
                 )
                 return self._handle(record)
             rollout = Rollout(
-                admin=admin, model_uri=config.model_uri, version=config.model_version,
+                admin=admin, model_name=config.model_name, model_uri=config.model_uri,
+                version=config.model_version,
                 deadline=deadline,
             )
             try:
