@@ -12,6 +12,7 @@ Run: `make bench-serving` (needs `wrk`: apt-get install wrk).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -45,12 +46,15 @@ def main() -> int:
         return 2
     work = Path(tempfile.mkdtemp(prefix="ctcd-bench-serving-"))
     env = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "GIT_PYTHON_REFRESH": "quiet",
-           "CTCD_HOME": str(work / "ctcd-home")}
+           "CTCD_HOME": str(work / "ctcd-home"),
+           # `mlflow models serve` runs `uvicorn` from PATH
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     os.environ.update(env)
     tracking = _start_tracking(work)
     try:
         os.environ["MLFLOW_TRACKING_URI"] = tracking.url
-        models, sample = _register_models(tracking.url)
+        with contextlib.redirect_stdout(sys.stderr):  # mlflow prints run links
+            models, sample = _register_models(tracking.url)
         bodies = {rows: _body(work, sample, rows) for rows in ROWS}
         results: dict[str, Any] = {"seconds": SECONDS, "workers": WORKERS, "cpus": os.cpu_count(),
                                    "models": {}}

@@ -92,3 +92,20 @@ async def test_single_row_and_many_rows(churn: Any, churn_model: Any,
     assert one.json() == {"predictions": expected[:1]}
     many = await churn.post("/invocations", json={"dataframe_records": rows * 20})
     assert many.json() == {"predictions": expected * 20}
+
+
+async def test_numeric_fast_path_still_names_the_bad_cell(make_server: Any, client_for: Any,
+                                                          numeric_model: Any) -> None:
+    client = client_for(make_server("numeric", {"1": numeric_model.uri}))
+    frame = numeric_model.example.head(3)
+    data = frame.to_numpy().tolist()
+    data[2][3] = None
+    response = await client.post("/invocations", json={"dataframe_split": {
+        "columns": list(frame.columns), "data": data}})
+    assert response.status_code == 400
+    assert "dataframe_split.f3[2]" in response.json()["error"]
+    shuffled = list(reversed(frame.columns))
+    reordered = await client.post("/invocations", json={"dataframe_split": {
+        "columns": shuffled, "data": frame[shuffled].to_numpy().tolist()}})
+    want = mlflow.pyfunc.load_model(numeric_model.uri).predict(frame)
+    assert np.array_equal(reordered.json()["predictions"], want)

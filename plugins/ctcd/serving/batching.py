@@ -32,7 +32,7 @@ class Batcher:
         model: LoadedModel,
         *,
         enabled: bool = True,
-        max_rows: int = 256,
+        max_rows: int = 1024,
         max_wait_ms: float = 0.0,
         observe: BatchObserver | None = None,
     ) -> None:

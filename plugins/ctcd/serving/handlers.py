@@ -34,7 +34,7 @@ class RequestSink(Protocol):
 @dataclass(frozen=True)
 class BatchConfig:
     enabled: bool = True
-    max_rows: int = 256
+    max_rows: int = 1024
     max_wait_ms: float = 0.0
 
 

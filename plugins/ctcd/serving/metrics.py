@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -15,6 +17,7 @@ class ServerMetrics:
     def __init__(self, model_name: str, registry: CollectorRegistry | None = None) -> None:
         self.model_name = model_name
         self.registry = registry or CollectorRegistry()
+        self._children: dict[tuple[str, str, int], tuple[Any, ...]] = {}
         labels = ("model", "version", "protocol")
         self.requests = Counter(
             "ctcd_model_requests", "Prediction requests answered, by HTTP status.",
@@ -40,13 +43,22 @@ class ServerMetrics:
 
     def observe_request(self, version: str, protocol: str, status: int, seconds: float,
                         rows: int) -> None:
-        labels = (self.model_name, version, protocol)
-        self.requests.labels(*labels, str(status)).inc()
-        self.latency.labels(*labels).observe(seconds)
-        if status >= 400:
-            self.errors.labels(*labels, str(status)).inc()
+        key = (version, protocol, status)
+        children = self._children.get(key)
+        if children is None:  # label lookups cost more than the increments; do them once
+            labels = (self.model_name, version, protocol)
+            children = (self.requests.labels(*labels, str(status)),
+                        self.latency.labels(*labels),
+                        self.errors.labels(*labels, str(status)) if status >= 400 else None,
+                        self.rows.labels(self.model_name, version))
+            self._children[key] = children
+        requests, latency, errors, scored = children
+        requests.inc()
+        latency.observe(seconds)
+        if errors is not None:
+            errors.inc()
         elif rows:
-            self.rows.labels(self.model_name, version).inc(rows)
+            scored.inc(rows)
 
     def observe_batch(self, version: str, requests: int, rows: int) -> None:
         self.batch_rows.labels(self.model_name, version).observe(rows)
@@ -57,6 +69,7 @@ class ServerMetrics:
             self.weight.labels(self.model_name, version).set(weight)
         for version in removed:
             self.weight.remove(self.model_name, version)
+            self._children = {k: v for k, v in self._children.items() if k[0] != version}
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,6 +17,7 @@ import binascii
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Final
 
 import numpy as np
@@ -68,9 +69,18 @@ class InputSchema:
     columns: tuple[ColumnSpec, ...] = ()
     tensor: TensorSpec | None = None
 
-    @property
+    @cached_property
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
+
+    @cached_property
+    def numeric_plan(self) -> tuple[tuple[str, np.dtype[Any], bool], ...] | None:
+        """(name, dtype, integral) per column when every column is a number, else None."""
+        if not self.columns or any(c.kind not in _INT_KINDS and c.kind not in _FLOAT_KINDS
+                                   for c in self.columns):
+            return None
+        return tuple((c.name, np.dtype(KIND_DTYPES[c.kind]), c.kind in _INT_KINDS)
+                     for c in self.columns)
 
     @classmethod
     def from_signature_json(cls, inputs_json: str | None) -> InputSchema | None:
@@ -162,12 +172,48 @@ def check_columns(schema: InputSchema, raw: Mapping[str, Any], where: str) -> Ta
     return Table(arrays, rows)
 
 
+def check_matrix(schema: InputSchema, columns: Sequence[str], rows: Any) -> Table | None:
+    """Fast path for rows of numbers (``dataframe_split`` of a numeric model, a V2
+    ``[n, k]`` tensor): one numpy conversion for the whole body instead of one per column.
+    Returns None when the input is not clean, numeric and complete; the caller then takes
+    the column-by-column path, which names the exact problem."""
+    plan = schema.numeric_plan
+    if plan is None or len(columns) != len(plan):
+        return None
+    if list(columns) == list(schema.names):
+        positions: Sequence[int] = range(len(plan))
+    else:
+        where = {name: j for j, name in enumerate(columns)}
+        if len(where) != len(plan) or any(name not in where for name, _, _ in plan):
+            return None
+        positions = [where[name] for name, _, _ in plan]
+    try:
+        matrix = np.asarray(rows)
+    except ValueError:
+        return None
+    if matrix.ndim != 2 or matrix.shape[1] != len(plan) or not matrix.shape[0]:
+        return None
+    kind = matrix.dtype.kind
+    if kind == "f":
+        if np.isnan(matrix).any():
+            return None
+    elif kind not in "iu":
+        return None
+    arrays: dict[str, np.ndarray] = {}
+    for (name, dtype, integral), j in zip(plan, positions, strict=True):
+        column = matrix[:, j]
+        if integral and kind == "f" and (column != np.floor(column)).any():
+            return None
+        arrays[name] = column.astype(dtype)
+    return Table(arrays, int(matrix.shape[0]))
+
+
 def coerce_column(spec: ColumnSpec, values: Any, field: str) -> np.ndarray:
     """Values of one column -> an array of the signature's dtype, or InvalidInput."""
     if isinstance(values, np.ndarray):
         source = values
     else:
-        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        if not isinstance(values, (list, tuple)):
             raise InvalidInput(field, f"expected a list of values, got {_describe(values)}")
         try:
             if spec.kind in ("string", "binary"):

@@ -8,7 +8,6 @@ accepts connections.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -99,7 +98,7 @@ def serve(settings: ServerSettings) -> int:
         timeout_keep_alive=30,
     )
     display = f"[{host}]" if ":" in host else host
-    asyncio.run(_Server(config, READY_LINE.format(host=display, port=port)).serve([sock]))
+    _Server(config, READY_LINE.format(host=display, port=port)).run(sockets=[sock])
     return 0
 
 

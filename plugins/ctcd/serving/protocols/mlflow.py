@@ -14,10 +14,11 @@ import orjson
 
 from ctcd.serving.errors import InvalidInput, UnsupportedMediaType
 from ctcd.serving.protocols import ScoringRequest, jsonable
-from ctcd.serving.schema import InputSchema, check_columns, check_tensor
+from ctcd.serving.schema import InputSchema, check_columns, check_matrix, check_tensor
 
 FORMATS: Final = ("dataframe_split", "dataframe_records", "instances", "inputs")
 CONTENT_TYPES: Final = ("application/json", "text/csv")
+_SPLIT_KEYS: Final = frozenset({"columns", "data", "index"})
 
 
 def decode(body: bytes, content_type: str | None, schema: InputSchema | None) -> ScoringRequest:
@@ -76,6 +77,12 @@ def _decode_json(body: bytes, schema: InputSchema | None) -> ScoringRequest:
     if schema.tensor is not None:
         data = value.get("data") if key == "dataframe_split" and isinstance(value, dict) else value
         return ScoringRequest(table=check_tensor(schema.tensor, data, key), params=params)
+    if key == "dataframe_split" and isinstance(value, dict) and value.keys() <= _SPLIT_KEYS:
+        columns = value.get("columns", schema.names)
+        fast = check_matrix(schema, columns, value.get("data")) if isinstance(
+            columns, (list, tuple)) else None
+        if fast is not None:
+            return ScoringRequest(table=fast, params=params)
     return ScoringRequest(table=check_columns(schema, _columns(key, value, schema), f"{key}."),
                           params=params)
 

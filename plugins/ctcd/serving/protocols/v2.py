@@ -19,7 +19,13 @@ import orjson
 
 from ctcd.serving.errors import InvalidInput, ModelNotFound, UnsupportedMediaType
 from ctcd.serving.protocols import ScoringRequest
-from ctcd.serving.schema import KIND_DTYPES, InputSchema, check_columns, check_tensor
+from ctcd.serving.schema import (
+    KIND_DTYPES,
+    InputSchema,
+    check_columns,
+    check_matrix,
+    check_tensor,
+)
 
 DATATYPES: Final[dict[str, str]] = {
     "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
@@ -105,6 +111,9 @@ def decode(body: bytes, content_type: str | None, schema: InputSchema | None) ->
         if array.shape[1] != len(names):
             raise InvalidInput(f"inputs[0] ({name})", f"has {array.shape[1]} columns, the "
                                f"model expects {len(names)}: {list(names)}")
+        fast = check_matrix(schema, names, array)
+        if fast is not None:
+            return ScoringRequest(table=fast, meta=meta)
         raw = {c: array[:, j] for j, c in enumerate(names)}
         return ScoringRequest(table=check_columns(schema, raw, "inputs."), meta=meta)
     raw = {}
