@@ -39,7 +39,7 @@ def session_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def airflow_home() -> Path:
-    """A migrated SQLite metadata DB in the session's AIRFLOW_HOME (dags/ and plugins/ of the repo)."""
+    """A migrated SQLite metadata DB in the session's AIRFLOW_HOME (the repo's dags/, plugins/)."""
     marker = _AIRFLOW_HOME / ".migrated"
     if not marker.exists():
         subprocess.run(
@@ -69,10 +69,20 @@ def mlflow_server() -> Iterator[str]:
     log = root / "server.log"
     proc = spawn(
         [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination", str(root / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
         ],
         log_path=log,
         env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},

@@ -13,17 +13,17 @@ from typing import Any
 
 from ctcd.errors import DataValidationError, DeploymentError, InvalidParams
 
+FINAL_ERRORS: tuple[type[Exception], ...] = (InvalidParams, DataValidationError, DeploymentError)
+
 
 @contextmanager
-def fail_without_retry(
-    *errors: type[Exception],
-) -> Iterator[None]:
-    """Turn the given errors (default: bad params, bad data, failed deploy) into a final failure."""
+def fail_without_retry(errors: tuple[type[Exception], ...] = FINAL_ERRORS) -> Iterator[None]:
+    """Turn ``errors`` (default: bad params, bad data, failed deploy) into a final failure."""
     from airflow.sdk.exceptions import AirflowFailException
 
     try:
         yield
-    except errors or (InvalidParams, DataValidationError, DeploymentError) as err:
+    except errors as err:
         raise AirflowFailException(str(err)) from err
 
 

@@ -50,8 +50,9 @@ def _xcom(run, task_id: str):
 
     with create_session() as session:
         row = session.scalars(
-            XComModel.get_many(run_id=run.run_id, dag_ids=run.dag_id, task_ids=task_id,
-                               key="return_value")
+            XComModel.get_many(
+                run_id=run.run_id, dag_ids=run.dag_id, task_ids=task_id, key="return_value"
+            )
         ).first()
         return deserialize(XComModel.deserialize_value(row))
 
@@ -102,7 +103,10 @@ def test_bad_data_stops_the_run_before_anything_is_trained(dag, model_name: str)
     states = _states(run)
     assert str(run.state) == "failed"
     assert states["ingest"] == "success" and states["validate"] == "failed"
-    assert states["train"] in {"upstream_failed", "None"} and states["deploy"] in {"upstream_failed", "None"}
+    assert states["train"] in {"upstream_failed", "None"} and states["deploy"] in {
+        "upstream_failed",
+        "None",
+    }
     assert mlflow.MlflowClient().search_model_versions(f"name = '{model_name}'") == []
 
 
@@ -111,7 +115,9 @@ def test_bad_conf_fails_the_first_task_and_deploys_nothing(dag, model_name: str)
     states = _states(run)
     assert str(run.state) == "failed"
     assert states["ingest"] == "failed"
-    assert all(state in {"upstream_failed", "None"} for task, state in states.items() if task != "ingest")
+    assert all(
+        state in {"upstream_failed", "None"} for task, state in states.items() if task != "ingest"
+    )
     from ctcd.deployers import get_deployer
 
     assert get_deployer().find_model_server(model_name=model_name) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -37,11 +38,18 @@ def test_dags_have_tags_retries_and_docs(dagbag) -> None:
 def test_continuous_training_shape(dagbag) -> None:
     dag = dagbag.dags["continuous_training"]
     order = [
-        "ingest", "validate", "train", "evaluate", "deployment_trigger",
-        "register", "deploy", "verify", "promote",
+        "ingest",
+        "validate",
+        "train",
+        "evaluate",
+        "deployment_trigger",
+        "register",
+        "deploy",
+        "verify",
+        "promote",
     ]
     assert set(order) <= set(dag.task_dict)
-    for upstream, downstream in zip(order, order[1:], strict=False):
+    for upstream, downstream in itertools.pairwise(order):
         assert downstream in dag.task_dict[upstream].get_flat_relative_ids(upstream=False)
     assert dag.schedule == "@daily"
     assert dag.max_active_runs == 1
@@ -66,7 +74,9 @@ print(json.dumps({"heavy": heavy}))
 def test_no_io_or_heavy_imports_at_parse_time(dag_file: Path, airflow_home) -> None:
     result = subprocess.run(
         [sys.executable, "-c", PROBE, str(dag_file)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

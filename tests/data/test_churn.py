@@ -24,7 +24,9 @@ def test_drift_shifts_distributions_and_churn() -> None:
     calm = generate_snapshot(date(2026, 3, 1), rows=10_000)
     drifted = generate_snapshot(date(2026, 3, 1), rows=10_000, drift=1.0)
     assert drifted["support_calls"].mean() > calm["support_calls"].mean() + 1
-    assert (drifted["contract"] == "month-to-month").mean() > (calm["contract"] == "month-to-month").mean()
+    assert (drifted["contract"] == "month-to-month").mean() > (
+        calm["contract"] == "month-to-month"
+    ).mean()
     assert drifted[LABEL].mean() > calm[LABEL].mean()
 
 

@@ -28,7 +28,7 @@ def test_variants_do_not_overwrite_the_clean_partition(tmp_path: Path) -> None:
 def test_split_is_stable_and_disjoint(tmp_path: Path) -> None:
     frame = pd.read_parquet(ingest(tmp_path, date(2026, 5, 4), 5_000).path)
     train, holdout = split(frame, 0.2)
-    train2, holdout2 = split(frame.sample(frac=1.0, random_state=3), 0.2)
+    _, holdout2 = split(frame.sample(frac=1.0, random_state=3), 0.2)
     assert set(holdout["customer_id"]) == set(holdout2["customer_id"])
     assert not set(train["customer_id"]) & set(holdout["customer_id"])
     assert len(train) + len(holdout) == len(frame)

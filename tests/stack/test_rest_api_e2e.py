@@ -18,12 +18,32 @@ from ctcd.stack.processes import free_port
 pytestmark = pytest.mark.e2e
 DAG_ID = "continuous_training"
 ROWS = [
-    {"tenure_months": 2, "monthly_charges": 94.5, "total_charges": 189.0, "support_calls": 4,
-     "age": 29, "data_usage_gb": 41.2, "late_payments": 2, "contract": "month-to-month",
-     "payment_method": "electronic-check", "internet_service": "fiber", "region": "west"},
-    {"tenure_months": 60, "monthly_charges": 25.0, "total_charges": 1500.0, "support_calls": 0,
-     "age": 61, "data_usage_gb": 3.5, "late_payments": 0, "contract": "two-year",
-     "payment_method": "bank-transfer", "internet_service": "none", "region": "north"},
+    {
+        "tenure_months": 2,
+        "monthly_charges": 94.5,
+        "total_charges": 189.0,
+        "support_calls": 4,
+        "age": 29,
+        "data_usage_gb": 41.2,
+        "late_payments": 2,
+        "contract": "month-to-month",
+        "payment_method": "electronic-check",
+        "internet_service": "fiber",
+        "region": "west",
+    },
+    {
+        "tenure_months": 60,
+        "monthly_charges": 25.0,
+        "total_charges": 1500.0,
+        "support_calls": 0,
+        "age": 61,
+        "data_usage_gb": 3.5,
+        "late_payments": 0,
+        "contract": "two-year",
+        "payment_method": "bank-transfer",
+        "internet_service": "none",
+        "region": "north",
+    },
 ]
 
 
@@ -63,8 +83,15 @@ def test_token_is_required(stack: Stack) -> None:
 
 
 def test_triggered_run_with_conf_override_trains_deploys_and_serves(client: AirflowClient) -> None:
-    run = client.trigger(DAG_ID, {"rows": 4_000, "model_type": "logistic_regression",
-                                  "min_roc_auc": 0.7, "strategy": "replace"})
+    run = client.trigger(
+        DAG_ID,
+        {
+            "rows": 4_000,
+            "model_type": "logistic_regression",
+            "min_roc_auc": 0.7,
+            "strategy": "replace",
+        },
+    )
     assert run["conf"]["model_type"] == "logistic_regression"
     final = client.wait_for_run(DAG_ID, run["dag_run_id"], timeout=900)
     states = {ti["task_id"]: ti["state"] for ti in client.task_instances(DAG_ID, run["dag_run_id"])}

@@ -11,7 +11,9 @@ from ctcd.training.gate import decide
 from ctcd.training.model import build_pipeline
 
 
-@pytest.mark.parametrize("model_type", ["logistic_regression", "hist_gradient_boosting", "random_forest"])
+@pytest.mark.parametrize(
+    "model_type", ["logistic_regression", "hist_gradient_boosting", "random_forest"]
+)
 def test_pipelines_learn_the_churn_signal(model_type: str) -> None:
     frame = generate_snapshot(date(2026, 4, 1), rows=6_000)
     train, holdout = split(frame, 0.25)
@@ -48,7 +50,8 @@ def _cmp(candidate: float, champion: float | None) -> Comparison:
     ],
 )
 def test_deployment_trigger(candidate, champion, improvement, deploy, says) -> None:
-    decision = decide(_cmp(candidate, champion), metric="roc_auc", threshold=0.75,
-                      min_improvement=improvement)
+    decision = decide(
+        _cmp(candidate, champion), metric="roc_auc", threshold=0.75, min_improvement=improvement
+    )
     assert decision.deploy is deploy
     assert says in decision.reason

@@ -37,7 +37,10 @@ def test_defaults_are_valid_and_fill_hyperparameters() -> None:
         ({"strategy": "yolo"}, "strategy"),
         ({"snapshot_date": "yesterday"}, "snapshot_date"),
         ({"hyperparameters": {"max_iter": -1}}, "max_iter"),
-        ({"model_type": "logistic_regression", "hyperparameters": {"max_iter": 5, "bogus": 1}}, "bogus"),
+        (
+            {"model_type": "logistic_regression", "hyperparameters": {"max_iter": 5, "bogus": 1}},
+            "bogus",
+        ),
     ],
 )
 def test_bad_conf_names_the_parameter(conf: dict, named: str) -> None:

@@ -42,7 +42,9 @@ def test_validate_stops_corrupt_data(ctcd_home: Path) -> None:
     assert list((ctcd_home / "reports").glob("validation-*.json"))
 
 
-def test_train_evaluate_gate_register_promote(ctcd_home: Path, mlflow_server: str, model_name: str) -> None:
+def test_train_evaluate_gate_register_promote(
+    ctcd_home: Path, mlflow_server: str, model_name: str
+) -> None:
     conf = {"rows": 4_000, "model_type": "logistic_regression"}
     snapshot = steps.ingest(conf, date(2026, 7, 1))["snapshot"]
     steps.validate(snapshot)

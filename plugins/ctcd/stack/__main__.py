@@ -65,7 +65,11 @@ def demo(stack: Stack, conf: dict[str, Any]) -> int:
         final = client.wait_for_run(DAG_ID, run_id, on_progress=progress)
         run_seconds = time.monotonic() - run_started
         if final["state"] != "success":
-            failed = [t["task_id"] for t in client.task_instances(DAG_ID, run_id) if t["state"] == "failed"]
+            failed = [
+                t["task_id"]
+                for t in client.task_instances(DAG_ID, run_id)
+                if t["state"] == "failed"
+            ]
             _say(f"run {run_id} FAILED at {failed}; task logs: {stack.airflow_home / 'logs'}")
             _say(f"see it in the UI: {stack.airflow_url}/dags/{DAG_ID}/runs/{run_id}")
             return 1
@@ -81,7 +85,9 @@ def demo(stack: Stack, conf: dict[str, Any]) -> int:
         print(f"  curl -s -X POST {endpoint}/invocations -H 'Content-Type: application/json' \\")
         print(f"       -d '{json.dumps(json.loads(EXAMPLE_REQUEST.read_text()))}'")
     else:
-        print("No model server is running: the run deployed nothing (see the deployment_trigger log).")
+        print(
+            "No model server is running: the run deployed nothing (see the deployment_trigger log)."
+        )
     print(f"Airflow UI:    {stack.airflow_url}   (login {ADMIN_USER} / {ADMIN_PASSWORD})")
     print(f"MLflow UI:     {stack.mlflow_url}")
     print("Stop it all:   make stop")
@@ -114,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         return demo(stack, json.loads(args.conf))
     if args.command == "up":
         stack.up()
-        _say(f"Airflow {stack.airflow_url} (login {ADMIN_USER}/{ADMIN_PASSWORD}), MLflow {stack.mlflow_url}")
+        _say(
+            f"Airflow {stack.airflow_url} (login {ADMIN_USER}/{ADMIN_PASSWORD}), "
+            f"MLflow {stack.mlflow_url}"
+        )
         return 0
     if args.command == "status":
         for name, pid in stack.status().items():

@@ -29,7 +29,9 @@ class AirflowClient:
     def token(self) -> str:
         response = self._http.post("/auth/token", json=self._credentials)
         if response.status_code != 201:
-            raise AirflowApiError(f"POST /auth/token answered {response.status_code}: {response.text}")
+            raise AirflowApiError(
+                f"POST /auth/token answered {response.status_code}: {response.text}"
+            )
         self._token = str(response.json()["access_token"])
         return self._token
 
@@ -49,7 +51,9 @@ class AirflowClient:
     def _json(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)
         if response.status_code not in ok:
-            raise AirflowApiError(f"{method} {path} answered {response.status_code}: {response.text}")
+            raise AirflowApiError(
+                f"{method} {path} answered {response.status_code}: {response.text}"
+            )
         return response.json()
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180.0) -> dict[str, Any]:
@@ -86,7 +90,9 @@ class AirflowClient:
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
         content = self._json("GET", path, headers={"Accept": "application/json"})["content"]
-        return "\n".join(json.dumps(line) if isinstance(line, dict) else str(line) for line in content)
+        return "\n".join(
+            json.dumps(line) if isinstance(line, dict) else str(line) for line in content
+        )
 
     def wait_for_run(
         self,
@@ -102,12 +108,17 @@ class AirflowClient:
         while True:
             run = self.dag_run(dag_id, run_id)
             if on_progress is not None:
-                states = {ti["task_id"]: ti["state"] or "none" for ti in self.task_instances(dag_id, run_id)}
+                states = {
+                    ti["task_id"]: ti["state"] or "none"
+                    for ti in self.task_instances(dag_id, run_id)
+                }
                 if states != seen:
                     seen = states
                     on_progress(states)
             if run["state"] in TERMINAL:
                 return run
             if time.monotonic() > deadline:
-                raise AirflowApiError(f"run {run_id} of {dag_id} still {run['state']} after {timeout:.0f}s")
+                raise AirflowApiError(
+                    f"run {run_id} of {dag_id} still {run['state']} after {timeout:.0f}s"
+                )
             time.sleep(2)

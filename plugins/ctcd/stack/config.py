@@ -13,7 +13,7 @@ from pathlib import Path
 from ctcd.settings import PROJECT_ROOT
 
 ADMIN_USER = "admin"
-ADMIN_PASSWORD = "admin"  # noqa: S105 - a local demo login, printed by `make demo`
+ADMIN_PASSWORD = "admin"
 
 
 def project_airflow_env() -> dict[str, str]:
@@ -42,7 +42,7 @@ def airflow_env(
     plugins_folder: Path = PROJECT_ROOT / "plugins",
     parallelism: int = 4,
 ) -> dict[str, str]:
-    """Environment variables for an embedded Airflow 3 (SQLite + LocalExecutor) in ``airflow_home``."""
+    """Environment of an embedded Airflow 3 (SQLite, LocalExecutor) living in ``airflow_home``."""
     airflow_home.mkdir(parents=True, exist_ok=True)
     passwords = airflow_home / "simple_auth_manager_passwords.json"
     passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))

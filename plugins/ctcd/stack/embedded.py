@@ -81,7 +81,9 @@ class Stack:
             return None
         return int(pid)
 
-    def _start(self, name: str, argv: list[str], port: int | None = None) -> subprocess.Popen[bytes] | None:
+    def _start(
+        self, name: str, argv: list[str], port: int | None = None
+    ) -> subprocess.Popen[bytes] | None:
         if self.pid(name) is not None:
             return None
         if port is not None and not port_is_free(port):
@@ -101,30 +103,51 @@ class Stack:
         mlflow = self._start(
             "mlflow",
             [
-                sys.executable, "-m", "mlflow", "server",
-                "--backend-store-uri", f"sqlite:///{self.mlflow_dir / 'mlflow.db'}",
-                "--artifacts-destination", str(self.mlflow_dir / "artifacts"),
-                "--host", "127.0.0.1", "--port", str(self.ports.mlflow), "--workers", "1",
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{self.mlflow_dir / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(self.mlflow_dir / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.ports.mlflow),
+                "--workers",
+                "1",
             ],
             port=self.ports.mlflow,
         )
         if self.pid("api-server") is None:
             subprocess.run(
                 [sys.executable, "-m", "airflow", "db", "migrate"],
-                check=True, env={**os.environ, **self.env()},
-                stdout=(self.log_dir / "db-migrate.log").open("ab"), stderr=subprocess.STDOUT,
+                check=True,
+                env={**os.environ, **self.env()},
+                stdout=(self.log_dir / "db-migrate.log").open("ab"),
+                stderr=subprocess.STDOUT,
             )
         airflow = [sys.executable, "-m", "airflow"]
         api = self._start(
-            "api-server", [*airflow, "api-server", "--port", str(self.ports.airflow)],
+            "api-server",
+            [*airflow, "api-server", "--port", str(self.ports.airflow)],
             port=self.ports.airflow,
         )
         for name in ("scheduler", "dag-processor", "triggerer"):
             self._start(name, [*airflow, name])
-        wait_http(f"{self.mlflow_url}/health", timeout=timeout, process=mlflow,
-                  log_path=self.log_dir / "mlflow.log")
-        wait_http(f"{self.airflow_url}/api/v2/monitor/health", timeout=timeout, process=api,
-                  log_path=self.log_dir / "api-server.log")
+        wait_http(
+            f"{self.mlflow_url}/health",
+            timeout=timeout,
+            process=mlflow,
+            log_path=self.log_dir / "mlflow.log",
+        )
+        wait_http(
+            f"{self.airflow_url}/api/v2/monitor/health",
+            timeout=timeout,
+            process=api,
+            log_path=self.log_dir / "api-server.log",
+        )
 
     def status(self) -> dict[str, int | None]:
         return {name: self.pid(name) for name in self.COMPONENTS}

@@ -63,4 +63,6 @@ def compare_with_champion(
             raise
         return Comparison(candidate=candidate, champion=None, champion_version=None)
     champion = score(_load_sklearn(f"models:/{model_name}/{champion_mv.version}"), holdout)
-    return Comparison(candidate=candidate, champion=champion, champion_version=str(champion_mv.version))
+    return Comparison(
+        candidate=candidate, champion=champion, champion_version=str(champion_mv.version)
+    )

@@ -1,4 +1,5 @@
-"""The deployment trigger: deploy only a candidate that passes its threshold and beats the champion."""
+"""The deployment trigger: deploy only a candidate that passes its threshold and beats
+the champion."""
 
 from __future__ import annotations
 

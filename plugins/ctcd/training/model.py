@@ -43,8 +43,7 @@ def build_pipeline(
     unknown = sorted(set(hyperparameters) - set(valid))
     if unknown:
         raise ValueError(
-            f"unknown hyperparameter(s) {unknown} for {model_type}; "
-            f"valid ones are {sorted(valid)}"
+            f"unknown hyperparameter(s) {unknown} for {model_type}; valid ones are {sorted(valid)}"
         )
     estimator = estimator_cls(**hyperparameters)
     try:

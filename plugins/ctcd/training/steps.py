@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ctcd.settings import get_settings, thread_limits
-from ctcd.training.params import ContinuousTrainingParams, parse_params
+from ctcd.training.params import parse_params
 
 EXPERIMENT = "continuous_training"
 
@@ -63,7 +63,9 @@ def train(snapshot: str, conf: Mapping[str, Any], lineage: Mapping[str, str]) ->
     return {"run_id": result.run_id, "model_uri": result.model_uri, "metrics": result.metrics}
 
 
-def evaluate(candidate: Mapping[str, Any], snapshot: str, conf: Mapping[str, Any]) -> dict[str, Any]:
+def evaluate(
+    candidate: Mapping[str, Any], snapshot: str, conf: Mapping[str, Any]
+) -> dict[str, Any]:
     """Score the candidate and the serving champion on the same holdout; log both."""
     import mlflow
 
@@ -118,12 +120,21 @@ def register(candidate: Mapping[str, Any], lineage: Mapping[str, str]) -> dict[s
         run_id=candidate["run_id"],
         tags={f"airflow.{key}": value for key, value in lineage.items()},
     )
-    return {"model_name": name, "version": version, "model_uri": f"models:/{name}/{version}",
-            "run_id": candidate["run_id"]}
+    return {
+        "model_name": name,
+        "version": version,
+        "model_uri": f"models:/{name}/{version}",
+        "run_id": candidate["run_id"],
+    }
 
 
-def verify(endpoint: str, registered: Mapping[str, Any], snapshot: str,
-           conf: Mapping[str, Any], sample_rows: int = 200) -> dict[str, Any]:
+def verify(
+    endpoint: str,
+    registered: Mapping[str, Any],
+    snapshot: str,
+    conf: Mapping[str, Any],
+    sample_rows: int = 200,
+) -> dict[str, Any]:
     """Send holdout rows to the endpoint; the answers must equal the registered model's own,
     and come from the registered version (the ``X-Model-Version`` response header).
 
@@ -146,8 +157,12 @@ def verify(endpoint: str, registered: Mapping[str, Any], snapshot: str,
         expected = np.asarray(mlflow.pyfunc.load_model(registered["model_uri"]).predict(rows))
     body = '{"dataframe_split": ' + rows.to_json(orient="split", index=False) + "}"
     try:
-        response = httpx.post(f"{endpoint}/invocations", content=body, timeout=30.0,
-                              headers={"Content-Type": "application/json"})
+        response = httpx.post(
+            f"{endpoint}/invocations",
+            content=body,
+            timeout=30.0,
+            headers={"Content-Type": "application/json"},
+        )
     except httpx.TransportError as err:
         raise DeploymentError(f"The endpoint {endpoint} did not answer: {err}") from err
     if response.status_code != 200:

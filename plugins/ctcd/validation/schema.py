@@ -80,7 +80,9 @@ def check_frame(frame: pd.DataFrame, source: str) -> ValidationReport:
         if column in RANGES:
             low, high = RANGES[column]
             outside = int(((series < low) | (series > high)).sum())
-            add(Check("in_range", column, outside == 0, f"{outside} values outside [{low}, {high}]"))
+            add(
+                Check("in_range", column, outside == 0, f"{outside} values outside [{low}, {high}]")
+            )
         elif column in CATEGORIES:
             unseen = sorted(set(series.dropna().astype(str)) - set(CATEGORIES[column]))
             add(Check("known_categories", column, not unseen, f"unexpected values {unseen[:5]}"))
@@ -99,7 +101,9 @@ def validate_snapshot(path: Path, reports_dir: Path) -> Path:
     report_path = reports_dir / f"validation-{path.parent.name}-{stamp}.json"
     report_path.write_text(report.to_json())
     if not report.success:
-        lines = "; ".join(f"{c.column or 'table'}: {c.name} failed ({c.detail})" for c in report.failures)
+        lines = "; ".join(
+            f"{c.column or 'table'}: {c.name} failed ({c.detail})" for c in report.failures
+        )
         raise DataValidationError(
             f"Snapshot {path} failed validation, nothing was trained: {lines}. "
             f"Fix the source data or re-ingest; the full report is at {report_path}.",
