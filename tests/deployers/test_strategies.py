@@ -148,3 +148,32 @@ def test_errors_under_traffic_roll_back_automatically(
     _report(f"flaky ({strategy['name']}) rolled back", traffic, None)
     assert reason in message and "Rolled back" in message
     assert traffic.failed > 0  # the bad version did answer with errors before the rollback
+
+
+def test_user_supplied_backend_by_dotted_path_drives_the_same_server(
+    module_deployer: LocalDeployer, serving: ServiceHandle, model_factory: Any,
+    churn_model: Any, load: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ctcd.deployers import get_deployer
+    from ctcd.deployers.examples.static import StaticDeployer
+
+    monkeypatch.setenv("CTCD_DEPLOYER", "ctcd.deployers.examples.static:StaticDeployer")
+    monkeypatch.setenv("CTCD_STATIC_SERVERS", f'{{"{MODEL}": "{serving.endpoint}"}}')
+    monkeypatch.setenv("CTCD_STATIC_ADMIN_TOKEN",
+                       module_deployer.record(serving.service_id).admin_token)
+    backend = get_deployer()
+    assert isinstance(backend, StaticDeployer)
+    new = model_factory(name=MODEL, kind="logistic_regression")
+    traffic = load(serving.endpoint, churn_model.example)
+    traffic.wait_for(lambda t: t.sent >= 10)
+    handle = backend.deploy_model(
+        DeploymentConfig(model_name=MODEL, model_uri=new.uri, model_version=new.version),
+        strategy="blue_green",
+    )
+    traffic.wait_for(lambda t: t.versions[new.version] >= 10)
+    traffic.stop()
+    assert traffic.failed == 0
+    assert handle.backend == "ctcd.deployers.examples.static:StaticDeployer"
+    assert get_deployer(handle.backend).find_model_server(running=True)[0].model_version == (
+        new.version
+    )

@@ -6,6 +6,7 @@ Filters are those of ``find_model_server``; output is a table, or JSON with ``--
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
@@ -21,8 +22,9 @@ from ctcd.services.handle import ServiceHandle, ServiceStatus
 
 app = typer.Typer(help="Model servers: list, describe, start, stop, delete, logs.",
                   no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
+# Piped output (scripts, tests) gets full-width rows instead of truncated cells.
+out = Console(width=None if sys.stdout.isatty() else 240)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
 F = TypeVar("F", bound=Callable[..., Any])
 
 Service = Annotated[str, typer.Argument(help="Service id, unique id prefix, or server name.")]

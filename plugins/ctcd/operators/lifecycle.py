@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from ctcd.deployers import DEFAULT_TIMEOUT, get_deployer, resolve_service
-from ctcd.errors import InvalidParams
+from ctcd.errors import InvalidParams, ModelServerNotFound
 from ctcd.services.handle import ServiceHandle
 
 Action = Literal["start", "stop", "delete", "rollback"]
@@ -52,11 +53,14 @@ class ModelServerLifecycleOperator(BaseOperator):
         self.deployer = deployer
 
     def execute(self, context: Any) -> ServiceHandle | None:
-        if self.action not in ACTIONS:
-            raise InvalidParams(f"action must be one of {ACTIONS}, got {self.action!r}")
         timeout, force = float(self.timeout), _as_bool(self.force)
         deployer = get_deployer(self.deployer)
-        service_id = resolve_service(deployer, self.service or None, self.model_name or None)
+        try:  # naming a server that does not exist will not get better on a retry
+            if self.action not in ACTIONS:
+                raise InvalidParams(f"action must be one of {ACTIONS}, got {self.action!r}")
+            service_id = resolve_service(deployer, self.service or None, self.model_name or None)
+        except (InvalidParams, ModelServerNotFound) as err:
+            raise AirflowFailException(err.message) from err
         self.log.info("%s model server %s", self.action, service_id)
         if self.action == "start":
             return deployer.start_model_server(service_id, timeout=timeout)

@@ -1,0 +1,1 @@
+"""Example backends showing how to plug your own deployer in with ``CTCD_DEPLOYER``."""

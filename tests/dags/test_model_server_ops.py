@@ -1,0 +1,70 @@
+"""The model_server_ops DAG, run with ``dag.test()`` against live model servers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctcd.deployers import DeploymentConfig
+from ctcd.deployers.local import LocalDeployer
+from ctcd.settings import Settings
+
+pytestmark = pytest.mark.e2e
+DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "model_server_ops.py"
+PORTS = (9650, 9699)
+MODEL = "churn-ops"
+
+
+@pytest.fixture
+def ops_dag(airflow_home: Path) -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAG_FILE))
+    assert bag.import_errors == {}
+    return bag.dags["model_server_ops"]
+
+
+def test_params_form_offers_the_actions(ops_dag: Any) -> None:
+    action = ops_dag.params.get_param("action")
+    assert action.schema["enum"] == ["list", "start", "stop", "delete", "rollback"]
+    assert action.value == "list"
+
+
+def test_rollback_stop_start_through_the_dag(
+    ops_dag: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_factory: Any
+) -> None:
+    home = tmp_path / "ctcd"
+    monkeypatch.setenv("CTCD_HOME", str(home))
+    monkeypatch.setenv("CTCD_SERVER_PORT_RANGE", json.dumps(list(PORTS)))
+    backend = LocalDeployer(Settings(home=home, server_port_range=PORTS))
+    first = model_factory(name=MODEL, kind="logistic_regression")
+    second = model_factory(name=MODEL, kind="logistic_regression")
+    try:
+        for model in (first, second):
+            handle = backend.deploy_model(
+                DeploymentConfig(model_name=MODEL, model_uri=model.uri,
+                                 model_version=model.version), timeout=180)
+        assert handle.model_version == second.version
+
+        def run(**conf: Any) -> str:
+            dagrun = ops_dag.test(run_conf={"model_name": MODEL, "timeout": 120, **conf})
+            return str(dagrun.state)
+
+        assert run(action="rollback") == "success"
+        [now] = backend.find_model_server(running=True)
+        assert now.model_version == first.version
+        with backend.admin(now.service_id) as admin:
+            assert admin.serving() == {first.version: 1.0}
+
+        assert run(action="stop", service=now.service_id[:8]) == "success"
+        assert backend.find_model_server(running=True) == []
+        assert run(action="start") == "success"
+        assert backend.find_model_server(running=True)[0].endpoint == now.endpoint
+        assert run(action="list") == "success"
+        assert run(action="delete", service="no-such-server") == "failed"
+    finally:
+        for h in backend.find_model_server():
+            backend.delete_model_server(h.service_id, timeout=10, force=True)
