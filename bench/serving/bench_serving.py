@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,8 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
+    # stop cleanly (servers and the tracking server too) when interrupted
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     work = Path(tempfile.mkdtemp(prefix="ctcd-bench-serving-"))
     env = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "GIT_PYTHON_REFRESH": "quiet",
            "CTCD_HOME": str(work / "ctcd-home"),
@@ -58,7 +61,8 @@ def main() -> int:
         bodies = {rows: _body(work, sample, rows) for rows in ROWS}
         results: dict[str, Any] = {"seconds": SECONDS, "workers": WORKERS, "cpus": os.cpu_count(),
                                    "models": {}}
-        for kind, uri in models.items():
+        for kind in ("random_forest", "logistic_regression"):
+            uri = models[kind]
             results["models"][kind] = {}
             for server in ("mlflow", "ctcd"):
                 results["models"][kind][server] = _measure(server, kind, uri, bodies, work)
@@ -66,6 +70,8 @@ def main() -> int:
         results["swap"] = _swap_under_load(models, bodies[1], work)
     finally:
         stop_process_tree(tracking.proc.pid)
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
     _print_table(results)
     print(json.dumps(_flat(results), sort_keys=True), flush=True)
     return 0

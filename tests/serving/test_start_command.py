@@ -57,3 +57,40 @@ def test_start_fails_clearly_on_a_bad_model(mlflow_server: str) -> None:
     assert proc.returncode == 2
     assert "listening" not in out
     assert "models:/does-not-exist/1" in err
+
+
+def test_workers_share_one_admin_state(churn_versions: Any, mlflow_server: str) -> None:
+    first, second = churn_versions
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    proc = _start("--model-uri", first.uri, "--model-name", first.name, "--model-version",
+                  first.version, "--host", "127.0.0.1", "--port", "0", "--workers", "2",
+                  env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        match = READY.match(line)
+        assert match, line
+        base = f"http://127.0.0.1:{match.group(1)}"
+        with httpx.Client(base_url=base, timeout=120) as admin:
+            added = admin.post("/admin/versions", json={"model_uri": second.uri,
+                                                        "version": second.version})
+            assert added.status_code == 201, added.text
+            split = admin.put("/admin/traffic", json={"weights": {second.version: 1.0}})
+            assert split.status_code == 200, split.text
+        body = {"dataframe_records": records(first.example.head(2))}
+        answered = set()
+        for _ in range(24):  # a new connection each time: the kernel spreads them
+            with httpx.Client(base_url=base, timeout=30) as client:
+                response = client.post("/invocations", json=body)
+                assert response.status_code == 200
+                answered.add(response.headers["x-model-version"])
+        assert answered == {second.version}
+        with httpx.Client(base_url=base, timeout=60) as admin:
+            versions = {v["version"]: v for v in admin.get("/admin/versions").json()["versions"]}
+            assert versions[second.version]["requests"] == 24  # summed over both workers
+            assert versions[first.version]["weight"] == 0.0
+            bad = admin.put("/admin/traffic", json={"weights": {"nope": 1.0}})
+            assert bad.status_code == 400
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

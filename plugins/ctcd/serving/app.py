@@ -7,6 +7,7 @@ Routes are thin: they read the body, pick the version, and hand the work to
 from __future__ import annotations
 
 import contextlib
+import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -24,6 +25,7 @@ from ctcd.serving.errors import InvalidInput, PayloadTooLarge, ServingError
 from ctcd.serving.handlers import Answer, ModelServer
 from ctcd.serving.protocols import mlflow as mlflow_protocol
 from ctcd.serving.protocols import v2 as v2_protocol
+from ctcd.serving.workers import INTERNAL_HEADER, Peers, merge_versions
 
 JSON = "application/json"
 
@@ -34,6 +36,8 @@ class AppConfig:
     admin_token: str | None = None
     loopback: bool = True
     max_body_bytes: int = 16 * 1024 * 1024
+    internal_token: str | None = None  # calls between workers of one server
+    peers: Peers | None = None  # the other workers, when --workers > 1
 
 
 class OrjsonResponse(JSONResponse):
@@ -131,8 +135,15 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
         return answer(result)
 
     # -- admin -------------------------------------------------------------------------
-    def admin_auth(request: Request) -> None:
+    def admin_auth(request: Request) -> bool:
+        """Check the caller; True when it is another worker of this server (apply here
+        only, do not fan out again)."""
+        given = request.headers.get(INTERNAL_HEADER)
+        if (config.internal_token is not None and given is not None
+                and hmac.compare_digest(given.encode(), config.internal_token.encode())):
+            return True
         auth.check_admin(request, config.admin_token, config.loopback)
+        return False
 
     async def json_object(request: Request) -> dict[str, Any]:
         raw = await body(request)
@@ -144,29 +155,72 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
             raise InvalidInput("body", "must be a JSON object")
         return doc
 
+    def peer_failure(failed: list[tuple[str, int, Any]]) -> Response:
+        url, status, answer = failed[0]
+        reason = answer.get("error") if isinstance(answer, dict) else answer
+        return OrjsonResponse({"error": f"worker {url} refused the change ({status}: "
+                               f"{reason}); the change was undone"},
+                              status_code=status if 400 <= status < 599 else 502)
+
     async def list_versions(request: Request) -> Response:
-        admin_auth(request)
-        return OrjsonResponse(server.registry.describe())
+        internal = admin_auth(request)
+        described = server.registry.describe()
+        if config.peers is not None and not internal:
+            others = [b for _, status, b in await config.peers.call("GET", "/admin/versions")
+                      if status == 200]
+            described = merge_versions(described, others)
+        return OrjsonResponse(described)
 
     async def add_version(request: Request) -> Response:
-        admin_auth(request)
+        internal = admin_auth(request)
         doc = await json_object(request)
         unknown = sorted(set(doc) - {"model_uri", "version"})
         if unknown:
             raise InvalidInput(unknown[0], "is not a field; send {model_uri, version}")
-        status, entry = await server.add_version(doc.get("model_uri"), _text(doc, "version"))
+        uri, version = doc.get("model_uri"), _text(doc, "version")
+        status, entry = await server.add_version(uri, version)
+        if config.peers is not None and not internal:
+            results = await config.peers.call("POST", "/admin/versions",
+                                              {"model_uri": uri, "version": version})
+            failed = [r for r in results if r[1] >= 300]
+            if failed:
+                added = [url for url, code, _ in results if code == 201]
+                await config.peers.call("DELETE", f"/admin/versions/{version}", urls=added)
+                if status == 201:
+                    await server.remove_version(version)
+                return peer_failure(failed)
         return OrjsonResponse(entry, status_code=status)
 
     async def set_traffic(request: Request) -> Response:
-        admin_auth(request)
+        internal = admin_auth(request)
         doc = await json_object(request)
         if set(doc) != {"weights"}:
             raise InvalidInput("weights", "send exactly {\"weights\": {version: weight}}")
-        return OrjsonResponse(await server.set_traffic(doc["weights"]))
+        before = {s.version: s.weight for s in server.registry.slots if s.weight > 0}
+        described = await server.set_traffic(doc["weights"])
+        if config.peers is not None and not internal:
+            results = await config.peers.call("PUT", "/admin/traffic", doc)
+            failed = [r for r in results if r[1] >= 300]
+            if failed:
+                changed = [url for url, code, _ in results if code < 300]
+                await config.peers.call("PUT", "/admin/traffic", {"weights": before},
+                                        urls=changed)
+                await server.set_traffic(before)
+                return peer_failure(failed)
+        return OrjsonResponse(described)
 
     async def remove_version(request: Request) -> Response:
-        admin_auth(request)
-        return OrjsonResponse(await server.remove_version(request.path_params["version"]))
+        internal = admin_auth(request)
+        version = request.path_params["version"]
+        described = await server.remove_version(version)
+        if config.peers is not None and not internal:
+            results = await config.peers.call("DELETE", f"/admin/versions/{version}")
+            failed = [r for r in results if r[1] >= 300 and r[1] != 404]
+            if failed:
+                url, status, answer = failed[0]
+                return OrjsonResponse({"error": f"unloaded here, but worker {url} answered "
+                                       f"{status}: {answer}"}, status_code=502)
+        return OrjsonResponse(described)
 
     # -- operations --------------------------------------------------------------------
     async def metrics(request: Request) -> Response:

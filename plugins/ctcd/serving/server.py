@@ -12,7 +12,8 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import uvicorn
 
@@ -27,16 +28,16 @@ READY_LINE = "ctcd model server listening on http://{host}:{port}"
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server that announces itself once its sockets listen."""
+    """uvicorn's server that calls ``on_ready`` once its sockets listen."""
 
-    def __init__(self, config: uvicorn.Config, announce: str) -> None:
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
         super().__init__(config)
-        self._announce = announce
+        self._on_ready = on_ready
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if not self.should_exit:
-            print(self._announce, flush=True)
+            self._on_ready()
 
 
 def build(settings: ServerSettings) -> tuple[ModelServer, AppConfig]:
@@ -81,13 +82,33 @@ def serve(settings: ServerSettings) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
+    display = f"[{settings.host}]" if ":" in settings.host else settings.host
+    worker = settings.worker_index is not None
+    if settings.workers > 1 and not worker:
+        from ctcd.serving.workers import supervise
+
+        return supervise(settings, READY_LINE.format(host=display, port="{port}"),
+                         lambda: bind(settings.host, settings.port, reuse_port=True))
     try:
         server, app_config = build(settings)
     except ServingError as err:
         print(f"ctcd model server: {err.message}", file=sys.stderr, flush=True)
         return 2
-    sock = bind(settings.host, settings.port, reuse_port=False)
-    host, port = sock.getsockname()[:2]
+    sockets = [bind(settings.host, settings.port, reuse_port=worker)]
+    port = sockets[0].getsockname()[1]
+    on_ready: Callable[[], None] = lambda: print(  # noqa: E731
+        READY_LINE.format(host=display, port=port), flush=True)
+    if worker:
+        from ctcd.serving.workers import Peers, announce_worker
+
+        assert settings.peers_dir is not None and settings.internal_token is not None
+        sockets.append(bind("127.0.0.1", 0, reuse_port=False))  # peers' private port
+        token = settings.internal_token.get_secret_value()
+        index, peers_dir = settings.worker_index, settings.peers_dir
+        control = sockets[1].getsockname()[1]
+        app_config = replace(app_config, internal_token=token,
+                             peers=Peers(peers_dir, index, settings.workers, token))
+        on_ready = lambda: announce_worker(peers_dir, index, control)  # noqa: E731
     config = uvicorn.Config(
         create_app(server, app_config),
         loop="uvloop",
@@ -97,8 +118,7 @@ def serve(settings: ServerSettings) -> int:
         log_level=settings.log_level,
         timeout_keep_alive=30,
     )
-    display = f"[{host}]" if ":" in host else host
-    _Server(config, READY_LINE.format(host=display, port=port)).run(sockets=[sock])
+    _Server(config, on_ready).run(sockets=sockets)
     return 0
 
 

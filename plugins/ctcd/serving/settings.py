@@ -45,6 +45,11 @@ class ServerSettings(BaseSettings):
         default=None, description="SQLite file of the request log; default "
         "$CTCD_HOME/serving/requests.sqlite.")
     log_level: str = Field(default="warning", description="Log level of the server.")
+    # Set by the supervisor for its workers (--workers > 1); not for users.
+    worker_index: int | None = Field(default=None, description="Internal: worker number.")
+    peers_dir: Path | None = Field(default=None, description="Internal: workers' directory.")
+    internal_token: SecretStr | None = Field(
+        default=None, description="Internal: secret of calls between workers.")
 
     def is_loopback(self) -> bool:
         if self.host == "localhost":
