@@ -20,7 +20,7 @@ from tests.deployers.conftest import PORTS
 from ctcd.deployers import DeploymentConfig
 from ctcd.deployers.local import LocalDeployer
 from ctcd.errors import ModelServerNotFound, PortUnavailable, ServerStartFailed
-from ctcd.services import ServiceHandle, ServiceStatus
+from ctcd.services import ServiceHandle, ServiceStatus, load_last_service
 from ctcd.settings import Settings
 
 pytestmark = pytest.mark.e2e
@@ -69,6 +69,16 @@ def test_deploy_serves_and_find_reports_observed_state(
         assert len(deployer.find_model_server(**filters)) == 1, filters
     assert deployer.find_model_server(dag_id="other") == []
     assert deployer.find_model_server(model_version="999") == []
+
+
+def test_load_last_service_finds_the_handle_of_a_task(
+    module_deployer: LocalDeployer, served: ServiceHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CTCD_HOME", str(module_deployer.settings.home))
+    monkeypatch.delenv("CTCD_DEPLOYER", raising=False)
+    assert load_last_service("ct", "deploy", running=True) == served
+    with pytest.raises(ModelServerNotFound, match=r"ct\.train"):
+        load_last_service("ct", "train")
 
 
 def test_retried_deploy_of_the_serving_version_changes_nothing(
