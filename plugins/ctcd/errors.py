@@ -61,10 +61,8 @@ class InvalidDeployer(CtcdError):
     status_code = 400
 
 
-class InvalidStrategy(CtcdError):
-    """A deployment strategy name or its options are invalid."""
-
-    status_code = 400
+class InvalidStrategy(InvalidParams):
+    """A deployment strategy name or its options are invalid (a bad parameter: no retry)."""
 
 
 class ServerStartFailed(DeploymentError):
