@@ -9,7 +9,8 @@ MLflow: params, metrics, signature, input example, dataset lineage) -> `evaluate
 scores of the candidate and of the serving champion, on the same rows) ->
 `deployment_trigger` (deploys only above `min_roc_auc` and when it beats the champion;
 otherwise the rest is skipped) -> `register` (new registry version, alias `challenger`) ->
-`deploy` (into the model server already serving this model, with `strategy`) -> `verify`
+`deploy` (`DeployModelOperator`: into the model server already serving this model, with
+`strategy`; a new server's start is awaited in the triggerer) -> `verify`
 (the endpoint answers holdout rows like the registered model, from the new version) ->
 `promote` (alias `champion`; emits the model's Asset with the version).
 
@@ -24,6 +25,7 @@ from typing import Any
 
 from airflow.sdk import Asset, dag, get_current_context, task
 
+from ctcd.operators.deploy import DeployModelOperator
 from ctcd.training.params import airflow_params
 
 SERVING_ASSET = Asset(name="churn-classifier-serving", uri="ctcd://models/churn-classifier")
@@ -98,23 +100,6 @@ def continuous_training() -> None:
 
         return steps.register(candidate, _lineage())
 
-    @task(retries=1)
-    def deploy(registered: dict[str, Any]) -> Any:
-        from ctcd.deployers import DeploymentConfig, get_deployer
-        from ctcd.tasks import fail_without_retry
-
-        lineage = _lineage()
-        config = DeploymentConfig(
-            model_name=registered["model_name"],
-            model_uri=registered["model_uri"],
-            model_version=registered["version"],
-            mlflow_run_id=registered["run_id"],
-            **lineage,
-        )
-        strategy = get_current_context()["params"]["strategy"]
-        with fail_without_retry():
-            return get_deployer().deploy_model(config, strategy=strategy, timeout=300)
-
     @task
     def verify(handle: Any, registered: dict[str, Any], snapshot: dict[str, Any]) -> dict[str, Any]:
         from ctcd.tasks import roll_back_on_failure
@@ -144,8 +129,18 @@ def continuous_training() -> None:
     gate = deployment_trigger(evaluation)
     registered = register(candidate)
     gate >> registered
-    handle = deploy(registered)
-    verified = verify(handle, registered, snapshot)
+    deploy = DeployModelOperator(
+        task_id="deploy",
+        model_name="{{ ti.xcom_pull(task_ids='register')['model_name'] }}",
+        model_version="{{ ti.xcom_pull(task_ids='register')['version'] }}",
+        model_uri="{{ ti.xcom_pull(task_ids='register')['model_uri'] }}",
+        mlflow_run_id="{{ ti.xcom_pull(task_ids='register')['run_id'] }}",
+        strategy="{{ params.strategy }}",
+        timeout=300,
+        retries=1,
+    )
+    registered >> deploy
+    verified = verify(deploy.output, registered, snapshot)
     promote(registered, verified)
 
 
