@@ -61,7 +61,11 @@ def test_strategy_under_load_drops_no_request(
         strategy=strategy,
     )
     returned = time.monotonic()
-    traffic.wait_for(lambda t: t.versions[new.version] >= 20)
+    # Requests already in flight when the deploy returned may still answer with the old
+    # version (a canary has been serving the new one for a while, so counting from 0 would
+    # not wait for them): let a few more new-version answers arrive, then take the snapshot.
+    at_return = traffic.versions[new.version]
+    traffic.wait_for(lambda t: t.versions[new.version] >= max(20, at_return + 5))
     after_switch = traffic.versions.copy()
     traffic.wait_for(lambda t: t.versions[new.version] >= after_switch[new.version] + 20)
     traffic.stop()
