@@ -33,7 +33,6 @@ DOC = __doc__ + """
     default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
     tags=["ctcd", "serving", "ops"],
     doc_md=DOC,
-    render_template_as_native_obj=True,
     params={
         "action": Param("list", type="string", enum=["list", *ACTIONS],
                         title="Action", description="What to do with the model server."),
@@ -68,8 +67,8 @@ def model_server_ops() -> None:
     apply = ModelServerLifecycleOperator(
         task_id="apply",
         action="{{ params.action }}",
-        service="{{ params.service }}",
-        model_name="{{ params.model_name }}",
+        service="{{ params.service or '' }}",
+        model_name="{{ params.model_name or '' }}",
         timeout="{{ params.timeout }}",
         force="{{ params.force }}",
     )

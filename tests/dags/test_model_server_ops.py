@@ -33,6 +33,18 @@ def test_params_form_offers_the_actions(ops_dag: Any) -> None:
     assert action.value == "list"
 
 
+@pytest.mark.parametrize("service", ["37985631", "1234e567", None])
+def test_service_names_render_as_given(ops_dag: Any, service: str | None) -> None:
+    # An id prefix of hex digits only must stay text: rendered as a native object it became
+    # an int (or a float for "1234e567") and the stop action failed on about 1 id in 40.
+    task = ops_dag.get_task("apply")
+    params = {"action": "stop", "service": service, "model_name": None, "timeout": 5,
+              "force": False}
+    task.render_template_fields({"params": params})
+    assert task.service == (service or "")
+    assert task.model_name == ""
+
+
 def test_rollback_stop_start_through_the_dag(
     ops_dag: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_factory: Any
 ) -> None:

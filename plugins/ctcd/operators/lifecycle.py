@@ -58,7 +58,7 @@ class ModelServerLifecycleOperator(BaseOperator):
         try:  # naming a server that does not exist will not get better on a retry
             if self.action not in ACTIONS:
                 raise InvalidParams(f"action must be one of {ACTIONS}, got {self.action!r}")
-            service_id = resolve_service(deployer, self.service or None, self.model_name or None)
+            service_id = resolve_service(deployer, _text(self.service), _text(self.model_name))
         except (InvalidParams, ModelServerNotFound) as err:
             raise AirflowFailException(err.message) from err
         self.log.info("%s model server %s", self.action, service_id)
@@ -75,6 +75,14 @@ class ModelServerLifecycleOperator(BaseOperator):
             raise InvalidParams(f"deployer {deployer.name!r} keeps no history to roll back with")
         handle: ServiceHandle = rollback(service_id, timeout=timeout)
         return handle
+
+
+def _text(value: object) -> str | None:
+    """A rendered id or name as text; ``None`` or empty means not given. (Native rendering
+    would turn an all-digit id prefix into an int.)"""
+    if value is None or value == "":
+        return None
+    return str(value)
 
 
 def _as_bool(value: bool | str) -> bool:
