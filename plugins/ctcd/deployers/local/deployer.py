@@ -38,6 +38,7 @@ from ctcd.errors import (
 )
 from ctcd.services.handle import ServiceHandle, ServiceStatus, probe
 from ctcd.settings import Settings, get_settings
+from ctcd.stack.processes import port_is_free
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ class LocalDeployer:
         with filelock.FileLock(self.dir / "ports.lock", timeout=60):
             used = self.store.used_ports()
             for port in range(low, high + 1):
-                if port not in used and process.port_free(host, port):
+                if port not in used and port_is_free(port, host):
                     return self.store.insert(
                         id=uuid.uuid4().hex, name=config.server_name, host=host, port=port,
                         admin_token=secrets.token_urlsafe(24), config=config,
@@ -286,7 +287,7 @@ class LocalDeployer:
         )
 
     def _spawn(self, record: ServerRecord, config: DeploymentConfig) -> None:
-        if not process.port_free(record.host, record.port):
+        if not port_is_free(record.port, record.host):
             raise PortUnavailable(
                 f"port {record.port} of model server {record.name!r} is held by another "
                 "process; stop that process, or delete this server and deploy again to get "

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -86,16 +85,6 @@ def terminate(ref: ProcessRef | None, *, timeout: float, force: bool) -> bool:
         _signal(proc, alive_, signal.SIGKILL)
         _gone, alive_ = psutil.wait_procs(alive_, timeout=10)
     return not [p for p in alive_ if _running(p)]
-
-
-def port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def foreign_listeners(port: int, ref: ProcessRef | None) -> list[int]:
