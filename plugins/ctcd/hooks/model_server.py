@@ -49,7 +49,9 @@ class ModelServerHook(BaseHook):
 
     def handle(self, model_name: str | None = None) -> ServiceHandle:
         """A handle for the served model (name from the argument or the connection extra)."""
-        name = model_name or self.connection.extra_dejson.get("model_name")
+        extra = self.connection.extra_dejson
+        name = (model_name or extra.get("model_name")
+                or extra.get(f"extra__{self.conn_type}__model_name"))  # older form field names
         if not name:
             raise ValueError(
                 f"connection {self.model_server_conn_id!r} names no model; pass model_name or "
@@ -62,10 +64,3 @@ class ModelServerHook(BaseHook):
 
     def predict(self, data: PredictInput, model_name: str | None = None) -> list[Any]:
         return self.handle(model_name).predict(data, token=self.token)
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["login", "description"],
-            "relabeling": {"password": "Bearer token", "schema": "Scheme (http/https)"},
-        }
