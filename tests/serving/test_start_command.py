@@ -91,6 +91,22 @@ def test_workers_share_one_admin_state(churn_versions: Any, mlflow_server: str) 
             assert versions[first.version]["weight"] == 0.0
             bad = admin.put("/admin/traffic", json={"weights": {"nope": 1.0}})
             assert bad.status_code == 400
+        for _ in range(6):  # whichever worker a scrape reaches, it counts all requests
+            with httpx.Client(base_url=base, timeout=30) as client:
+                text = client.get("/metrics").text
+            assert _sample(text, "ctcd_model_requests_total", version=second.version,
+                           status="200") == 24
+            assert _sample(text, "ctcd_model_version_weight", version=second.version) == 1.0
+            assert _sample(text, "ctcd_model_version_weight", version=first.version) == 0.0
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == name and labels.items() <= sample.labels.items())

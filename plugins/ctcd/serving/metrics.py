@@ -1,11 +1,20 @@
-"""Prometheus metrics of one server, per model version (``GET /metrics``)."""
+"""Prometheus metrics of one server, per model version (``GET /metrics``).
+
+With ``--workers N`` every worker writes its metrics to files in the shared directory
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode, set by the supervisor)
+and a scrape that reaches any worker answers the sum over all of them.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -17,6 +26,7 @@ class ServerMetrics:
     def __init__(self, model_name: str, registry: CollectorRegistry | None = None) -> None:
         self.model_name = model_name
         self.registry = registry or CollectorRegistry()
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         self._children: dict[tuple[str, str, int], tuple[Any, ...]] = {}
         labels = ("model", "version", "protocol")
         self.requests = Counter(
@@ -39,7 +49,7 @@ class ServerMetrics:
             ("model", "version"), buckets=BATCH_BUCKETS, registry=self.registry)
         self.weight = Gauge(
             "ctcd_model_version_weight", "Traffic weight of each loaded version.",
-            ("model", "version"), registry=self.registry)
+            ("model", "version"), registry=self.registry, multiprocess_mode="mostrecent")
 
     def observe_request(self, version: str, protocol: str, status: int, seconds: float,
                         rows: int) -> None:
@@ -68,8 +78,14 @@ class ServerMetrics:
         for version, weight in weights.items():
             self.weight.labels(self.model_name, version).set(weight)
         for version in removed:
+            if self.multiprocess:  # the value stays in the shared files: make it 0 there
+                self.weight.labels(self.model_name, version).set(0)
             self.weight.remove(self.model_name, version)
             self._children = {k: v for k, v in self._children.items() if k[0] != version}
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # every worker's files, summed
+        return generate_latest(registry)

@@ -15,10 +15,10 @@ made, so all workers hold the same versions and weights.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from ctcd.serving.metrics import MULTIPROC_ENV
 from ctcd.serving.settings import ServerSettings
 
 INTERNAL_HEADER = "X-Ctcd-Internal"
@@ -86,7 +87,8 @@ def worker_env(settings: ServerSettings, *, port: int, index: int, peers_dir: Pa
         env[f"CTCD_SERVER_{name.upper()}"] = str(value).lower() if isinstance(value, bool) \
             else str(value)
     env.update({"CTCD_SERVER_PORT": str(port), "CTCD_SERVER_WORKER_INDEX": str(index),
-                "CTCD_SERVER_PEERS_DIR": str(peers_dir), "CTCD_SERVER_INTERNAL_TOKEN": token})
+                "CTCD_SERVER_PEERS_DIR": str(peers_dir), "CTCD_SERVER_INTERNAL_TOKEN": token,
+                MULTIPROC_ENV: str(peers_dir / "metrics")})
     return env
 
 
@@ -95,6 +97,7 @@ def supervise(settings: ServerSettings, announce: str, reserve: Any) -> int:
     sock = reserve()  # bound with SO_REUSEPORT, never listening: holds the port number
     port = sock.getsockname()[1]
     peers_dir = Path(tempfile.mkdtemp(prefix="ctcd-workers-"))
+    (peers_dir / "metrics").mkdir()  # the workers' Prometheus files, summed at each scrape
     token = secrets.token_urlsafe(32)
     procs = [
         subprocess.Popen([sys.executable, "-m", "ctcd.serving"],
@@ -131,10 +134,7 @@ def supervise(settings: ServerSettings, announce: str, reserve: Any) -> int:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        with contextlib.suppress(OSError):
-            for path in peers_dir.iterdir():
-                path.unlink()
-            peers_dir.rmdir()
+        shutil.rmtree(peers_dir, ignore_errors=True)
 
 
 def merge_versions(own: dict[str, Any], others: list[dict[str, Any]]) -> dict[str, Any]:
