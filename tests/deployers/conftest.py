@@ -102,6 +102,7 @@ class Load:
     failures: list[str] = field(default_factory=list)
     versions: Counter[str] = field(default_factory=Counter)
     first_seen: dict[str, float] = field(default_factory=dict)
+    per_client: Counter[int] = field(default_factory=Counter)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -119,13 +120,14 @@ class Load:
                 try:
                     response = client.post("/invocations", json=body)
                 except httpx.HTTPError as err:
-                    self._count(False, f"{type(err).__name__}: {err}", None)
+                    self._count(i, False, f"{type(err).__name__}: {err}", None)
                     continue
                 ok = response.status_code == 200
-                self._count(ok, f"{response.status_code} {response.text[:200]}",
+                self._count(i, ok, f"{response.status_code} {response.text[:200]}",
                             response.headers.get("x-model-version"))
 
-    def _count(self, ok: bool, detail: str, version: str | None) -> None:
+    def _count(self, client: int, ok: bool, detail: str, version: str | None) -> None:
+        self.per_client[client] += 1
         self.sent += 1
         if not ok:
             self.failed += 1
@@ -145,6 +147,14 @@ class Load:
         for thread in self._threads:
             thread.join(timeout=15)
         return self
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until every client has sent a whole request after this call: the requests
+        in flight when it was called (e.g. routed to a version being rolled back) are then
+        counted."""
+        marks = dict(self.per_client)
+        self.wait_for(lambda t: all(t.per_client[i] >= marks.get(i, 0) + 2
+                                    for i in range(len(t._threads))), timeout)
 
     def snapshot(self) -> tuple[int, int]:
         return self.sent, self.failed

@@ -94,6 +94,7 @@ def _deploy_bad(
             DeploymentConfig(model_name=MODEL, model_uri=uri, model_version=version),
             strategy=strategy, timeout=120,
         )
+    traffic.settle()  # answers of requests routed to the bad version before the rollback
     sent, failed = traffic.snapshot()
     traffic.wait_for(lambda t: t.sent >= sent + 40)  # after the rollback: all good again
     traffic.stop()
