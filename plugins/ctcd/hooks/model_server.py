@@ -49,9 +49,7 @@ class ModelServerHook(BaseHook):
 
     def handle(self, model_name: str | None = None) -> ServiceHandle:
         """A handle for the served model (name from the argument or the connection extra)."""
-        extra = self.connection.extra_dejson
-        name = (model_name or extra.get("model_name")
-                or extra.get(f"extra__{self.conn_type}__model_name"))  # older form field names
+        name = model_name or self.connection.extra_dejson.get("model_name")
         if not name:
             raise ValueError(
                 f"connection {self.model_server_conn_id!r} names no model; pass model_name or "
