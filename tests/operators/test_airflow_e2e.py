@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -69,7 +70,8 @@ def test_deploy_defers_hands_over_through_xcom_and_server_outlives_the_run(
     output, _ = proc.communicate(timeout=420)
     marker = Path(run_env["CTCD_E2E_MARKER"])
     assert proc.returncode == 0 and marker.exists(), output[-4000:]
-    assert "state=success" in output.replace(" ", "") or "success" in output, output[-2000:]
+    finished = re.search(r"DagRun Finished: dag_id=ctcd_e2e_deploy,.*?state=(\w+)", output)
+    assert finished is not None and finished.group(1) == "success", output[-2000:]
     result = json.loads(marker.read_text())
     assert result["running"] is True
     assert len(result["predictions"]) == 3
