@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ctcd.settings import Settings
+from ctcd.settings import PROJECT_ROOT, Settings
 from ctcd.stack.airflow_api import AirflowClient
 from ctcd.stack.config import ADMIN_PASSWORD, ADMIN_USER
 from ctcd.stack.embedded import Ports, Stack
@@ -17,34 +17,7 @@ from ctcd.stack.processes import free_port
 
 pytestmark = pytest.mark.e2e
 DAG_ID = "continuous_training"
-ROWS = [
-    {
-        "tenure_months": 2,
-        "monthly_charges": 94.5,
-        "total_charges": 189.0,
-        "support_calls": 4,
-        "age": 29,
-        "data_usage_gb": 41.2,
-        "late_payments": 2,
-        "contract": "month-to-month",
-        "payment_method": "electronic-check",
-        "internet_service": "fiber",
-        "region": "west",
-    },
-    {
-        "tenure_months": 60,
-        "monthly_charges": 25.0,
-        "total_charges": 1500.0,
-        "support_calls": 0,
-        "age": 61,
-        "data_usage_gb": 3.5,
-        "late_payments": 0,
-        "contract": "two-year",
-        "payment_method": "bank-transfer",
-        "internet_service": "none",
-        "region": "north",
-    },
-]
+EXAMPLE_REQUEST = PROJECT_ROOT / "include" / "examples" / "churn_request.json"
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +74,8 @@ def test_triggered_run_with_conf_override_trains_deploys_and_serves(client: Airf
     data = handle["__data__"]
     assert handle["__classname__"] == "ctcd.services.handle.ServiceHandle"
     assert data["run_id"] == run["dag_run_id"] and data["task_id"] == "deploy"
-    response = httpx.post(f"{data['endpoint']}/invocations", json={"dataframe_records": ROWS})
+    response = httpx.post(f"{data['endpoint']}/invocations", content=EXAMPLE_REQUEST.read_bytes(),
+                          headers={"Content-Type": "application/json"})
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
     assert len(predictions) == 2 and set(predictions) <= {0, 1}
