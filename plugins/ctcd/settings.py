@@ -28,6 +28,10 @@ class Settings(BaseSettings):
         description="MLflow tracking URI; falls back to MLFLOW_TRACKING_URI, then a local "
         "SQLite store under `home`.",
     )
+    datasets_dir: Path = Field(
+        default=PROJECT_ROOT / "include" / "datasets",
+        description="Where data set specs (`<name>.yaml`) are kept.",
+    )
     model_name: str = Field(
         default="churn-classifier",
         description="Registered model name used by the continuous_training DAG.",
