@@ -38,6 +38,7 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check plugins dags tests bench
+	$(VENV)/bin/mypy plugins dags bench
 
 clean: stop
 	rm -rf .state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -19,8 +20,11 @@ def register(
     Idempotent for a retried task: a version already registered from the same run is reused.
     """
     client = mlflow.MlflowClient()
+    existing: list[Any]
     try:
-        existing = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+        existing = list(
+            client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+        )
     except MlflowException:
         existing = []
     if existing:

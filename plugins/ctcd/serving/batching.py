@@ -16,6 +16,7 @@ import asyncio
 import collections
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from ctcd.serving.errors import ServingError
@@ -125,8 +126,9 @@ class Batcher:
                 return
             for request, future in batch:  # isolate the request(s) the model refuses
                 try:
+                    assert request.table is not None  # only tables are batched
                     one = await loop.run_in_executor(
-                        self._executor, self.model.predict_table, request.table
+                        self._executor, partial(self.model.predict_table, request.table)
                     )
                 except Exception as single_err:
                     _settle(future, error=single_err)

@@ -119,7 +119,7 @@ class ModelServer:
                                  f"{type(err).__name__}: {err}") from err
         return model
 
-    async def add_version(self, model_uri: str, version: str) -> tuple[int, dict[str, Any]]:
+    async def add_version(self, model_uri: object, version: object) -> tuple[int, dict[str, Any]]:
         """Load a version into a standby slot (weight 0). 201 when loaded, 200 when that
         version was already loaded from the same URI."""
         if not isinstance(model_uri, str) or not model_uri:

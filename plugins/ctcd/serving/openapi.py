@@ -68,7 +68,7 @@ def document(model_name: str) -> dict[str, Any]:
                                                  "required": True, "schema": {"type": "string"}}]
         return out
 
-    admin = {"tags": ("admin",), "secured": "adminToken"}
+    admin: dict[str, Any] = {"tags": ("admin",), "secured": "adminToken"}
     paths: dict[str, Any] = {
         "/ping": {"get": _op("Ready when a version has traffic", text_ok, errors=(503,),
                              tags=("mlflow",))},

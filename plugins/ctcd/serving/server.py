@@ -102,6 +102,7 @@ def serve(settings: ServerSettings) -> int:
         from ctcd.serving.workers import Peers, announce_worker
 
         assert settings.peers_dir is not None and settings.internal_token is not None
+        assert settings.worker_index is not None
         sockets.append(bind("127.0.0.1", 0, reuse_port=False))  # peers' private port
         token = settings.internal_token.get_secret_value()
         index, peers_dir = settings.worker_index, settings.peers_dir

@@ -64,7 +64,7 @@ def wait_http(
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(
-                f"{' '.join(map(str, process.args))} exited with {process.returncode} "
+                f"{_command(process.args)} exited with {process.returncode} "
                 f"before {url} answered.{_tail(log_path)}"
             )
         try:
@@ -99,3 +99,9 @@ def stop_process_tree(pid: int, *, timeout: float = 15.0) -> bool:
             proc.kill()
     psutil.wait_procs(alive, timeout=5)
     return True
+
+
+def _command(args: object) -> str:
+    if isinstance(args, list | tuple):
+        return " ".join(map(str, args))
+    return str(args)

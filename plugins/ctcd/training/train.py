@@ -9,6 +9,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.data.pandas_dataset import from_pandas
 
 from ctcd.data.churn import FEATURES, LABEL
 from ctcd.data.snapshots import split
@@ -48,7 +49,7 @@ def train(
                 **{f"hp.{k}": v for k, v in hyperparameters.items()},
             }
         )
-        dataset = mlflow.data.from_pandas(
+        dataset = from_pandas(
             train_set, source=str(snapshot_path), name=snapshot_path.parent.name, targets=LABEL
         )
         mlflow.log_input(dataset, context="training")
