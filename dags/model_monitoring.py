@@ -37,6 +37,8 @@ WATERMARK_PREFIX = "ctcd_monitoring__"
     dag_id="model_monitoring",
     schedule="@hourly",
     catchup=False,
+    # Watching is cheap and harmless (it retrains only on drift): on from the start.
+    is_paused_upon_creation=False,
     max_active_runs=1,
     tags=["ctcd", "monitoring"],
     doc_md=__doc__,
