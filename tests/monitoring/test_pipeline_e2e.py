@@ -129,3 +129,18 @@ def test_cool_down_holds_back_a_second_trigger(served: ServedModel, tmp_path: Pa
 
     assert result.status == "drift" and not result.retrain
     assert "cool-down" in result.reason and result.watermark["last_trigger"] == recent
+
+
+def test_nothing_to_watch_is_said_plainly(served: ServedModel, tmp_path: Path) -> None:
+    client = mlflow.MlflowClient()
+    common: dict[str, Any] = {"client": client, "labels_path": tmp_path / "labels.sqlite",
+                              "reports_dir": tmp_path / "reports"}
+    no_champion = pipeline.check(MonitoringParams(), None, request_log=served.log_path,
+                                 model_name="never-registered", **common)
+    assert no_champion.status == "no_champion" and not no_champion.retrain
+    assert no_champion.watermark == {}
+    no_log = pipeline.check(MonitoringParams(), None, request_log=tmp_path / "absent.sqlite",
+                            model_name=served.name, **common)
+    assert no_log.status == "insufficient_data" and not no_log.retrain
+    assert "no request log at" in no_log.reason
+    assert "CTCD_SERVER_REQUEST_LOG_SAMPLE_RATE" in no_log.reason

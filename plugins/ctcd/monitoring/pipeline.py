@@ -97,6 +97,10 @@ def check(
         status = "insufficient_data"
         reasons.append(f"only {window.rows} served rows of version {version} since the last "
                        f"check (at least {params.min_samples} needed): no verdict, no retraining")
+        if not request_log.exists():
+            reasons.append(f"there is no request log at {request_log}: start model servers "
+                           "with CTCD_SERVER_REQUEST_LOG_SAMPLE_RATE > 0 (and the same "
+                           "CTCD_SERVER_REQUEST_LOG_PATH) to monitor them")
         new_mark = {**mark, "version": version, "rowid": after}
     else:
         result = drift.compare(reference, window.frame, window.predictions, params.thresholds())
