@@ -33,6 +33,23 @@ RETRAIN_DAG_ID = "continuous_training"
 WATERMARK_PREFIX = "ctcd_monitoring__"
 
 
+def _load_watermark(model_name: str) -> dict[str, Any]:
+    import json
+
+    from airflow.sdk import Variable
+
+    return dict(json.loads(Variable.get(WATERMARK_PREFIX + model_name, default="{}")))
+
+
+def _save_watermark(model_name: str, watermark: dict[str, Any]) -> None:
+    import json
+
+    from airflow.sdk import Variable
+
+    Variable.set(WATERMARK_PREFIX + model_name, json.dumps(watermark),
+                 description=f"model_monitoring watermark of {model_name}")
+
+
 @dag(
     dag_id="model_monitoring",
     schedule="@hourly",
@@ -53,10 +70,6 @@ WATERMARK_PREFIX = "ctcd_monitoring__"
 def model_monitoring() -> None:
     @task
     def check() -> dict[str, Any]:
-        import json
-
-        from airflow.sdk import Variable
-
         from ctcd.hooks.mlflow_tracking import MlflowHook
         from ctcd.monitoring import labels, pipeline, served
         from ctcd.monitoring.params import parse_params
@@ -68,8 +81,7 @@ def model_monitoring() -> None:
             params = parse_params(context["params"])
         settings = get_settings()
         model_name = params.model_name or settings.model_name
-        key = WATERMARK_PREFIX + model_name
-        watermark = json.loads(Variable.get(key, default="{}"))
+        watermark = _load_watermark(model_name)
         ti = context["ti"]
         result = pipeline.check(
             params, watermark, client=MlflowHook().client,
@@ -78,8 +90,7 @@ def model_monitoring() -> None:
             lineage={"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id},
         )
         if result.watermark != watermark:
-            Variable.set(key, json.dumps(result.watermark),
-                         description=f"model_monitoring watermark of {model_name}")
+            _save_watermark(model_name, result.watermark)
         print(f"Monitoring: {result.status}: {result.reason}")
         return result.as_dict()
 
@@ -94,6 +105,11 @@ def model_monitoring() -> None:
             print(f"No retraining: {RETRAIN_DAG_ID} already has {active} run(s) queued or "
                   f"running, which will train on the newest data. Drift: {result['reason']}")
             return False
+        from ctcd.monitoring.pipeline import mark_triggered
+
+        # The cool-down starts with the trigger, not with the check that asked for it.
+        _save_watermark(result["model_name"],
+                        mark_triggered(_load_watermark(result["model_name"])))
         print(f"Retraining: {result['reason']}")
         return True
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ def _delete(runs: list[Any]) -> None:
 def _watermark() -> dict[str, Any]:
     from airflow.models.variable import Variable
 
-    return dict(json.loads(Variable.get(f"ctcd_monitoring__{MODEL}")))
+    return dict(json.loads(Variable.get(f"ctcd_monitoring__{MODEL}", default_var="{}")))
 
 
 def _stream(model: ServedModel, drift: float, day: date) -> None:
@@ -96,7 +96,8 @@ def test_drifted_traffic_triggers_continuous_training_with_the_reason(
         assert set(triggered.conf) == {"trigger_reason"}
         watermark = _watermark()
         assert watermark["version"] == served.version
-        assert watermark["rowid"] == max_rowid(served.log_path) and watermark["last_trigger"]
+        assert watermark["rowid"] == max_rowid(served.log_path)
+        assert datetime.fromisoformat(watermark["last_trigger"]) > run.start_date
         # continuous_training accepts the conf it is given (its Params forbid unknown keys).
         from ctcd.training.params import parse_params
 
@@ -116,3 +117,28 @@ def test_undrifted_traffic_reports_and_skips_the_trigger(dag: Any, served: Serve
                             "trigger_retraining": "skipped"}
     assert _retraining_runs() == []
     assert _watermark()["rowid"] == before
+
+
+def test_no_second_retraining_while_one_is_queued(dag: Any, served: ServedModel) -> None:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.timezone import utcnow
+    from airflow.utils.types import DagRunType
+
+    _stream(served, 1.0, date(2026, 3, 3))
+    last_trigger = _watermark().get("last_trigger")
+    queued = DagRun(dag_id="continuous_training", run_id="queued-before-monitoring",
+                    run_after=utcnow(), state=DagRunState.QUEUED, run_type=DagRunType.MANUAL,
+                    conf={"trigger_reason": f"model {MODEL} (queued by the test)"})
+    with create_session() as session:
+        session.add(queued)
+    try:
+        run = dag.test(run_conf={"cooldown_hours": 0})
+
+        assert str(run.state) == "success", _states(run)
+        assert _states(run)["trigger_retraining"] == "skipped"
+        assert [r.run_id for r in _retraining_runs()] == ["queued-before-monitoring"]
+        assert _watermark().get("last_trigger") == last_trigger  # no cool-down started
+    finally:
+        _delete(_retraining_runs())

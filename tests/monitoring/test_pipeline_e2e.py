@@ -64,8 +64,7 @@ def test_a_drifted_stream_decides_to_retrain_and_reports_it(served: ServedModel,
     assert "features drifted" in result.reason and "contract" in result.reason
     assert result.summary["samples"] == 1_000 and result.summary["requests"] == 20
     assert result.watermark["rowid"] == max_rowid(served.log_path) > start
-    assert datetime.fromisoformat(result.watermark["last_trigger"]) > datetime.now(UTC) - \
-        timedelta(minutes=5)
+    assert "last_trigger" not in result.watermark  # set by the DAG when it does trigger
     assert result.summary["labelled_rows"] == 400
     assert 0.0 < result.summary["live_accuracy"] < 1.0
     # The report: a table that parses, a plot that opens, a page, a JSON document.

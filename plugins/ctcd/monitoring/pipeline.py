@@ -4,8 +4,9 @@ between checks and triggers retraining; everything else happens here.
 
 The watermark is a small JSON-able dict: ``{"version": <champion version checked>,
 "rowid": <last request-log rowid read>, "last_trigger": <ISO time of the last retraining
-trigger>}``. A new champion version starts a new window; too few samples leave the window
-open, so they add up over the following checks.
+trigger>}``; the DAG sets ``last_trigger`` (``mark_triggered``) when it does trigger. A new
+champion version starts a new window; too few samples leave the window open, so they add
+up over the following checks.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class CheckResult:
                 "watermark": self.watermark, "report_dir": self.report_dir,
                 "mlflow_run_id": self.mlflow_run_id,
                 "samples": self.summary.get("samples"),
+                "model_name": self.summary.get("model_name"),
                 "model_version": self.summary.get("model_version")}
 
 
@@ -123,8 +125,6 @@ def check(
         retrain = False
         reasons.append(f"retraining was last triggered at {mark['last_trigger']}, within the "
                        f"{params.cooldown_hours} h cool-down: not triggering again")
-    if retrain:
-        new_mark["last_trigger"] = now.isoformat()
     summary.update(status=status, retrain=retrain, reasons=reasons)
     directory = reports_dir / _safe(model_name) / f"v{version}" / summary["checked_at"]
     files = report.write_report(directory, summary, result)
@@ -134,6 +134,11 @@ def check(
               + f" (drift report {files.html}, MLflow monitoring run {run_id})")
     log.info("monitoring %s v%s: %s", model_name, version, reason)
     return CheckResult(status, retrain, reason, new_mark, summary, str(directory), run_id)
+
+
+def mark_triggered(watermark: Mapping[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    """The watermark once retraining was triggered (the cool-down starts now)."""
+    return {**watermark, "last_trigger": (now or datetime.now(UTC)).isoformat()}
 
 
 def _cooling_down(last: str | None, hours: float, now: datetime) -> bool:
