@@ -143,3 +143,10 @@ def test_a_feature_missing_from_served_rows_is_all_nulls() -> None:
     reference = {"features": {"a": numeric_reference(RNG.normal(0, 1, 1_000))}}
     result = compare(reference, pd.DataFrame({"other": [1.0] * 100}), None)
     assert result.features[0].null_share == 1.0 and result.drift
+
+
+def test_text_in_a_numeric_column_counts_as_missing() -> None:
+    reference = {"features": {"a": numeric_reference(RNG.normal(0, 1, 1_000))}}
+    served = pd.DataFrame({"a": pd.Series([0.1, "n/a", None, "0.5"] * 50, dtype=object)})
+    (feature,) = compare(reference, served, None).features
+    assert feature.null_share == pytest.approx(0.5) and feature.count == 200

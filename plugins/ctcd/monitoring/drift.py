@@ -152,15 +152,17 @@ def categorical_drift(name: str, reference: Mapping[str, Any], values: Any,
 
 def compare(reference: Mapping[str, Any], frame: pd.DataFrame, predictions: Any,
             thresholds: Thresholds | None = None) -> DriftResult:
-    """Every feature of the reference and the predictions against served rows."""
+    """Every feature of the reference and the predictions against served rows. A numeric
+    value that is not a number counts as missing."""
+    import pandas as pd
+
     thresholds = thresholds or Thresholds()
     features = []
     for name, ref in reference["features"].items():
         column = frame[name].to_numpy() if name in frame.columns else np.full(len(frame), None)
         if ref["kind"] == "numeric":
-            column = np.asarray(
-                [np.nan if v is None else v for v in column.tolist()], dtype="float64"
-            ) if column.dtype == object else column
+            if column.dtype == object:  # nulls, or text from a model without a signature
+                column = pd.to_numeric(pd.Series(column), errors="coerce").to_numpy("float64")
             features.append(numeric_drift(name, ref, column, thresholds))
         else:
             features.append(categorical_drift(name, ref, column, thresholds))

@@ -16,7 +16,9 @@ class MonitoringParams(BaseModel):
 
     model_name: str | None = Field(
         default=None, description="Registered model to watch; empty: CTCD_MODEL_NAME.")
-    dataset: str = Field(default="churn", description="Data set spec the model was trained on.")
+    dataset: str | None = Field(
+        default=None, description="Data set spec of the model's features; empty: the one its "
+        "reference statistics name.")
     min_samples: int = Field(
         default=500, ge=1, description="Fewest served rows a verdict needs; with fewer the check "
         "says so, keeps its window open for the next run and never retrains.")

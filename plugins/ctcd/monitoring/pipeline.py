@@ -67,7 +67,9 @@ def check(
     mark = dict(watermark or {})
     try:
         champion = client.get_model_version_by_alias(model_name, "champion")
-    except MlflowException:
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST" and "not found" not in str(err).lower():
+            raise  # the tracking server failed: let the task retry
         return CheckResult("no_champion", False, f"{model_name} has no champion version yet; "
                            "nothing is served to monitor", mark)
     version = str(champion.version)
@@ -75,7 +77,7 @@ def check(
         reference = load_reference(str(champion.run_id), client=client)
     except ReferenceNotFound as err:
         return CheckResult("no_reference", False, err.message, mark)
-    spec = load_spec(params.dataset)
+    spec = load_spec(params.dataset or reference["dataset"])
     after = 0 if params.full_window or mark.get("version") != version else int(mark["rowid"])
     if after > served.max_rowid(request_log):
         after = 0  # the log was reset (a new file): start over
