@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from pathlib import Path
 
 from ctcd.settings import PROJECT_ROOT
@@ -70,6 +71,11 @@ def airflow_env(
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(airflow_home / "logs"),
+        # Model servers started by tasks inherit this: log served requests for the
+        # model_monitoring DAG (ctcd.monitoring). Lower it on busy production endpoints.
+        "CTCD_SERVER_REQUEST_LOG_SAMPLE_RATE": os.environ.get(
+            "CTCD_SERVER_REQUEST_LOG_SAMPLE_RATE", "1.0"
+        ),
     }
     env.update(project_airflow_env())
     return env

@@ -62,6 +62,9 @@ class ContinuousTrainingParams(BaseModel):
     strategy: Literal["replace", "blue_green", "canary"] = Field(
         default="blue_green", description="How the new version replaces the serving one."
     )
+    trigger_reason: str | None = Field(
+        default=None, description="Why this run was started (set by model_monitoring on drift)."
+    )
 
     @model_validator(mode="after")
     def _hyperparameters_fit_model(self) -> ContinuousTrainingParams:

@@ -60,4 +60,10 @@ def train(
         }
         mlflow.log_metrics(metrics)
         info = log_model(pipeline, train_set[list(FEATURES)].head(5))
+        # Monitoring hook: reference statistics of the features and predictions, logged with
+        # the model (reference/statistics.json) so drift checks never re-read training data.
+        from ctcd.data.spec import load_spec
+        from ctcd.monitoring.reference import log_training_reference
+
+        log_training_reference(run.info.run_id, pipeline, train_set, holdout, load_spec("churn"))
     return TrainResult(run_id=run.info.run_id, model_uri=info.model_uri, metrics=metrics)

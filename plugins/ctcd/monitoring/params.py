@@ -1,0 +1,84 @@
+"""The model_monitoring run parameters and thresholds: one pydantic model for the Params
+form and for the in-task check. Imported when Airflow parses the DAG file: keep it light."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ctcd.errors import InvalidParams
+
+
+class MonitoringParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str | None = Field(
+        default=None, description="Registered model to watch; empty: CTCD_MODEL_NAME.")
+    dataset: str | None = Field(
+        default=None, description="Data set spec of the model's features; empty: the one its "
+        "reference statistics name.")
+    min_samples: int = Field(
+        default=500, ge=1, description="Fewest served rows a verdict needs; with fewer the check "
+        "says so, keeps its window open for the next run and never retrains.")
+    max_rows: int = Field(
+        default=50_000, ge=1, description="Most served rows read per check (the newest).")
+    psi_threshold: float = Field(
+        default=0.2, gt=0, description="PSI at or above which a feature or the predictions "
+        "drifted (0.1-0.2 is moderate).")
+    ks_alpha: float = Field(
+        default=0.01, gt=0, lt=1, description="KS significance level for numeric features.")
+    ks_statistic: float = Field(
+        default=0.1, gt=0, le=1, description="Smallest KS statistic that counts as drift.")
+    drifted_share: float = Field(
+        default=0.3, gt=0, le=1, description="Retrain when at least this share of the features "
+        "drifted (or the predictions did).")
+    min_labels: int = Field(
+        default=200, ge=1, description="Fewest labelled rows live accuracy needs.")
+    max_accuracy_drop: float = Field(
+        default=0.05, ge=0, le=1, description="Retrain when live accuracy falls this far below "
+        "the holdout accuracy of training.")
+    cooldown_hours: float = Field(
+        default=6.0, ge=0, description="Do not trigger retraining again within this many hours "
+        "of the last trigger (0: no cool-down).")
+    trigger: bool = Field(
+        default=True, description="Trigger continuous_training on drift (off: report only).")
+    full_window: bool = Field(
+        default=False, description="Read every logged request of the champion version, not "
+        "only those since the last check.")
+
+    def thresholds(self) -> Any:
+        from ctcd.monitoring.drift import Thresholds
+
+        return Thresholds(psi=self.psi_threshold, ks_alpha=self.ks_alpha,
+                          ks_statistic=self.ks_statistic, drifted_share=self.drifted_share)
+
+
+def parse_params(conf: Mapping[str, Any]) -> MonitoringParams:
+    try:
+        return MonitoringParams.model_validate(dict(conf))
+    except ValidationError as err:
+        problems = [
+            f"unknown parameter '{'.'.join(map(str, e['loc']))}'" if e["type"] == "extra_forbidden"
+            else f"parameter '{'.'.join(map(str, e['loc']))}': {e['msg']} (got {e.get('input')!r})"
+            for e in err.errors()
+        ]
+        raise InvalidParams(
+            "Invalid monitoring configuration: " + "; ".join(problems)
+            + f". Valid parameters: {', '.join(MonitoringParams.model_fields)}."
+        ) from None
+
+
+def airflow_params() -> dict[str, Any]:
+    """Typed Airflow Params (JSON schema per field) built from the pydantic model."""
+    from airflow.sdk import Param
+
+    schema = MonitoringParams.model_json_schema()["properties"]
+    params: dict[str, Any] = {}
+    for name, field in MonitoringParams.model_fields.items():
+        prop = {k: v for k, v in schema[name].items() if k not in ("default", "title")}
+        if "anyOf" in prop:
+            prop["type"] = [option.get("type") for option in prop.pop("anyOf")]
+        params[name] = Param(field.get_default(), **prop)
+    return params
