@@ -16,9 +16,11 @@ COPY --chown=airflow:0 dags /opt/ctcd/dags
 COPY --chown=airflow:0 include /opt/ctcd/include
 RUN pip install --no-cache-dir --no-deps --editable /opt/ctcd \
     && python -m compileall -q /opt/ctcd/plugins /opt/ctcd/dags \
-    && python -c "import ctcd.airflow_plugin, ctcd.serving.server"
+    && python -c "import ctcd.airflow_plugin, ctcd.serving.server" \
+    && mkdir -p /opt/airflow/ctcd /opt/airflow/mlartifacts
 
 ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/ctcd/dags \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/ctcd/plugins \
     CTCD_HOME=/opt/airflow/ctcd
-USER airflow
+# The base image's airflow user (uid 50000, group 0).
+USER 50000:0

@@ -28,9 +28,9 @@ ENV PATH=/opt/ctcd/bin:$PATH \
     CTCD_HOME=/var/lib/ctcd \
     CTCD_SERVER_HOST=0.0.0.0 \
     CTCD_SERVER_PORT=8080
-USER ctcd
+USER 10001:10001
 WORKDIR /var/lib/ctcd
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
-    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/ready' % os.environ.get('CTCD_SERVER_PORT', '8080'), timeout=2)"
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/ready' % os.environ.get('CTCD_SERVER_PORT', '8080'), timeout=2)"]
 ENTRYPOINT ["python", "-m", "ctcd.serving"]
