@@ -50,7 +50,8 @@ lint: install
 	$(VENV)/bin/ruff check plugins dags tests bench
 	$(VENV)/bin/mypy plugins dags bench
 
-clean: stop
+clean:
+	@if [ -x $(PY) ]; then $(PY) -m ctcd.stack clean; fi
 	rm -rf .state
 
 ## Benchmark the model server against `mlflow models serve` (needs wrk: apt-get install wrk).

@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--workers", type=int, default=2, help="Celery workers (scale)")
     sub.add_parser("status", help="show which stack processes run")
     sub.add_parser("stop", help="stop everything the stack started")
+    sub.add_parser("clean", help="stop, then delete the scale profile's PostgreSQL cluster")
     args = parser.parse_args(argv)
     if args.command in ("demo", "up"):
         running = Stack()
@@ -146,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"profile        {stack.profile}")
         for name, pid in stack.status().items():
             print(f"{name:14} {'running, pid ' + str(pid) if pid else 'stopped'}")
+        return 0
+    if args.command == "clean":
+        stop(stack)
+        stack.postgres.remove()
+        _say(f"deleted PostgreSQL cluster {stack.postgres.root}")
         return 0
     return stop(stack)
 
