@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: install demo stop status test test-fast lint bench-serving clean
+.PHONY: install demo demo-scale stop status test test-fast test-scale lint bench-serving clean
 
 # Compiled bytecode: with PYTHONDONTWRITEBYTECODE set (as on these machines) every process
 # would otherwise compile airflow, mlflow and scikit-learn from source at each import
@@ -31,16 +31,27 @@ status: install
 	$(PY) -m ctcd.stack status
 
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not scale"
 
 test-fast: install
-	$(PY) -m pytest -m "not e2e"
+	$(PY) -m pytest -m "not e2e and not scale"
+
+## The scale profile: the docker-compose layout as local processes (PostgreSQL, Redis, Airflow
+## with the CeleryExecutor and two workers, MLflow on PostgreSQL), driven over the REST API.
+## Needs PostgreSQL server binaries and redis-server (.ci/run installs them).
+test-scale: install
+	$(PY) -m pytest -m scale
+
+## `make demo` on the scale profile (stop it with `make stop`).
+demo-scale: install
+	$(PY) -m ctcd.stack demo --profile scale
 
 lint: install
 	$(VENV)/bin/ruff check plugins dags tests bench
 	$(VENV)/bin/mypy plugins dags bench
 
-clean: stop
+clean:
+	@if [ -x $(PY) ]; then $(PY) -m ctcd.stack clean; fi
 	rm -rf .state
 
 ## Benchmark the model server against `mlflow models serve` (needs wrk: apt-get install wrk).

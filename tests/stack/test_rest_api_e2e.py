@@ -4,10 +4,10 @@ and MLflow as processes in a temporary home, driven only through the REST API v2
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
+from tests.stack.support import stop_model_servers
 
 from ctcd.settings import PROJECT_ROOT, Settings
 from ctcd.stack.airflow_api import AirflowClient
@@ -28,17 +28,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack.up(timeout=300)
         yield stack
     finally:
-        _stop_model_servers(home)
+        stop_model_servers(home)
         stack.down()
         assert all(pid is None for pid in stack.status().values())
-
-
-def _stop_model_servers(home: Path) -> None:
-    from ctcd.deployers.local.deployer import LocalDeployer
-
-    deployer = LocalDeployer(Settings(home=home))
-    for handle in deployer.find_model_server():
-        deployer.delete_model_server(handle.service_id, timeout=30, force=True)
 
 
 @pytest.fixture(scope="module")

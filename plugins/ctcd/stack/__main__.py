@@ -11,7 +11,7 @@ from typing import Any
 from ctcd.settings import PROJECT_ROOT
 from ctcd.stack.airflow_api import AirflowClient
 from ctcd.stack.config import ADMIN_PASSWORD, ADMIN_USER
-from ctcd.stack.embedded import Stack
+from ctcd.stack.embedded import PROFILES, Stack
 
 DAG_ID = "continuous_training"
 EXAMPLE_REQUEST = PROJECT_ROOT / "include" / "examples" / "churn_request.json"
@@ -46,7 +46,7 @@ def _serving_endpoint(client: AirflowClient, run_id: str) -> str | None:
 def demo(stack: Stack, conf: dict[str, Any]) -> int:
     started = time.monotonic()
     _say(f"state directory: {stack.home}")
-    _say("starting MLflow and Airflow (api-server, scheduler, dag-processor, triggerer)...")
+    _say(f"starting the {stack.profile} stack: {', '.join(stack.components)}...")
     stack.up()
     _say(f"stack is up after {time.monotonic() - started:.0f}s")
     client = AirflowClient(stack.airflow_url, ADMIN_USER, ADMIN_PASSWORD)
@@ -111,11 +111,29 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo_cmd = sub.add_parser("demo", help="start the stack and run continuous_training")
     demo_cmd.add_argument("--conf", default="{}", help="JSON conf for the DAG run")
-    sub.add_parser("up", help="start the stack only")
+    up_cmd = sub.add_parser("up", help="start the stack only")
+    for command in (demo_cmd, up_cmd):
+        command.add_argument(
+            "--profile",
+            choices=PROFILES,
+            default="embedded",
+            help="embedded: SQLite + LocalExecutor; scale: PostgreSQL, Redis, CeleryExecutor "
+            "with --workers Celery workers",
+        )
+        command.add_argument("--workers", type=int, default=2, help="Celery workers (scale)")
     sub.add_parser("status", help="show which stack processes run")
     sub.add_parser("stop", help="stop everything the stack started")
+    sub.add_parser("clean", help="stop, then delete the scale profile's PostgreSQL cluster")
     args = parser.parse_args(argv)
-    stack = Stack()
+    if args.command in ("demo", "up"):
+        running = Stack()
+        if running.profile != args.profile and any(running.status().values()):
+            parser.error(
+                f"a {running.profile} stack is running in {running.home}; `make stop` it first"
+            )
+        stack = Stack(profile=args.profile, workers=args.workers)
+    else:
+        stack = Stack()  # the profile the last `up` recorded
     if args.command == "demo":
         return demo(stack, json.loads(args.conf))
     if args.command == "up":
@@ -126,8 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     if args.command == "status":
+        print(f"profile        {stack.profile}")
         for name, pid in stack.status().items():
             print(f"{name:14} {'running, pid ' + str(pid) if pid else 'stopped'}")
+        return 0
+    if args.command == "clean":
+        stop(stack)
+        stack.postgres.remove()
+        _say(f"deleted PostgreSQL cluster {stack.postgres.root}")
         return 0
     return stop(stack)
 

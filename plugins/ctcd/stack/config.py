@@ -9,12 +9,24 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 from ctcd.settings import PROJECT_ROOT
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin"
+WORKER_HOSTNAME_ENV = "CTCD_WORKER_HOSTNAME"
+
+
+@dataclass(frozen=True)
+class CeleryConfig:
+    """Where the CeleryExecutor's queue and results live (the scale profile)."""
+
+    broker_url: str
+    result_backend: str
+    concurrency: int = 2
 
 
 def project_airflow_env() -> dict[str, str]:
@@ -42,8 +54,11 @@ def airflow_env(
     dags_folder: Path = PROJECT_ROOT / "dags",
     plugins_folder: Path = PROJECT_ROOT / "plugins",
     parallelism: int = 4,
+    database_url: str | None = None,
+    celery: CeleryConfig | None = None,
 ) -> dict[str, str]:
-    """Environment of an embedded Airflow 3 (SQLite, LocalExecutor) living in ``airflow_home``."""
+    """Environment of an Airflow 3 living in ``airflow_home``: SQLite and the LocalExecutor
+    (embedded), or ``database_url`` (PostgreSQL) and the CeleryExecutor with ``celery``."""
     airflow_home.mkdir(parents=True, exist_ok=True)
     passwords = airflow_home / "simple_auth_manager_passwords.json"
     passwords.write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
@@ -63,7 +78,9 @@ def airflow_env(
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
+            database_url or f"sqlite:///{airflow_home / 'airflow.db'}"
+        ),
         "AIRFLOW__API__BASE_URL": api_url,
         "AIRFLOW__API__PORT": str(api_port),
         "AIRFLOW__API__HOST": "127.0.0.1",
@@ -77,5 +94,29 @@ def airflow_env(
             "CTCD_SERVER_REQUEST_LOG_SAMPLE_RATE", "1.0"
         ),
     }
+    if celery is not None:
+        env.update(
+            {
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__CELERY__BROKER_URL": celery.broker_url,
+                "AIRFLOW__CELERY__RESULT_BACKEND": celery.result_backend,
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(celery.concurrency),
+            }
+        )
     env.update(project_airflow_env())
     return env
+
+
+def celery_worker_env(name: str, log_server_port: int) -> dict[str, str]:
+    """What sets one Celery worker apart from another on the same machine: the hostname its
+    task instances record (``[core] hostname_callable``) and the port of its log server."""
+    return {
+        WORKER_HOSTNAME_ENV: name,
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "ctcd.stack.config.worker_hostname",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_server_port),
+    }
+
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` of a worker: its name, else the machine's FQDN."""
+    return os.environ.get(WORKER_HOSTNAME_ENV) or socket.getfqdn()

@@ -1,0 +1,169 @@
+"""The scale profile for real: the layout of docker-compose.yaml without containers.
+
+A private PostgreSQL 15 cluster (Airflow's metadata DB, Celery's result backend, MLflow's
+backend store), Redis (the Celery broker), the MLflow tracking server, Airflow 3's
+api-server, scheduler, dag-processor and triggerer, and two ``airflow celery worker``
+processes with distinct hostnames, all on loopback. Driven only through the REST API v2.
+
+Run by ``make test-scale`` (marker ``scale``); ``make test`` leaves it out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg2
+import pytest
+from celery import Celery
+from tests.stack.support import stop_model_servers
+
+from ctcd.settings import PROJECT_ROOT
+from ctcd.stack.airflow_api import AirflowClient
+from ctcd.stack.config import ADMIN_PASSWORD, ADMIN_USER
+from ctcd.stack.embedded import Ports, Stack
+from ctcd.stack.processes import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.scale]
+DAG_ID = "continuous_training"
+BATCH_DAG_ID = "batch_inference"
+WORKERS = ("worker-1", "worker-2")
+EXAMPLE_REQUEST = PROJECT_ROOT / "include" / "examples" / "churn_request.json"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("scale")
+    ports = Ports(airflow=free_port(), mlflow=free_port(), postgres=free_port(), redis=free_port())
+    stack = Stack(home=home, ports=ports, profile="scale", workers=len(WORKERS))
+    try:
+        stack.up(timeout=420)
+        yield stack
+    finally:
+        stop_model_servers(home)
+        stack.down()
+        stack.postgres.remove()
+        assert all(pid is None for pid in stack.status().values())
+
+
+@pytest.fixture(scope="module")
+def client(stack: Stack) -> Iterator[AirflowClient]:
+    client = AirflowClient(stack.airflow_url, ADMIN_USER, ADMIN_PASSWORD)
+    client.wait_for_dag(DAG_ID, timeout=300)
+    client.set_paused(DAG_ID, False)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def trained(client: AirflowClient) -> dict[str, Any]:
+    """One continuous_training run, triggered over the REST API, waited to its end."""
+    run = client.trigger(
+        DAG_ID,
+        {"rows": 4_000, "model_type": "logistic_regression", "min_roc_auc": 0.7,
+         "strategy": "replace"},
+    )
+    final = client.wait_for_run(DAG_ID, run["dag_run_id"], timeout=900)
+    return {**final, "task_instances": client.task_instances(DAG_ID, run["dag_run_id"])}
+
+
+def _hostnames(task_instances: list[dict[str, Any]]) -> dict[str, str]:
+    """``task_id[map_index]`` -> the hostname the task instance recorded."""
+    return {
+        f"{ti['task_id']}[{ti['map_index']}]" if ti["map_index"] >= 0 else ti["task_id"]:
+            ti["hostname"]
+        for ti in task_instances
+    }
+
+
+def _sql(stack: Stack, database: str, query: str, *args: object) -> list[tuple[Any, ...]]:
+    conn = psycopg2.connect(stack.postgres.url(database, driver="postgresql"))
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(query, args)
+            return list(cursor.fetchall())
+    finally:
+        conn.close()
+
+
+def test_both_celery_workers_consume_the_default_queue(stack: Stack) -> None:
+    expected = {f"celery@{name}" for name in WORKERS}
+    queues: dict[str, Any] = {}
+    app = Celery(broker=stack.broker_url)
+    try:
+        deadline = time.monotonic() + 120  # a busy machine may answer late: ask again
+        while set(queues) != expected and time.monotonic() < deadline:
+            missing = sorted(expected - set(queues))
+            queues |= app.control.inspect(destination=missing, timeout=5.0).active_queues() or {}
+    finally:
+        app.close()
+    assert set(queues) == expected
+    for consumed in queues.values():
+        assert [queue["name"] for queue in consumed] == ["default"]
+
+
+def test_continuous_training_succeeds_on_the_celery_workers(
+    trained: dict[str, Any], stack: Stack
+) -> None:
+    states = {ti["task_id"]: ti["state"] for ti in trained["task_instances"]}
+    assert trained["state"] == "success", states
+    hostnames = _hostnames(trained["task_instances"])
+    assert set(hostnames.values()) <= set(WORKERS), hostnames
+    assert {ti["queue"] for ti in trained["task_instances"]} == {"default"}
+
+    # The run, its task instances and Celery's task results are in PostgreSQL.
+    rows = _sql(stack, "airflow", "SELECT state FROM dag_run WHERE run_id = %s",
+                trained["dag_run_id"])
+    assert rows == [("success",)]
+    recorded = dict(_sql(stack, "airflow",
+                         "SELECT task_id, hostname FROM task_instance WHERE run_id = %s",
+                         trained["dag_run_id"]))
+    assert recorded == hostnames
+    # A Celery task stores its result after the task instance reported success: wait a bit.
+    deadline = time.monotonic() + 60
+    while True:
+        (results,), = _sql(stack, "airflow",
+                           "SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'")
+        if results >= len(hostnames) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert results >= len(hostnames)
+
+
+def test_the_deployed_model_answers_and_is_registered_in_mlflow_on_postgres(
+    trained: dict[str, Any], client: AirflowClient, stack: Stack
+) -> None:
+    assert trained["state"] == "success"
+    handle = client.xcom(DAG_ID, trained["dag_run_id"], "deploy")["__data__"]
+    response = httpx.post(f"{handle['endpoint']}/invocations",
+                          content=EXAMPLE_REQUEST.read_bytes(),
+                          headers={"Content-Type": "application/json"}, timeout=30)
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert len(predictions) == 2 and set(predictions) <= {0, 1}
+    assert response.headers["X-Model-Version"] == handle["model_version"]
+
+    versions = _sql(stack, "mlflow",
+                    "SELECT version FROM model_versions WHERE name = %s", handle["model_name"])
+    assert (int(handle["model_version"]),) in versions
+
+
+@pytest.mark.skipif(
+    not (PROJECT_ROOT / "dags" / f"{BATCH_DAG_ID}.py").exists(),
+    reason=f"this build has no {BATCH_DAG_ID} DAG",
+)
+def test_batch_inference_partitions_run_on_both_workers(
+    trained: dict[str, Any], client: AirflowClient
+) -> None:
+    assert trained["state"] == "success"  # a champion serves
+    client.wait_for_dag(BATCH_DAG_ID, timeout=300)
+    client.set_paused(BATCH_DAG_ID, False)
+    run = client.trigger(BATCH_DAG_ID)
+    final = client.wait_for_run(BATCH_DAG_ID, run["dag_run_id"], timeout=900)
+    task_instances = client.task_instances(BATCH_DAG_ID, run["dag_run_id"])
+    assert final["state"] == "success", _hostnames(task_instances)
+    mapped = [ti for ti in task_instances if ti["map_index"] >= 0]
+    assert len(mapped) >= 2
+    assert {ti["hostname"] for ti in mapped} == set(WORKERS), _hostnames(mapped)
