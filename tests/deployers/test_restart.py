@@ -121,6 +121,9 @@ def test_restart_uses_the_recorded_server_options_and_demands_the_token_it_never
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://deployer:pw@mlflow.internal:5000")
     monkeypatch.setenv("CTCD_SERVER_MAX_BATCH_ROWS", "256")
     monkeypatch.setenv("CTCD_SERVER_TOKEN", "prediction-token-123")
+    for name in [n for n in os.environ if n.startswith("CTCD_SERVER_")]:
+        if name not in ("CTCD_SERVER_MAX_BATCH_ROWS", "CTCD_SERVER_TOKEN"):
+            monkeypatch.delenv(name)  # only the options this test sets
     backend = LocalDeployer(Settings(home=home, server_port_range=port_range()),
                             server_command=[sys.executable, "-c", ENV_DUMP])
     handle = backend.deploy_model(
