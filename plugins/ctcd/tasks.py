@@ -36,14 +36,14 @@ def roll_back_on_failure(handle: Any, registered: Mapping[str, Any]) -> Iterator
     """
     from airflow.sdk.exceptions import AirflowFailException
 
-    from ctcd import registry
     from ctcd.deployers import DeploymentConfig, get_deployer
+    from ctcd.tracking import get_tracking
 
     try:
         yield
     except DeploymentError as err:
         deployer = get_deployer()
-        champion = registry.champion_version(registered["model_name"])
+        champion = get_tracking().champion_version(registered["model_name"])
         if champion is None or champion == str(registered["version"]):
             deployer.stop_model_server(handle.service_id, timeout=60, force=True)
             outcome = "no champion to return to, so the model server was stopped"
