@@ -130,14 +130,12 @@ class Tracking:
         if existing:
             version = str(max(int(mv.version) for mv in existing))
         else:
-            try:
-                self.client.create_registered_model(model_name)
-            except MlflowException as err:
-                if err.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-            created = self.client.create_model_version(
-                model_name, model_uri, run_id=run_id, tags=dict(tags or {})
-            )
+            import mlflow
+
+            # register_model resolves MLflow 3 logged-model URIs (models:/m-...) to their
+            # source and model id, which create_model_version alone does not.
+            with self.active():
+                created = mlflow.register_model(model_uri, model_name, tags=dict(tags or {}))
             version = str(created.version)
         self.client.set_registered_model_alias(model_name, CHALLENGER, version)
         return version
