@@ -46,8 +46,10 @@ def train_champion(name: str) -> tuple[str, str]:
     """Train, log (model + reference), register and alias ``champion``: (version, run id)."""
     spec = load_spec("churn")
     features = list(spec.feature_names)
-    train_set, holdout = split(generate_snapshot(TRAINING_DAY, rows=5_000), 0.2)
-    pipeline = build_pipeline("logistic_regression", {"max_iter": 300})
+    train_set, holdout = split(generate_snapshot(TRAINING_DAY, rows=5_000), 0.2, spec.id_column)
+    pipeline = build_pipeline("logistic_regression", {"max_iter": 300},
+                              numeric=spec.numeric_features,
+                              categorical=spec.categorical_features)
     pipeline.fit(train_set[features], train_set[spec.label.name])
     mlflow.set_experiment("ctcd-monitoring-tests")
     with mlflow.start_run() as run:

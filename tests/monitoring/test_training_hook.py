@@ -11,6 +11,7 @@ import pytest
 from ctcd.data.churn import generate_snapshot
 from ctcd.data.spec import load_spec
 from ctcd.monitoring.reference import ARTIFACT_PATH, ReferenceNotFound, load_reference
+from ctcd.tracking import Tracking
 from ctcd.training.train import train
 
 pytestmark = pytest.mark.e2e
@@ -20,12 +21,13 @@ def test_a_trained_model_carries_its_reference(tmp_path: Path, mlflow_server: st
     snapshot = tmp_path / "snapshot_date=2026-05-01" / "data.parquet"
     snapshot.parent.mkdir()
     generate_snapshot(date(2026, 5, 1), rows=2_000).to_parquet(snapshot)
-    mlflow.set_tracking_uri(mlflow_server)
+    tracking = Tracking(mlflow_server)
 
-    result = train(snapshot, experiment="ctcd-monitoring-tests", model_type="logistic_regression",
-                   hyperparameters={"max_iter": 300}, holdout_fraction=0.2)
+    result = train(tracking, snapshot, load_spec("churn"), experiment="ctcd-monitoring-tests",
+                   model_type="logistic_regression", hyperparameters={"max_iter": 300},
+                   holdout_fraction=0.2)
 
-    client = mlflow.MlflowClient()
+    client = tracking.client
     assert ARTIFACT_PATH in {a.path for a in client.list_artifacts(result.run_id, "reference")}
     reference = load_reference(result.run_id, client=client)
     assert list(reference["features"]) == list(load_spec("churn").feature_names)
