@@ -194,6 +194,7 @@ class FakeCluster:
         self.reapers: list[threading.Thread] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.progress: dict[str, tuple[int, float, int]] = {}
+        self.revisions: dict[str, dict[str, int]] = {}
         self._rv = itertools.count(1000)
         self._ips = itertools.count(2)
         self._names = itertools.count(1)
@@ -564,7 +565,11 @@ class FakeCluster:
         predictor = isvc["spec"]["predictor"]
         status = isvc.setdefault("status", {})
         component = status.setdefault("components", {}).setdefault("predictor", {})
-        latest = f"{name}-predictor-{isvc['metadata']['generation']:05d}"
+        template = {k: v for k, v in predictor.items() if k != "canaryTrafficPercent"}
+        revisions = self.revisions.setdefault(name, {})
+        key = json.dumps(template, sort_keys=True)  # the traffic split is not a revision
+        revisions.setdefault(key, len(revisions) + 1)
+        latest = f"{name}-predictor-{revisions[key]:05d}"
         component["latestCreatedRevision"] = latest
         if predictor["containers"][0]["image"] in self.unpullable:
             status["conditions"] = [{"type": "Ready", "status": "False",

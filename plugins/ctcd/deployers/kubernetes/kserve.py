@@ -224,6 +224,7 @@ class KServeTraffic(AdminClient):
         self.kserve = kserve
         self.name = server.name
         self.previous = server.config
+        self.previous_predictor = dict(server.obj["spec"]["predictor"])
         self.config = config
         self.deadline = deadline
         predictor = _predictor_status(server)
@@ -262,11 +263,17 @@ class KServeTraffic(AdminClient):
                 stats = admin.versions(strict=False)
             finally:
                 admin.close()
+        ready = {self.previous.model_version}
+        if self.new_revision:
+            ready.add(self.config.model_version)
         out = {}
-        for version in {*weights, *stats}:
+        for version in {*weights, *stats, *ready}:
+            # A version whose revision KServe reports ready, with the pods' counters if any
+            # pod answered (KServe routes and readies revisions; the pods count requests).
             base = stats.get(version) or VersionStats(
-                version=version, model_uri="", weight=0.0, state="loading", requests=0,
-                errors=0, latency_ms_p50=None, latency_ms_p99=None)
+                version=version, model_uri="", weight=0.0,
+                state="ready" if version in ready else "loading", requests=0, errors=0,
+                latency_ms_p50=None, latency_ms_p99=None)
             out[version] = replace(base, weight=weights.get(version, 0.0))
         return out
 
@@ -300,8 +307,9 @@ class KServeTraffic(AdminClient):
         pinned at ``canaryTrafficPercent: 0`` as KServe documents."""
 
     def _restore(self) -> None:
-        self.kserve.patch(self.name, {"spec": {"predictor": self.kserve._predictor(
-            self.previous, None)}})
+        """The predictor exactly as it was (image and resources included)."""
+        self.kserve.patch(self.name, {"spec": {"predictor": {
+            **self.previous_predictor, "canaryTrafficPercent": None}}})
 
 
 def _predictor_status(server: Server) -> dict[str, Any]:
