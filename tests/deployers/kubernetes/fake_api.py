@@ -715,10 +715,13 @@ class FakeCluster:
             target = backends[next(rr) % len(backends)]
             url = f"http://{target.ip}:{self.pod_port}{request.url.path}"
             async with httpx.AsyncClient(timeout=30) as client:
-                answer = await client.request(
-                    request.method, url, params=request.query_params,
-                    content=await request.body(),
-                    headers={k: v for k, v in request.headers.items() if k != "host"})
+                try:
+                    answer = await client.request(
+                        request.method, url, params=request.query_params,
+                        content=await request.body(),
+                        headers={k: v for k, v in request.headers.items() if k != "host"})
+                except httpx.TransportError as err:  # a real proxy resets the connection
+                    return PlainTextResponse(f"upstream: {err}", status_code=502)
             headers = {k: v for k, v in answer.headers.items()
                        if k.lower() not in ("content-length", "content-encoding",
                                             "transfer-encoding")}

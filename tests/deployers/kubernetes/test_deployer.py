@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from typing import Any
 
 import pytest
@@ -36,14 +37,19 @@ RUN_ID = "manual__2026-11-21T22:00:00+00:00"
 
 
 def config(version: str = "1", **extra: Any) -> DeploymentConfig:
+    # On a real cluster the pods load a real model: CTCD_K8S_TEST_MODEL_URI (any version
+    # label works), from the tracking server in CTCD_K8S_TRACKING_URI.
+    uri = os.environ.get("CTCD_K8S_TEST_MODEL_URI") or f"models:/churn-classifier/{version}"
     return DeploymentConfig(
-        model_name="churn-classifier", model_uri=f"models:/churn-classifier/{version}",
+        model_name="churn-classifier", model_uri=uri,
         model_version=version, mlflow_run_id="abc123", dag_id="continuous_training",
-        run_id=RUN_ID, task_id="deploy", tracking_uri="http://user:secret@mlflow:5000",
+        run_id=RUN_ID, task_id="deploy",
+        tracking_uri=os.environ.get("CTCD_K8S_TRACKING_URI", "http://user:secret@mlflow:5000"),
         **extra,
     )
 
 
+@fake_only  # checks the exact objects and tracking URI the fake received
 def test_first_deploy_sends_deployment_service_configmap_secret(
     cluster: Any, make_deployer: Any
 ) -> None:
@@ -273,3 +279,51 @@ def _wait(predicate: Any, timeout: float = 30.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition never reached"
         time.sleep(0.1)
+
+
+def test_satisfies_the_contract_and_the_cli_drives_it(
+    cluster: Any, make_deployer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from ctcd.cli import build
+    from ctcd.deployers import ModelDeployer, SupportsRollback
+
+    deployer: KubernetesDeployer = make_deployer(cluster)
+    assert isinstance(deployer, ModelDeployer) and isinstance(deployer, SupportsRollback)
+    handle = deployer.deploy_model(config(), timeout=60)
+    for key, value in deployer.k8s.model_dump().items():  # the CLI reads the environment
+        if value is not None:
+            monkeypatch.setenv(f"CTCD_K8S_{key.upper()}", str(value))
+    monkeypatch.setenv("CTCD_DEPLOYER", "kubernetes")
+    runner, app = CliRunner(), build()
+
+    listed = runner.invoke(app, ["models", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    [row] = json.loads(listed.output)
+    assert row["service_id"] == handle.service_id and row["backend"] == "kubernetes"
+    described = runner.invoke(app, ["models", "describe", "churn-classifier", "--json"])
+    assert described.exit_code == 0, described.output
+    info = json.loads(described.output)
+    assert info["details"]["kind"] == "Deployment" and info["details"]["replicas"] == 1
+    assert info["desired_state"] == "running"
+    assert info["history"][0]["outcome"] == "succeeded"
+    stopped = runner.invoke(app, ["models", "stop", handle.service_id[:8]])
+    assert stopped.exit_code == 0, stopped.output
+    assert cluster.get("deployments", "ctcd-churn-classifier")["spec"]["replicas"] == 0
+    rollback = runner.invoke(app, ["models", "rollback", "churn-classifier"])
+    assert rollback.exit_code == 1
+    assert "no earlier successfully deployed version" in rollback.output
+
+
+@fake_only
+def test_deferrable_start_returns_before_the_pods_are_ready(
+    cluster: Any, make_deployer: Any
+) -> None:
+    cluster.never_ready.add("registry/ctcd-server:slow")
+    deployer = make_deployer(cluster, image="registry/ctcd-server:slow")
+    handle = deployer.deploy_model(config(), timeout=60, wait=False)
+    assert cluster.get("deployments", "ctcd-churn-classifier")["spec"]["replicas"] == 1
+    assert deployer.status(handle.service_id) is not ServiceStatus.RUNNING
+    deployer.stop_model_server(handle.service_id, timeout=30, force=True)  # as the operator
+    assert cluster.get("deployments", "ctcd-churn-classifier")["spec"]["replicas"] == 0
