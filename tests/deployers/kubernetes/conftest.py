@@ -10,6 +10,7 @@ their own; tests that need the fake's fault injection are skipped there.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,11 @@ def make_deployer(
 
     def make(cluster: Any, **overrides: Any) -> KubernetesDeployer:
         if REAL:
-            conn_id = "kubernetes_default"  # no such connection: the current context
+            conn_id = "kube_real"
+            context = os.environ.get("CTCD_K8S_TEST_CONTEXT")
+            monkeypatch.setenv("AIRFLOW_CONN_KUBE_REAL", json.dumps({
+                "conn_type": "kubernetes",
+                "extra": {"cluster_context": context} if context else {}}))
             options: dict[str, Any] = {"namespace": cluster.namespace}
         else:
             kubeconfig = cluster.kubeconfig(tmp_path / "kubeconfig")

@@ -264,6 +264,7 @@ def test_rollout_not_ready_in_time_fails_with_progress(cluster: Any, make_deploy
             config(), timeout=3)
 
 
+@fake_only  # a real cluster may have KServe installed
 def test_kserve_mode_refuses_clearly_without_the_crd(cluster: Any, make_deployer: Any) -> None:
     with pytest.raises(KServeUnavailable, match="KServe's CRDs are not installed"):
         make_deployer(cluster, mode="kserve").deploy_model(config(), timeout=30)

@@ -1,4 +1,4 @@
-"""Strategies of the kubernetes deployer end to end, against a FAKE Kubernetes API server
+"""Strategies across pods (`pods.PodsAdmin`) end to end, against a FAKE Kubernetes API server
 whose kubelet runs each pod's container command for real: every pod is a real
 ``python -m ctcd.serving`` process on its own loopback address, started from the
 Deployment's env (ConfigMap and Secret resolved), made Ready by its real readiness probe,
