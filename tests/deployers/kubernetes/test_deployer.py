@@ -6,7 +6,7 @@ No cluster runs on these machines. The real ``KubernetesHook`` and ``kubernetes`
 HTTP to the fake, which keeps objects like the API server (resourceVersion, generation,
 label selectors, the three patch types, 404/409) and plays the Deployment controller and
 the kubelet. Here pods are ready without running anything (object level); the strategies
-run against real model-server pods in ``test_strategies.py``. Run the same tests against a
+run against real model-server pods in ``test_pods.py``. Run the same tests against a
 real cluster with ``CTCD_K8S_TEST_CLUSTER=1`` (see the README).
 """
 
