@@ -61,8 +61,10 @@ CORE = re.compile(
     r"/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?$"
 )
 KIND = {"pods": "Pod", "services": "Service", "configmaps": "ConfigMap", "secrets": "Secret",
-        "deployments": "Deployment", "inferenceservices": "InferenceService"}
-GROUP = {"deployments": "apps", "inferenceservices": "serving.kserve.io"}
+        "deployments": "Deployment", "inferenceservices": "InferenceService",
+        "leases": "Lease"}
+GROUP = {"deployments": "apps", "inferenceservices": "serving.kserve.io",
+         "leases": "coordination.k8s.io"}
 # Strategic merge patch: lists merged by key (the patchMergeKey of the API's types).
 MERGE_KEYS = {"containers": "name", "env": "name", "volumes": "name", "conditions": "type",
               "volumeMounts": "mountPath", "imagePullSecrets": "name"}

@@ -30,7 +30,7 @@ from ctcd.deployers.kubernetes.errors import (
     NamespaceNotFound,
     RolloutFailed,
 )
-from ctcd.errors import ModelServerNotFound
+from ctcd.errors import DeploymentError, ModelServerNotFound
 from ctcd.services import ServiceStatus
 
 RUN_ID = "manual__2026-11-21T22:00:00+00:00"
@@ -328,3 +328,33 @@ def test_deferrable_start_returns_before_the_pods_are_ready(
     assert deployer.status(handle.service_id) is not ServiceStatus.RUNNING
     deployer.stop_model_server(handle.service_id, timeout=30, force=True)  # as the operator
     assert cluster.get("deployments", "ctcd-churn-classifier")["spec"]["replicas"] == 0
+
+
+@fake_only
+def test_one_operation_at_a_time_per_server_through_a_lease(
+    cluster: Any, make_deployer: Any
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    def lease(holder: str, renewed: datetime) -> None:
+        stamp = renewed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        cluster.objects[("leases", "default", "ctcd-churn-classifier-lock")] = {
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "ctcd-churn-classifier-lock", "resourceVersion": "1",
+                         "uid": "u", "namespace": "default", "creationTimestamp": stamp},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 60,
+                     "acquireTime": stamp, "renewTime": stamp}}
+
+    lease("worker-7-deploying", datetime.now(UTC))
+    deployer = make_deployer(cluster)
+    with pytest.raises(DeploymentError, match="holds Lease default/ctcd-churn-classifier-lock "
+                                              r"\(holder worker-7-deploying"):
+        deployer.deploy_model(config(), timeout=2)
+    assert cluster.sent("POST", "deployments") == []
+
+    lease("worker-7-died", datetime.now(UTC) - timedelta(minutes=5))  # expired: taken over
+    handle = deployer.deploy_model(config(), timeout=60)
+    assert handle.model_version == "1"
+    assert cluster.get("leases", "ctcd-churn-classifier-lock") is None  # released
+    taken = [r for r in cluster.sent("PATCH", "leases")]
+    assert taken and taken[0]["body"]["spec"]["holderIdentity"] == deployer.leases.holder

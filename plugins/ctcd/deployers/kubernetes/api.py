@@ -56,6 +56,10 @@ class Kube:
         return client.AppsV1Api(api_client=self.hook.api_client)
 
     @cached_property
+    def coordination(self) -> client.CoordinationV1Api:
+        return client.CoordinationV1Api(api_client=self.hook.api_client)
+
+    @cached_property
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(api_client=self.hook.api_client)
 

@@ -38,6 +38,7 @@ from ctcd.deployers.kubernetes import resources as res
 from ctcd.deployers.kubernetes.api import JSON_PATCH, STRATEGIC, Kube, NotFound
 from ctcd.deployers.kubernetes.errors import KubernetesError, RolloutFailed
 from ctcd.deployers.kubernetes.kserve import KServe
+from ctcd.deployers.kubernetes.lease import Leases
 from ctcd.deployers.kubernetes.pods import PodsAdmin
 from ctcd.deployers.kubernetes.rollout import (
     deadline_exceeded,
@@ -109,6 +110,7 @@ class KubernetesDeployer:
         self.kube = kube or Kube(self.k8s.conn_id, self.ns,
                                  conflict_retries=self.k8s.conflict_retries)
         self.kserve = KServe(self)
+        self.leases = Leases(self.kube, self.k8s.poll_interval)
 
     # -- deploy ----------------------------------------------------------------------------
 
@@ -124,9 +126,16 @@ class KubernetesDeployer:
         if config.tracking_uri is None:
             config = replace(config, tracking_uri=self._tracking_uri())
         deadline = time.monotonic() + timeout
-        if self._mode() == "kserve":
-            return self.kserve.deploy(config, plan, deadline, wait=wait)
         name = res.resource_name(config.server_name)
+        with self.leases.hold(config.server_name, name, timeout):
+            if self._mode() == "kserve":
+                return self.kserve.deploy(config, plan, deadline, wait=wait)
+            return self._deploy(name, config, plan, deadline, wait=wait)
+
+    def _deploy(
+        self, name: str, config: DeploymentConfig, plan: Strategy, deadline: float, *,
+        wait: bool,
+    ) -> ServiceHandle:
         current = self._read_deployment(name)
         started_at = utcnow()
         if current is None:
@@ -139,8 +148,8 @@ class KubernetesDeployer:
             self._wait_rollout(name, deadline)
             self._run_strategy(name, config, plan, deadline, started_at)
         except DeploymentError as err:
-            self._record("Deployment", name, config, plan.name, plan.name, "failed", started_at,
-                         message=err.message)
+            self._record("Deployment", name, config, plan.name, plan.name, "failed",
+                         started_at, message=err.message)
             raise
         return self._handle(self._server(name))
 
@@ -314,6 +323,10 @@ class KubernetesDeployer:
     ) -> ServiceHandle:
         deadline = time.monotonic() + timeout
         server = self._resolve(service_id)
+        with self.leases.hold(server.config.server_name, server.name, timeout):
+            return self._start(self._resolve(server.uid), deadline)  # as it is now
+
+    def _start(self, server: Server, deadline: float) -> ServiceHandle:
         if server.kind == "InferenceService":
             return self.kserve.start(server, deadline)
         if server.replicas == 0:
@@ -335,6 +348,10 @@ class KubernetesDeployer:
         self, service_id: str, timeout: float = DEFAULT_TIMEOUT, force: bool = False
     ) -> None:
         server = self._resolve(service_id)
+        with self.leases.hold(server.config.server_name, server.name, timeout):
+            self._stop(self._resolve(server.uid), timeout, force)
+
+    def _stop(self, server: Server, timeout: float, force: bool) -> None:
         if server.kind == "InferenceService":
             self.kserve.stop(server)
             return
@@ -361,10 +378,14 @@ class KubernetesDeployer:
         self, service_id: str, timeout: float = DEFAULT_TIMEOUT, force: bool = False
     ) -> None:
         server = self._resolve(service_id)
+        with self.leases.hold(server.config.server_name, server.name, timeout):
+            self._remove(self._resolve(server.uid), timeout, force)
+
+    def _remove(self, server: Server, timeout: float, force: bool) -> None:
         if server.kind == "InferenceService":
             self.kserve.delete(server)
         else:
-            self.stop_model_server(server.uid, timeout=timeout, force=force)
+            self._stop(server, timeout, force)
             self._delete("Deployment", server.name, self.kube.apps.delete_namespaced_deployment)
             self._delete("Service", server.name, self.kube.core.delete_namespaced_service)
         self._delete("ConfigMap", server.name, self.kube.core.delete_namespaced_config_map)
