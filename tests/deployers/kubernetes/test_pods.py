@@ -91,11 +91,11 @@ def test_strategy_moves_every_pod_under_load_without_a_failed_request(
     [serving] = deployer.find_model_server(model_name=MODEL)
     new = model_factory(name=MODEL, kind="logistic_regression")
     traffic = load(serving.endpoint, churn_model.example)
-    traffic.wait_for(lambda t: t.sent >= 20)
+    traffic.wait_for(lambda t: t.sent >= 20, timeout=120)
     pods_before = {p["metadata"]["name"] for p in pods_cluster.items("pods")}
 
     handle = deployer.deploy_model(_config(new), strategy=strategy, timeout=180)
-    traffic.wait_for(lambda t: t.versions[new.version] >= 30)
+    traffic.wait_for(lambda t: t.versions[new.version] >= 30, timeout=120)
     traffic.stop()
 
     assert traffic.failed == 0, traffic.failures[:5]
@@ -114,17 +114,18 @@ def test_failing_canary_rolls_back_on_every_pod(
 ) -> None:
     [serving] = deployer.find_model_server(model_name=MODEL)
     traffic = load(serving.endpoint, churn_model.example)
-    traffic.wait_for(lambda t: t.sent >= 20)
+    traffic.wait_for(lambda t: t.sent >= 20, timeout=120)
     bad = DeploymentConfig(model_name=MODEL, model_uri=flaky_model_uri, model_version="flaky")
     with pytest.raises(RolledBack, match="canary failed at 25% traffic: error rate"):
         deployer.deploy_model(bad, strategy={"name": "canary", "steps": [0.25],
                                              "interval_seconds": 2, "max_error_rate": 0.05},
                               timeout=180)
-    traffic.settle()
+    traffic.settle(timeout=120)
     sent, failed = traffic.snapshot()
-    traffic.wait_for(lambda t: t.sent >= sent + 40)
+    traffic.wait_for(lambda t: t.sent >= sent + 40, timeout=120)
     traffic.stop()
-    assert failed > 0 and traffic.failed == failed  # errors only before the rollback
+    assert failed > 0, "the flaky version answered no request before the rollback"
+    assert traffic.failed == failed, traffic.failures[failed:failed + 5]  # none after it
     assert _serving_on_every_pod(deployer) == [{serving.model_version: 1.0}] * 2
     deployment = pods_cluster.get("deployments", NAME)
     assert deployment is not None
@@ -162,9 +163,9 @@ def test_rollback_redeploys_the_previous_version(
                    if e.outcome == "succeeded" and e.config.model_version != serving.model_version)
     assert isinstance(deployer, SupportsRollback)
     traffic = load(serving.endpoint, churn_model.example)
-    traffic.wait_for(lambda t: t.sent >= 10)
+    traffic.wait_for(lambda t: t.sent >= 10, timeout=120)
     handle: ServiceHandle = deployer.rollback_model_server(serving.service_id, timeout=180)
-    traffic.wait_for(lambda t: t.versions[earlier] >= 10)
+    traffic.wait_for(lambda t: t.versions[earlier] >= 10, timeout=120)
     traffic.stop()
     assert traffic.failed == 0
     assert handle.model_version == earlier
