@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
+from ctcd.deployers.options import check_options
 from ctcd.errors import InvalidParams
 
 if TYPE_CHECKING:
@@ -86,6 +87,14 @@ class DeploymentConfig:
     (``CTCD_MLFLOW_TRACKING_URI`` / ``MLFLOW_TRACKING_URI``) when it records the deployment.
     Credentials in it are dropped (:func:`redact_uri`): the server process takes them from
     its own environment (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``/``_TOKEN``).
+
+    ``server_options`` are the model server's non-secret settings
+    (:class:`ctcd.serving.settings.ServerSettings` names, e.g. ``{"max_batch_rows":
+    "256"}``); left empty, a backend may record those of the deploying process's
+    ``CTCD_SERVER_*`` environment (:mod:`ctcd.deployers.options`). ``requires_token`` says
+    the server answers predictions only with a bearer token; the token itself is never
+    recorded, so a start without ``CTCD_SERVER_TOKEN`` in the environment fails rather
+    than serving unprotected.
     """
 
     model_name: str
@@ -98,6 +107,8 @@ class DeploymentConfig:
     task_id: str | None = None
     server: str | None = None
     workers: int = 1
+    server_options: dict[str, str] = field(default_factory=dict)
+    requires_token: bool = False
     labels: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,6 +118,7 @@ class DeploymentConfig:
                 raise InvalidParams(f"DeploymentConfig.{name} must be a non-empty string")
         if self.workers < 1:
             raise InvalidParams("DeploymentConfig.workers must be at least 1")
+        check_options(self.server_options)
         if self.tracking_uri is not None:
             object.__setattr__(self, "tracking_uri", redact_uri(self.tracking_uri) or None)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import filelock
 
+from ctcd.deployers import options
 from ctcd.deployers.admin import AdminClient, VersionStats
 from ctcd.deployers.base import (
     DEFAULT_TIMEOUT,
@@ -93,8 +94,7 @@ class LocalDeployer:
         waiting for readiness (the deferrable operator waits in the triggerer instead).
         """
         plan = resolve_strategy(strategy)
-        if config.tracking_uri is None:  # the record must restart the server on its own
-            config = replace(config, tracking_uri=self.settings.tracking_uri())
+        config = self._complete(config)
         deadline = time.monotonic() + timeout
         started_at, t0 = utcnow(), time.monotonic()
         with self._locked(config.server_name, timeout):
@@ -244,8 +244,13 @@ class LocalDeployer:
         with self._locked(record.name, timeout):
             record = self.store.resolve(record.id)
             if not self._alive(record):
+                try:
+                    self._spawn(record, record.config)
+                except (ServerStartFailed, PortUnavailable) as err:
+                    self.store.update(record.id, desired_state="stopped",
+                                      last_error=err.message[:2000])
+                    raise
                 record = self.store.update(record.id, desired_state="running")
-                self._spawn(record, record.config)
             if wait:
                 self._wait_ready(record, deadline)
             return self._handle(self.store.resolve(record.id))
@@ -327,7 +332,9 @@ class LocalDeployer:
             "--host", record.host, "--port", str(record.port),
             "--workers", str(config.workers),
         ]
-        env = dict(os.environ)
+        env = options.server_env(
+            os.environ, config.server_options, requires_token=config.requires_token
+        )
         env["MLFLOW_TRACKING_URI"] = env["CTCD_SERVER_TRACKING_URI"] = self._tracking_uri(config)
         env["CTCD_SERVER_ADMIN_TOKEN"] = record.admin_token
         env["CTCD_HOME"] = str(self.settings.home)
@@ -338,6 +345,16 @@ class LocalDeployer:
         ref = process.spawn(argv, env=env, log_path=log_path)
         self.store.update(record.id, pid=ref.pid, pid_started=ref.started, last_error=None)
         log.info("started model server %s (pid %s) on %s", record.name, ref.pid, record.endpoint)
+
+    def _complete(self, config: DeploymentConfig) -> DeploymentConfig:
+        """``config`` as it will be recorded: with everything a restart from another process
+        needs (tracking server, server options, whether a token is required)."""
+        return replace(
+            config,
+            tracking_uri=config.tracking_uri or self.settings.tracking_uri(),
+            server_options=config.server_options or options.options_from_env(os.environ),
+            requires_token=config.requires_token or bool(os.environ.get(options.TOKEN_VARIABLE)),
+        )
 
     def _tracking_uri(self, config: DeploymentConfig) -> str:
         """The tracking server the record names. The caller's own URI is used instead only
