@@ -437,6 +437,10 @@ class FakeCluster:
             return status_error(422, "Invalid", f"patch failed: {err}")
         if sub == "scale":
             patched = merge_patch(current, {"spec": {"replicas": patched["spec"]["replicas"]}})
+        if plural == "secrets" and "stringData" in patched:  # write-only, kept as data
+            patched.setdefault("data", {}).update({
+                k: base64.b64encode(v.encode()).decode()
+                for k, v in patched.pop("stringData").items()})
         patched["metadata"]["resourceVersion"] = str(next(self._rv))
         for key in ("uid", "creationTimestamp", "namespace", "name"):
             patched["metadata"][key] = current["metadata"][key]

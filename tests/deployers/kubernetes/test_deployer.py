@@ -358,3 +358,35 @@ def test_one_operation_at_a_time_per_server_through_a_lease(
     assert cluster.get("leases", "ctcd-churn-classifier-lock") is None  # released
     taken = [r for r in cluster.sent("PATCH", "leases")]
     assert taken and taken[0]["body"]["spec"]["holderIdentity"] == deployer.leases.holder
+
+
+@fake_only
+def test_server_options_and_prediction_token_reach_the_pods_never_the_record(
+    cluster: Any, make_deployer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CTCD_SERVER_MAX_BATCH_ROWS", "64")
+    monkeypatch.setenv("CTCD_SERVER_TOKEN", "predict-secret-123")
+    make_deployer(cluster).deploy_model(config(), timeout=60)
+    name = "ctcd-churn-classifier"
+    deployment = cluster.get("deployments", name)
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CTCD_SERVER_MAX_BATCH_ROWS"]["value"] == "64"
+    assert env["CTCD_SERVER_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": f"{name}-admin", "key": "prediction_token"}
+    recorded = json.loads(deployment["metadata"]["annotations"]["ctcd.io/config"])
+    assert recorded["server_options"] == {"max_batch_rows": "64"}
+    assert recorded["requires_token"] is True
+    secret = cluster.get("secrets", f"{name}-admin")
+    assert base64.b64decode(secret["data"]["prediction_token"]).decode() == "predict-secret-123"
+    assert "predict-secret-123" not in json.dumps(
+        [deployment, cluster.get("configmaps", name), cluster.get("services", name)])
+
+    monkeypatch.delenv("CTCD_SERVER_TOKEN")
+    monkeypatch.delenv("CTCD_SERVER_MAX_BATCH_ROWS")
+    from dataclasses import replace
+
+    from ctcd.errors import ServerStartFailed
+
+    with pytest.raises(ServerStartFailed, match="set CTCD_SERVER_TOKEN"):
+        make_deployer(cluster).deploy_model(replace(config("2"), requires_token=True),
+                                            timeout=30)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from ctcd.deployers import options
 from ctcd.deployers.admin import VersionStats
 from ctcd.deployers.base import (
     DEFAULT_TIMEOUT,
@@ -123,8 +125,7 @@ class KubernetesDeployer:
         wait: bool = True,
     ) -> ServiceHandle:
         plan = resolve_strategy(strategy)
-        if config.tracking_uri is None:
-            config = replace(config, tracking_uri=self._tracking_uri())
+        config = self._complete(config)
         deadline = time.monotonic() + timeout
         name = res.resource_name(config.server_name)
         with self.leases.hold(config.server_name, name, timeout):
@@ -144,6 +145,7 @@ class KubernetesDeployer:
         if current.replicas == 0:  # stopped: nothing serves, start it with the new version
             return self._start_with(current, config, plan, deadline, started_at, wait=wait)
         try:
+            self._store_prediction_token(name, config)
             self._roll_template(current, config, deadline)
             self._wait_rollout(name, deadline)
             self._run_strategy(name, config, plan, deadline, started_at)
@@ -160,7 +162,8 @@ class KubernetesDeployer:
         started_at = utcnow()
         token = secrets.token_urlsafe(24)
         what = f"create the model server of {config.server_name!r} in namespace {self.ns!r}"
-        self._apply("Secret", res.secret_name(name), res.secret(name, config, token), what)
+        self._apply("Secret", res.secret_name(name),
+                    res.secret(name, config, token, self._prediction_token(config)), what)
         self._apply("ConfigMap", name, res.config_map(name, config, self._pod_tracking(config)),
                     what)
         event = _event(config, "start", "succeeded", started_at)
@@ -186,6 +189,7 @@ class KubernetesDeployer:
         started_at: str, *, wait: bool,
     ) -> ServiceHandle:
         name = current.name
+        self._store_prediction_token(name, config)
         self._write_model(name, config)
         self._record("Deployment", name, config, plan.name, "start", "succeeded", started_at,
                      deployed=True)
@@ -556,6 +560,31 @@ class KubernetesDeployer:
     def _tracking_uri(self) -> str:
         return redact_uri(self.k8s.tracking_uri or self.settings.tracking_uri())
 
+    def _complete(self, config: DeploymentConfig) -> DeploymentConfig:
+        """``config`` as recorded: tracking server, the server's non-secret options and
+        whether predictions need a token (from this process's ``CTCD_SERVER_*``, as the
+        local backend does), so pods started later start the same server."""
+        return replace(
+            config,
+            tracking_uri=config.tracking_uri or self._tracking_uri(),
+            server_options=config.server_options or options.options_from_env(os.environ),
+            requires_token=config.requires_token or bool(
+                os.environ.get(options.TOKEN_VARIABLE)),
+        )
+
+    def _prediction_token(self, config: DeploymentConfig) -> str | None:
+        """The prediction token for the server's Secret (never recorded elsewhere)."""
+        if not config.requires_token:
+            return None
+        token = os.environ.get(options.TOKEN_VARIABLE)
+        if not token:
+            raise ServerStartFailed(
+                f"model server {config.server_name!r} answers only requests with a bearer "
+                f"token, and none is stored outside its Secret: set {options.TOKEN_VARIABLE} "
+                "in the environment that deploys it"
+            )
+        return token
+
     def _pod_tracking(self, config: DeploymentConfig) -> str:
         return config.tracking_uri or self._tracking_uri()
 
@@ -608,6 +637,14 @@ class KubernetesDeployer:
                 raise
             self.kube.call(f"{what}: update {kind} {self.ns}/{name}", patch, name, self.ns,
                            body, _content_type=STRATEGIC)
+
+    def _store_prediction_token(self, name: str, config: DeploymentConfig) -> None:
+        token = self._prediction_token(config)
+        if token:
+            self.kube.call(f"update Secret {self.ns}/{res.secret_name(name)}",
+                           self.kube.core.patch_namespaced_secret, res.secret_name(name),
+                           self.ns, {"stringData": {res.PREDICTION_TOKEN: token}},
+                           _content_type=STRATEGIC)
 
     def _write_model(self, name: str, config: DeploymentConfig) -> None:
         """The version pods start with from now on (no restart: env is read at start)."""

@@ -124,7 +124,8 @@ class KServe:
         except NotFound:
             current = None
         if current is None:
-            d._apply("Secret", res.secret_name(name), res.secret(name, config, _token()),
+            d._apply("Secret", res.secret_name(name),
+                     res.secret(name, config, _token(), d._prediction_token(config)),
                      f"create the model server of {config.server_name!r}")
             notes = res.server_annotations(config, strategy=plan.name, deployed_at=utcnow(),
                                     history=[_event(config, "start", "succeeded", started_at)],

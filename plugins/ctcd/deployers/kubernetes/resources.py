@@ -43,6 +43,7 @@ REPLICAS = PREFIX + "replicas"  # replicas to restore on start after a stop
 TEMPLATE_HASH = PREFIX + "template-hash"
 LAST_ERROR = PREFIX + "last-error"
 HISTORY_LIMIT = 10
+PREDICTION_TOKEN = "prediction_token"  # key of the Secret, when predictions need a token
 
 # Lineage labels (label values are sanitized; the exact values are in the config annotation).
 LINEAGE = {
@@ -131,11 +132,17 @@ def config_map(name: str, config: DeploymentConfig, tracking_uri: str) -> dict[s
     }
 
 
-def secret(name: str, config: DeploymentConfig, token: str) -> dict[str, Any]:
+def secret(
+    name: str, config: DeploymentConfig, token: str, prediction_token: str | None = None
+) -> dict[str, Any]:
+    """The admin token, and the prediction token when the server requires one."""
+    data = {"token": token}
+    if prediction_token:
+        data[PREDICTION_TOKEN] = prediction_token
     return {
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": secret_name(name), "labels": labels(name, config)},
-        "stringData": {"token": token},
+        "stringData": data,
     }
 
 
@@ -165,6 +172,12 @@ def container(name: str, config: DeploymentConfig, k8s: KubernetesSettings) -> d
             {"name": "CTCD_SERVER_WORKERS", "value": str(config.workers)},
             {"name": "CTCD_SERVER_ADMIN_TOKEN", "valueFrom": {
                 "secretKeyRef": {"name": secret_name(name), "key": "token"}}},
+            # the recorded non-secret server settings (batching, request log, ...)
+            *({"name": f"CTCD_SERVER_{option.upper()}", "value": value}
+              for option, value in sorted(config.server_options.items())),
+            *([{"name": "CTCD_SERVER_TOKEN", "valueFrom": {
+                "secretKeyRef": {"name": secret_name(name), "key": PREDICTION_TOKEN}}}]
+              if config.requires_token else []),
         ],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         # Loading a model takes seconds to minutes: the startup probe holds liveness off.
