@@ -58,7 +58,7 @@ def test_get_deployer_local_dotted_path_and_errors(
     custom = get_deployer("ctcd.deployers.examples.static:StaticDeployer")
     assert custom.name == "ctcd.deployers.examples.static:StaticDeployer"
     with pytest.raises(InvalidDeployer, match="not a known backend"):
-        get_deployer("kubernetes")
+        get_deployer("nomad")  # kubernetes is built in now (tests/deployers/kubernetes)
     with pytest.raises(InvalidDeployer, match="cannot import"):
         get_deployer("no_such_module:Thing")
     with pytest.raises(InvalidDeployer, match="lacks methods"):

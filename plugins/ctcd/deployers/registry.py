@@ -8,7 +8,7 @@ from ctcd.deployers.base import ModelDeployer
 from ctcd.errors import InvalidDeployer, InvalidParams, ModelServerNotFound
 from ctcd.settings import Settings, get_settings
 
-BUILTIN = ("local",)
+BUILTIN = ("local", "kubernetes")
 
 
 def get_deployer(name: str | None = None, *, settings: Settings | None = None) -> ModelDeployer:
@@ -26,6 +26,10 @@ def get_deployer(name: str | None = None, *, settings: Settings | None = None) -
         from ctcd.deployers.local import LocalDeployer
 
         return LocalDeployer(settings)
+    if name == "kubernetes":
+        from ctcd.deployers.kubernetes import KubernetesDeployer
+
+        return KubernetesDeployer(settings)
     if ":" not in name:
         raise InvalidDeployer(
             f"CTCD_DEPLOYER={name!r} is not a known backend; use one of {list(BUILTIN)} or a "
