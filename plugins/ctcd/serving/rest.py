@@ -1,0 +1,255 @@
+"""The REST transport: HTTP routes of the MLflow scoring protocol, KServe V2 (JSON and the
+binary tensor extension), the admin API, health, metrics and OpenAPI, as a Starlette app.
+
+Each route reads the body, checks the caller, and hands the work to the data plane
+(:class:`ctcd.serving.handlers.ModelServer`, :class:`ctcd.serving.admin.Admin`); the
+wire formats are in :mod:`ctcd.serving.protocols`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from ctcd.serving import auth
+from ctcd.serving.admin import Admin, AdminResult
+from ctcd.serving.errors import InvalidInput, PayloadTooLarge, ServingError
+from ctcd.serving.handlers import Answer, ModelServer
+from ctcd.serving.protocols import ScoringRequest, v2_binary
+from ctcd.serving.protocols import mlflow as mlflow_protocol
+from ctcd.serving.protocols import v2 as v2_protocol
+from ctcd.serving.workers import INTERNAL_HEADER, Peers
+
+JSON = "application/json"
+_VERSION_HEADERS = ("X-Model-Name", "X-Model-Version")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    token: str | None = None
+    admin_token: str | None = None
+    loopback: bool = True
+    max_body_bytes: int = 16 * 1024 * 1024
+    internal_token: str | None = None  # calls between workers of one server
+    peers: Peers | None = None  # the other workers, when --workers > 1
+
+
+class OrjsonResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def answer(name: str, result: Answer) -> Response:
+    """A scoring outcome as an HTTP response, with the version that answered."""
+    headers = {**dict(zip(_VERSION_HEADERS, (name, result.version), strict=True)),
+               **result.headers}
+    if result.error is not None:
+        return Response(orjson.dumps({"error": result.error}), status_code=result.status,
+                        media_type=JSON, headers=headers)
+    return Response(result.body, status_code=result.status, media_type=result.media_type,
+                    headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(int(declared), limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(None, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlette:
+    config = config or AppConfig()
+    name = server.name
+    admin = Admin(server, config.peers)
+
+    async def body(request: Request) -> bytes:
+        return await read_body(request, config.max_body_bytes)
+
+    def predict_auth(request: Request) -> None:
+        auth.check_token(request.headers.get("authorization"), config.token, "predictions")
+
+    # -- MLflow scoring protocol -------------------------------------------------------
+    async def ping(request: Request) -> Response:
+        return PlainTextResponse("\n", status_code=200 if server.ready() else 503)
+
+    async def mlflow_version(request: Request) -> Response:
+        return PlainTextResponse(package_version("mlflow"))
+
+    async def invocations(request: Request) -> Response:
+        predict_auth(request)
+        data = await body(request)
+        content_type = request.headers.get("content-type")
+        slot = server.registry.pick()
+        result = await server.score(
+            slot, "mlflow",
+            lambda schema: mlflow_protocol.decode(data, content_type, schema),
+            lambda _slot, _request, output: mlflow_protocol.encode(output),
+        )
+        return answer(name, result)
+
+    # -- KServe V2 / Open Inference Protocol ---------------------------------------------
+    async def v2_server(request: Request) -> Response:
+        return OrjsonResponse(v2_protocol.server_metadata())
+
+    async def v2_live(request: Request) -> Response:
+        return OrjsonResponse({"live": True})
+
+    async def v2_ready(request: Request) -> Response:
+        ready = server.ready()
+        return OrjsonResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    async def v2_model(request: Request) -> Response:
+        predict_auth(request)
+        return OrjsonResponse(server.model_metadata(request.path_params["name"],
+                                                    request.path_params.get("version")))
+
+    async def v2_model_ready(request: Request) -> Response:
+        predict_auth(request)
+        ready = server.model_ready(request.path_params["name"],
+                                   request.path_params.get("version"))
+        return OrjsonResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
+
+    async def v2_infer(request: Request) -> Response:
+        predict_auth(request)
+        data = await body(request)
+        headers = request.headers
+        # no await between picking the version and scoring on it
+        slot = server.slot_for(request.path_params["name"], request.path_params.get("version"),
+                               routed=True)
+        assert slot is not None
+        content_type = headers.get("content-type")
+        outputs = slot.model.output_names
+
+        def decode(schema: Any) -> ScoringRequest:
+            length = v2_binary.header_length(headers.get(v2_binary.HEADER), len(data))
+            if length is None:
+                return v2_protocol.decode(data, content_type, schema, outputs)
+            return v2_binary.decode(data, length, content_type, schema, outputs)
+
+        result = await server.score(
+            slot, "v2", decode,
+            lambda s, scoring, output: v2_binary.encode(name, s.version, scoring, output),
+        )
+        return answer(name, result)
+
+    # -- admin -------------------------------------------------------------------------
+    def admin_auth(request: Request) -> bool:
+        """Check the caller; True when it is another worker of this server (apply here
+        only, do not fan out again)."""
+        given = request.headers.get(INTERNAL_HEADER)
+        if (config.internal_token is not None and given is not None
+                and hmac.compare_digest(given.encode(), config.internal_token.encode())):
+            return True
+        auth.check_admin(request.headers.get("authorization"), config.admin_token,
+                         config.loopback)
+        return False
+
+    async def json_object(request: Request) -> dict[str, Any]:
+        raw = await body(request)
+        try:
+            doc = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError as err:
+            raise InvalidInput("body", f"is not valid JSON ({err})") from None
+        if not isinstance(doc, dict):
+            raise InvalidInput("body", "must be a JSON object")
+        return doc
+
+    def admin_response(result: AdminResult) -> Response:
+        status, content = result
+        return OrjsonResponse(content, status_code=status)
+
+    async def list_versions(request: Request) -> Response:
+        internal = admin_auth(request)
+        return admin_response(await admin.list_versions(internal=internal))
+
+    async def add_version(request: Request) -> Response:
+        internal = admin_auth(request)
+        doc = await json_object(request)
+        return admin_response(await admin.add_version(doc, internal=internal))
+
+    async def set_traffic(request: Request) -> Response:
+        internal = admin_auth(request)
+        doc = await json_object(request)
+        return admin_response(await admin.set_traffic(doc, internal=internal))
+
+    async def remove_version(request: Request) -> Response:
+        internal = admin_auth(request)
+        return admin_response(await admin.remove_version(request.path_params["version"],
+                                                         internal=internal))
+
+    # -- operations --------------------------------------------------------------------
+    async def metrics(request: Request) -> Response:
+        return Response(server.metrics.render(), media_type=server.metrics.content_type)
+
+    async def openapi(request: Request) -> Response:
+        from ctcd.serving.openapi import document
+
+        slots = sorted(server.registry.slots, key=lambda s: -s.weight)
+        schema = slots[0].model.schema if slots else None
+        return OrjsonResponse(document(name, schema, token=config.token is not None,
+                                       admin_token=config.admin_token is not None))
+
+    routes = [
+        Route("/ping", ping, methods=["GET"]),
+        Route("/health", ping, methods=["GET"]),
+        Route("/version", mlflow_version, methods=["GET"]),
+        Route("/invocations", invocations, methods=["POST"]),
+        Route("/v2", v2_server, methods=["GET"]),
+        Route("/v2/health/live", v2_live, methods=["GET"]),
+        Route("/v2/health/ready", v2_ready, methods=["GET"]),
+        Route("/v2/models/{name}", v2_model, methods=["GET"]),
+        Route("/v2/models/{name}/ready", v2_model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/infer", v2_infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}", v2_model, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/ready", v2_model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/infer", v2_infer, methods=["POST"]),
+        Route("/admin/versions", list_versions, methods=["GET"]),
+        Route("/admin/versions", add_version, methods=["POST"]),
+        Route("/admin/versions/{version}", remove_version, methods=["DELETE"]),
+        Route("/admin/traffic", set_traffic, methods=["PUT"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            server.close()
+
+    return Starlette(
+        routes=routes,
+        exception_handlers={ServingError: _serving_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+
+
+async def _serving_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServingError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return OrjsonResponse({"error": exc.message}, status_code=exc.status_code, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return OrjsonResponse({"error": f"{request.method} {request.url.path}: {exc.detail}"},
+                          status_code=exc.status_code, headers=exc.headers)
