@@ -12,6 +12,7 @@ import contextlib
 import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
 
@@ -90,8 +91,10 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
     async def ping(request: Request) -> Response:
         return PlainTextResponse("\n", status_code=200 if server.ready() else 503)
 
+    served_version = _mlflow_version()
+
     async def mlflow_version(request: Request) -> Response:
-        return PlainTextResponse(package_version("mlflow"))
+        return PlainTextResponse(served_version)
 
     async def invocations(request: Request) -> Response:
         predict_auth(request)
@@ -253,3 +256,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return OrjsonResponse({"error": f"{request.method} {request.url.path}: {exc.detail}"},
                           status_code=exc.status_code, headers=exc.headers)
+
+
+def _mlflow_version() -> str:
+    """What ``GET /version`` answers, as ``mlflow models serve`` does: the MLflow version, or
+    ctcd's own when the server runs without MLflow (the small model-server image)."""
+    for package in ("mlflow", "mlflow-skinny"):
+        try:
+            return package_version(package)
+        except PackageNotFoundError:
+            continue
+    return f"ctcd-{package_version('ctcd')}"
