@@ -43,6 +43,7 @@ lint: install
 clean: stop
 	rm -rf .state
 
-## Benchmark the model server against `mlflow models serve` (needs wrk: apt-get install wrk).
+## Benchmark the model server against MLServer and `mlflow models serve` (needs wrk: apt-get install wrk;
+## installs MLServer into .state/bench on first use). BENCH_ARGS=--quick for short cells.
 bench-serving: install
-	$(PY) bench/serving/bench_serving.py
+	$(PY) bench/serving/bench_serving.py $(BENCH_ARGS)
