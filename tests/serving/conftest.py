@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctcd.serving.app import AppConfig, create_app
 from ctcd.serving.errors import ModelLoadError, ModelRejectedInput
 from ctcd.serving.handlers import BatchConfig, ModelServer
 from ctcd.serving.model import LoadedModel, load
+from ctcd.serving.rest import AppConfig, create_app
 from ctcd.serving.schema import ColumnSpec, InputSchema, Table
 
 _LOADED: dict[str, LoadedModel] = {}

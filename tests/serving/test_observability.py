@@ -13,8 +13,8 @@ import pytest
 from starlette.routing import Route
 from tests.serving.conftest import fake_loader
 
-from ctcd.serving.app import create_app
 from ctcd.serving.reqlog import RequestLog
+from ctcd.serving.rest import create_app
 
 pytestmark = pytest.mark.anyio
 ROW = {"dataframe_records": [{"a": 2, "b": "x"}, {"a": 3, "b": "y"}]}

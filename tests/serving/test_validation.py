@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from tests.serving.conftest import records
 
-from ctcd.serving.app import AppConfig
+from ctcd.serving.rest import AppConfig
 
 pytestmark = pytest.mark.anyio
 

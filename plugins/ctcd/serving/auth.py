@@ -1,32 +1,32 @@
-"""Bearer tokens for the prediction routes and the admin API."""
+"""Bearer tokens for the prediction routes and the admin API, whatever the transport:
+each transport hands over the ``authorization`` value it received (an HTTP header, a gRPC
+metadata entry)."""
 
 from __future__ import annotations
 
 import hmac
 
-from starlette.requests import Request
-
 from ctcd.serving.errors import Forbidden, Unauthorized
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def bearer(authorization: str | None) -> str | None:
+    scheme, _, token = (authorization or "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def check_token(request: Request, expected: str | None, what: str) -> None:
+def check_token(authorization: str | None, expected: str | None, what: str) -> None:
     if expected is None:
         return
-    given = _bearer(request)
+    given = bearer(authorization)
     if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
         raise Unauthorized(what)
 
 
-def check_admin(request: Request, admin_token: str | None, loopback_only: bool) -> None:
+def check_admin(authorization: str | None, admin_token: str | None,
+                loopback_only: bool) -> None:
     """With a token: require it. Without: allow only a server bound to loopback."""
     if admin_token is not None:
-        check_token(request, admin_token, "the admin API")
+        check_token(authorization, admin_token, "the admin API")
         return
     if not loopback_only:
         raise Forbidden(

@@ -1,18 +1,29 @@
-"""What the server does, independent of HTTP: score a request on a version, and manage
-versions (load, warm, split traffic, unload). The REST transport is a thin layer over
-this; so is anything else that wants to drive a server in-process (tests, benchmarks)."""
+"""The data plane: what the server does, independent of any transport. Score a request
+on a version (decode, validate, batch, predict, encode, count, log), answer model
+metadata and readiness, and manage versions (load, warm, split traffic, unload).
+
+The transports (:mod:`ctcd.serving.rest`, :mod:`ctcd.serving.grpc`) are thin layers
+that turn their wire messages into calls here; the admin API's multi-worker fan-out is in
+:mod:`ctcd.serving.admin`. Anything else that drives a server in-process (tests,
+benchmarks) calls this too."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ctcd.serving.batching import Batcher
-from ctcd.serving.errors import AdminConflict, InvalidInput, ModelLoadError, ServingError
+from ctcd.serving.errors import (
+    AdminConflict,
+    InvalidInput,
+    ModelLoadError,
+    ModelNotFound,
+    ServingError,
+)
 from ctcd.serving.metrics import ServerMetrics
 from ctcd.serving.model import LoadedModel
 from ctcd.serving.protocols import ScoringRequest
@@ -23,7 +34,7 @@ log = logging.getLogger(__name__)
 
 ModelLoader = Callable[[str], LoadedModel]
 Decoder = Callable[[InputSchema | None], ScoringRequest]
-Encoder = Callable[[VersionSlot, ScoringRequest, Any], bytes]
+Encoder = Callable[[VersionSlot, ScoringRequest, Any], "bytes | Reply"]
 
 
 class RequestSink(Protocol):
@@ -38,11 +49,26 @@ class BatchConfig:
     max_wait_ms: float = 0.0
 
 
+@dataclass(frozen=True)
+class Reply:
+    """An encoded answer that needs more than the default JSON media type."""
+
+    body: bytes
+    media_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class Answer:
+    """The outcome of one scoring request: ``body`` (encoded by the protocol) when
+    ``status`` is 200, else ``error`` (a message naming the field / what to do)."""
+
     status: int
     body: bytes
     version: str
+    error: str | None = None
+    media_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class ModelServer:
@@ -71,24 +97,53 @@ class ModelServer:
         rows = 0
         request: ScoringRequest | None = None
         output: Any = None
+        error: str | None = None
+        encoded: bytes | Reply = b""
         try:
             request = decode(slot.model.schema)
             output = await slot.batcher.score(request)
             rows = request.rows
-            status, body = 200, encode(slot, request, output)
+            status, encoded = 200, encode(slot, request, output)
         except ServingError as err:
-            status, body = err.status_code, _error_body(err.message)
+            status, error = err.status_code, err.message
         except Exception as err:
             log.exception("prediction failed on %s version %s", self.name, slot.version)
             status = 500
-            body = _error_body(f"internal error while scoring: {type(err).__name__}: {err}")
+            error = f"internal error while scoring: {type(err).__name__}: {err}"
         elapsed = time.perf_counter() - started
         slot.record(status, elapsed)
         self.metrics.observe_request(slot.version, protocol, status, elapsed, rows)
         if status == 200 and self._sink is not None and request is not None:
             self._sink.offer(model_name=self.name, version=slot.version, protocol=protocol,
                              request=request, output=output, latency_ms=elapsed * 1000)
-        return Answer(status, body, slot.version)
+        if isinstance(encoded, Reply):
+            return Answer(status, encoded.body, slot.version, error, encoded.media_type,
+                          encoded.headers)
+        return Answer(status, encoded, slot.version, error)
+
+    # -- model metadata and readiness (the V2 view of the model) ----------------------
+    def ready(self) -> bool:
+        """A version has traffic."""
+        return self.registry.ready()
+
+    def slot_for(self, model: str, version: str | None, *, routed: bool) -> VersionSlot | None:
+        """The version a V2 call names; without one, the version the traffic split picks
+        (``routed``) or None (meaning: the model as a whole)."""
+        if model != self.name:
+            raise ModelNotFound(model)
+        if version is not None:
+            return self.registry.get(version)
+        return self.registry.pick() if routed else None
+
+    def model_metadata(self, model: str, version: str | None = None) -> dict[str, Any]:
+        from ctcd.serving.protocols import v2
+
+        slot = self.slot_for(model, version, routed=False)
+        return v2.model_metadata(self.name, [slot] if slot is not None else self.registry.slots)
+
+    def model_ready(self, model: str, version: str | None = None) -> bool:
+        slot = self.slot_for(model, version, routed=False)
+        return slot.state == "ready" if slot is not None else self.registry.ready()
 
     # -- versions --------------------------------------------------------------------
     def install(self, version: str, model: LoadedModel, weight: float = 0.0) -> VersionSlot:
@@ -158,8 +213,3 @@ class ModelServer:
         for slot in self.registry.slots:
             slot.batcher.close()
 
-
-def _error_body(message: str) -> bytes:
-    import orjson
-
-    return orjson.dumps({"error": message})

@@ -17,9 +17,9 @@ from dataclasses import replace
 
 import uvicorn
 
-from ctcd.serving.app import AppConfig, create_app
 from ctcd.serving.errors import ServingError
 from ctcd.serving.handlers import BatchConfig, ModelServer
+from ctcd.serving.rest import AppConfig, create_app
 from ctcd.serving.settings import ServerSettings
 
 log = logging.getLogger("ctcd.serving")

@@ -1,7 +1,9 @@
-"""The ASGI app: HTTP routes of both protocols, the admin API, health, metrics, OpenAPI.
+"""The REST transport: HTTP routes of the MLflow scoring protocol, KServe V2 (JSON and the
+binary tensor extension), the admin API, health, metrics and OpenAPI, as a Starlette app.
 
-Routes are thin: they read the body, pick the version, and hand the work to
-:class:`ctcd.serving.handlers.ModelServer`.
+Each route reads the body, checks the caller, and hands the work to the data plane
+(:class:`ctcd.serving.handlers.ModelServer`, :class:`ctcd.serving.admin.Admin`); the
+wire formats are in :mod:`ctcd.serving.protocols`.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ctcd.serving import auth
+from ctcd.serving.admin import Admin, AdminResult
 from ctcd.serving.errors import InvalidInput, PayloadTooLarge, ServingError
 from ctcd.serving.handlers import Answer, ModelServer
 from ctcd.serving.protocols import mlflow as mlflow_protocol
 from ctcd.serving.protocols import v2 as v2_protocol
-from ctcd.serving.workers import INTERNAL_HEADER, Peers, merge_versions
+from ctcd.serving.workers import INTERNAL_HEADER, Peers
 
 JSON = "application/json"
+_VERSION_HEADERS = ("X-Model-Name", "X-Model-Version")
 
 
 @dataclass(frozen=True)
@@ -45,36 +49,45 @@ class OrjsonResponse(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def answer(name: str, result: Answer) -> Response:
+    """A scoring outcome as an HTTP response, with the version that answered."""
+    headers = {**dict(zip(_VERSION_HEADERS, (name, result.version), strict=True)),
+               **result.headers}
+    if result.error is not None:
+        return Response(orjson.dumps({"error": result.error}), status_code=result.status,
+                        media_type=JSON, headers=headers)
+    return Response(result.body, status_code=result.status, media_type=result.media_type,
+                    headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(int(declared), limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(None, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlette:
     config = config or AppConfig()
     name = server.name
-    version_headers = ("X-Model-Name", "X-Model-Version")
-
-    def answer(result: Answer) -> Response:
-        return Response(result.body, status_code=result.status, media_type=JSON,
-                        headers=dict(zip(version_headers, (name, result.version), strict=False)))
+    admin = Admin(server, config.peers)
 
     async def body(request: Request) -> bytes:
-        limit = config.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(int(declared), limit)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(None, limit)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_body(request, config.max_body_bytes)
 
     def predict_auth(request: Request) -> None:
-        auth.check_token(request, config.token, "predictions")
+        auth.check_token(request.headers.get("authorization"), config.token, "predictions")
 
     # -- MLflow scoring protocol -------------------------------------------------------
     async def ping(request: Request) -> Response:
-        ready = server.registry.ready()
-        return PlainTextResponse("\n", status_code=200 if ready else 503)
+        return PlainTextResponse("\n", status_code=200 if server.ready() else 503)
 
     async def mlflow_version(request: Request) -> Response:
         return PlainTextResponse(package_version("mlflow"))
@@ -89,7 +102,7 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
             lambda schema: mlflow_protocol.decode(data, content_type, schema),
             lambda _slot, _request, output: mlflow_protocol.encode(output),
         )
-        return answer(result)
+        return answer(name, result)
 
     # -- KServe V2 / Open Inference Protocol ---------------------------------------------
     async def v2_server(request: Request) -> Response:
@@ -99,40 +112,34 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
         return OrjsonResponse({"live": True})
 
     async def v2_ready(request: Request) -> Response:
-        ready = server.registry.ready()
+        ready = server.ready()
         return OrjsonResponse({"ready": ready}, status_code=200 if ready else 503)
-
-    def v2_slot(request: Request, routed: bool) -> Any:
-        model = request.path_params["name"]
-        if model != name:
-            raise v2_protocol.model_not_found(model)
-        version = request.path_params.get("version")
-        if version is not None:
-            return server.registry.get(version)
-        return server.registry.pick() if routed else None
 
     async def v2_model(request: Request) -> Response:
         predict_auth(request)
-        slot = v2_slot(request, routed=False)
-        slots = [slot] if slot is not None else server.registry.slots
-        return OrjsonResponse(v2_protocol.model_metadata(name, slots))
+        return OrjsonResponse(server.model_metadata(request.path_params["name"],
+                                                    request.path_params.get("version")))
 
     async def v2_model_ready(request: Request) -> Response:
         predict_auth(request)
-        slot = v2_slot(request, routed=False)
-        ready = slot.state == "ready" if slot is not None else server.registry.ready()
+        ready = server.model_ready(request.path_params["name"],
+                                   request.path_params.get("version"))
         return OrjsonResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
     async def v2_infer(request: Request) -> Response:
         predict_auth(request)
         data = await body(request)
-        slot = v2_slot(request, routed=True)  # no await between picking and scoring
+        headers = request.headers
+        # no await between picking the version and scoring on it
+        slot = server.slot_for(request.path_params["name"], request.path_params.get("version"),
+                               routed=True)
+        assert slot is not None
         result = await server.score(
             slot, "v2",
-            lambda schema: v2_protocol.decode(data, request.headers.get("content-type"), schema),
+            lambda schema: v2_protocol.decode(data, headers.get("content-type"), schema),
             lambda s, scoring, output: v2_protocol.encode(name, s.version, scoring, output),
         )
-        return answer(result)
+        return answer(name, result)
 
     # -- admin -------------------------------------------------------------------------
     def admin_auth(request: Request) -> bool:
@@ -142,7 +149,8 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
         if (config.internal_token is not None and given is not None
                 and hmac.compare_digest(given.encode(), config.internal_token.encode())):
             return True
-        auth.check_admin(request, config.admin_token, config.loopback)
+        auth.check_admin(request.headers.get("authorization"), config.admin_token,
+                         config.loopback)
         return False
 
     async def json_object(request: Request) -> dict[str, Any]:
@@ -155,72 +163,28 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
             raise InvalidInput("body", "must be a JSON object")
         return doc
 
-    def peer_failure(failed: list[tuple[str, int, Any]]) -> Response:
-        url, status, answer = failed[0]
-        reason = answer.get("error") if isinstance(answer, dict) else answer
-        return OrjsonResponse({"error": f"worker {url} refused the change ({status}: "
-                               f"{reason}); the change was undone"},
-                              status_code=status if 400 <= status < 599 else 502)
+    def admin_response(result: AdminResult) -> Response:
+        status, content = result
+        return OrjsonResponse(content, status_code=status)
 
     async def list_versions(request: Request) -> Response:
         internal = admin_auth(request)
-        described = server.registry.describe()
-        if config.peers is not None and not internal:
-            others = [b for _, status, b in await config.peers.call("GET", "/admin/versions")
-                      if status == 200]
-            described = merge_versions(described, others)
-        return OrjsonResponse(described)
+        return admin_response(await admin.list_versions(internal=internal))
 
     async def add_version(request: Request) -> Response:
         internal = admin_auth(request)
         doc = await json_object(request)
-        unknown = sorted(set(doc) - {"model_uri", "version"})
-        if unknown:
-            raise InvalidInput(unknown[0], "is not a field; send {model_uri, version}")
-        uri, version = doc.get("model_uri"), _text(doc, "version")
-        status, entry = await server.add_version(uri, version)
-        if config.peers is not None and not internal:
-            results = await config.peers.call("POST", "/admin/versions",
-                                              {"model_uri": uri, "version": version})
-            failed = [r for r in results if r[1] >= 300]
-            if failed:
-                added = [url for url, code, _ in results if code == 201]
-                await config.peers.call("DELETE", f"/admin/versions/{version}", urls=added)
-                if status == 201:
-                    await server.remove_version(version)
-                return peer_failure(failed)
-        return OrjsonResponse(entry, status_code=status)
+        return admin_response(await admin.add_version(doc, internal=internal))
 
     async def set_traffic(request: Request) -> Response:
         internal = admin_auth(request)
         doc = await json_object(request)
-        if set(doc) != {"weights"}:
-            raise InvalidInput("weights", "send exactly {\"weights\": {version: weight}}")
-        before = {s.version: s.weight for s in server.registry.slots if s.weight > 0}
-        described = await server.set_traffic(doc["weights"])
-        if config.peers is not None and not internal:
-            results = await config.peers.call("PUT", "/admin/traffic", doc)
-            failed = [r for r in results if r[1] >= 300]
-            if failed:
-                changed = [url for url, code, _ in results if code < 300]
-                await config.peers.call("PUT", "/admin/traffic", {"weights": before},
-                                        urls=changed)
-                await server.set_traffic(before)
-                return peer_failure(failed)
-        return OrjsonResponse(described)
+        return admin_response(await admin.set_traffic(doc, internal=internal))
 
     async def remove_version(request: Request) -> Response:
         internal = admin_auth(request)
-        version = request.path_params["version"]
-        described = await server.remove_version(version)
-        if config.peers is not None and not internal:
-            results = await config.peers.call("DELETE", f"/admin/versions/{version}")
-            failed = [r for r in results if r[1] >= 300 and r[1] != 404]
-            if failed:
-                url, status, answer = failed[0]
-                return OrjsonResponse({"error": f"unloaded here, but worker {url} answered "
-                                       f"{status}: {answer}"}, status_code=502)
-        return OrjsonResponse(described)
+        return admin_response(await admin.remove_version(request.path_params["version"],
+                                                         internal=internal))
 
     # -- operations --------------------------------------------------------------------
     async def metrics(request: Request) -> Response:
@@ -253,17 +217,6 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
 
-    async def serving_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ServingError)
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        return OrjsonResponse({"error": exc.message}, status_code=exc.status_code,
-                              headers=headers)
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        return OrjsonResponse({"error": f"{request.method} {request.url.path}: {exc.detail}"},
-                              status_code=exc.status_code, headers=exc.headers)
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
@@ -273,13 +226,18 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
 
     return Starlette(
         routes=routes,
-        exception_handlers={ServingError: serving_error, HTTPException: http_error},
+        exception_handlers={ServingError: _serving_error, HTTPException: _http_error},
         lifespan=lifespan,
     )
 
 
-def _text(doc: dict[str, Any], key: str) -> Any:
-    value = doc.get(key)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)  # {"version": 2} is a common, harmless slip
-    return value
+async def _serving_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServingError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    return OrjsonResponse({"error": exc.message}, status_code=exc.status_code, headers=headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return OrjsonResponse({"error": f"{request.method} {request.url.path}: {exc.detail}"},
+                          status_code=exc.status_code, headers=exc.headers)
