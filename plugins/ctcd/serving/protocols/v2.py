@@ -8,6 +8,7 @@ columns in order. A tensor-signature model takes its one tensor. Outputs: ``pred
 
 from __future__ import annotations
 
+import itertools
 import math
 import uuid
 from collections.abc import Sequence
@@ -26,6 +27,11 @@ from ctcd.serving.schema import (
     check_matrix,
     check_tensor,
 )
+
+# ids of requests that bring none: unique per process start, without a uuid4 (an
+# os.urandom call) per request
+_ID_PREFIX: Final = uuid.uuid4().hex[:16]
+_ID_COUNTER: Final = itertools.count(1)
 
 DATATYPES: Final[dict[str, str]] = {
     "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
@@ -93,7 +99,7 @@ def decode(body: bytes, content_type: str | None, schema: InputSchema | None) ->
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("id", "must be a string")
     tensors = [_tensor(i, item) for i, item in enumerate(inputs)]
-    meta = {"id": request_id or str(uuid.uuid4())}
+    meta = {"id": request_id or f"{_ID_PREFIX}-{next(_ID_COUNTER)}"}
     if schema is None:
         import pandas as pd
 
