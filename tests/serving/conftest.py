@@ -3,6 +3,12 @@ in-process servers over httpx's ASGI transport, and the one fake model."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -116,6 +122,8 @@ class FakeModel:
         self.delay = delay
         self.calls: list[int] = []
         self.row_aligned = True
+        self.output_names = ("predict",)
+        self.extra_outputs: dict[str, Any] = {}
 
     def predict(self, data: Any, params: Any = None) -> Any:
         if self.delay:
@@ -130,6 +138,9 @@ class FakeModel:
 
     def predict_table(self, table: Table, params: Any = None) -> Any:
         return self.predict(table.to_model_input(), params)
+
+    def close(self) -> None:
+        self.closed = True
 
     def warm(self) -> None:
         if self.uri.endswith("broken"):
@@ -151,3 +162,28 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """JSON-ready records (numpy scalars to Python)."""
     return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
             for row in frame.to_dict(orient="records")]
+
+
+READY_LINE = re.compile(r"^ctcd model server listening on http://127\.0\.0\.1:(\d+)$")
+
+
+@contextlib.contextmanager
+def live_server(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real ``python -m ctcd.serving`` process on a free loopback port; yields its URL
+    once it announces it listens, stops it (SIGTERM) after."""
+    proc = subprocess.Popen([sys.executable, "-m", "ctcd.serving", "--host", "127.0.0.1",
+                             "--port", "0", *args], env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline().strip()  # blocks until loaded and listening
+        match = READY_LINE.match(line)
+        assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
+        yield f"http://127.0.0.1:{match.group(1)}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

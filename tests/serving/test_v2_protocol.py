@@ -140,3 +140,25 @@ async def test_not_json_is_400(churn: Any, churn_model: Any) -> None:
                                 headers={"Content-Type": "application/json"})
     assert response.status_code == 400
     assert "body" in response.json()["error"]
+
+
+async def test_output_selection_in_json(churn: Any, churn_model: Any) -> None:
+    frame = churn_model.example
+    path = f"/v2/models/{churn_model.name}/infer"
+    response = await churn.post(path, json={"inputs": _columns(frame),
+                                             "outputs": [{"name": "predict_proba"}]})
+    assert response.status_code == 200, response.text
+    (output,) = response.json()["outputs"]
+    assert (output["name"], output["datatype"], output["shape"]) == (
+        "predict_proba", "FP64", [len(frame), 2])
+    want = mlflow.sklearn.load_model(churn_model.uri).predict_proba(frame)
+    np.testing.assert_allclose(np.reshape(output["data"], (len(frame), 2)), want)
+    for outputs, word in (([{"name": "nope"}], "'nope'"), ([{}], "outputs[0].name"),
+                          ({"name": "predict"}, "outputs")):
+        bad = await churn.post(path, json={"inputs": _columns(frame), "outputs": outputs})
+        assert bad.status_code == 400, bad.text
+        assert word in bad.json()["error"]
+    # the MLflow route keeps MLflow's semantics: predictions, whatever V2 offers
+    mlflow_answer = await churn.post("/invocations", json={"dataframe_split": {
+        "columns": list(frame.columns), "data": frame.to_numpy().tolist()}})
+    assert mlflow_answer.json()["predictions"] == np.argmax(want, axis=1).tolist()

@@ -82,9 +82,10 @@ class Batcher:
         loop = asyncio.get_running_loop()
         if not self._batchable(request):
             self._observe(1, request.rows)
-            return await loop.run_in_executor(
-                self._executor, self.model.predict, request.model_input(), request.params
-            )
+            call = partial(self.model.predict, request.model_input(), request.params)
+            if request.outputs:  # named outputs (V2): scored alone
+                call = partial(call, outputs=request.outputs)
+            return await loop.run_in_executor(self._executor, call)
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((request, future))
         self._queued_rows += request.rows
@@ -112,6 +113,7 @@ class Batcher:
             self.enabled
             and request.table is not None
             and not request.params
+            and not request.outputs
             and self.model.row_aligned
             and request.rows < self.max_rows
         )

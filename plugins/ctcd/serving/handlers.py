@@ -26,7 +26,7 @@ from ctcd.serving.errors import (
 )
 from ctcd.serving.metrics import ServerMetrics
 from ctcd.serving.model import LoadedModel
-from ctcd.serving.protocols import ScoringRequest
+from ctcd.serving.protocols import Reply, ScoringRequest
 from ctcd.serving.registry import ModelRegistry, VersionSlot
 from ctcd.serving.schema import InputSchema
 
@@ -47,15 +47,6 @@ class BatchConfig:
     enabled: bool = True
     max_rows: int = 1024
     max_wait_ms: float = 0.0
-
-
-@dataclass(frozen=True)
-class Reply:
-    """An encoded answer that needs more than the default JSON media type."""
-
-    body: bytes
-    media_type: str = "application/json"
-    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -168,8 +159,10 @@ class ModelServer:
         try:
             model.warm()
         except ServingError as err:
+            model.close()
             raise ModelLoadError(model_uri, f"warm-up prediction failed: {err.message}") from err
         except (ValueError, TypeError, RuntimeError, AttributeError) as err:
+            model.close()
             raise ModelLoadError(model_uri, f"warm-up prediction failed: "
                                  f"{type(err).__name__}: {err}") from err
         return model
@@ -206,10 +199,14 @@ class ModelServer:
             slot = self.registry.remove(version)
             self.metrics.set_weights({}, removed=(version,))
         # In-flight requests hold the slot and finish; the predict thread exits after them.
+        # The model is in memory: its downloaded files can go now.
         slot.batcher.close()
+        slot.model.close()
         return self.registry.describe()
 
     def close(self) -> None:
+        """Stop every version's predict thread and remove its downloaded files."""
         for slot in self.registry.slots:
             slot.batcher.close()
+            slot.model.close()
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +46,46 @@ class LoadedModel:
     example: Table | None
     native: Callable[[Any], Any] | None = None  # the sklearn model's predict_fn
     pyfunc: Any = None  # mlflow.pyfunc.PyFuncModel when not native
+    workdir: Path | None = None  # the download directory this version owns
+    # Outputs besides ``predict`` a V2 request may name: {"predict_proba": (fn, classes)}.
+    extra_outputs: Mapping[str, tuple[Callable[[Any], Any], int]] = field(default_factory=dict)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return ("predict", *self.extra_outputs)
+
+    def close(self) -> None:
+        """Remove the files downloaded for this version (the model stays in memory for
+        requests still holding it). Safe to call more than once."""
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
     @property
     def row_aligned(self) -> bool:
         """Whether rows can be merged across requests and split again (batching)."""
         return self.schema is not None
 
-    def predict(self, data: Any, params: Mapping[str, Any] | None = None) -> Any:
+    def predict(self, data: Any, params: Mapping[str, Any] | None = None,
+                outputs: tuple[str, ...] = ()) -> Any:
         """Score a model input (DataFrame / ndarray). Model refusals are the client's to fix
-        (4xx); anything else is a server error and propagates."""
+        (4xx); anything else is a server error and propagates. With ``outputs`` (names
+        from :attr:`output_names`): a dict of each named output."""
+        if outputs:
+            return {name: self._output(name, data, params) for name in outputs}
         if self.native is None:
             return self._predict_pyfunc(data, params)
         try:
             return self.native(data)  # sklearn's pyfunc ignores params as well
+        except (ValueError, TypeError, KeyError) as err:
+            raise ModelRejectedInput(f"{type(err).__name__}: {err}") from err
+
+    def _output(self, name: str, data: Any, params: Mapping[str, Any] | None) -> Any:
+        if name == "predict":
+            return self.predict(data, params)
+        fn, _ = self.extra_outputs[name]
+        try:
+            return fn(data)
         except (ValueError, TypeError, KeyError) as err:
             raise ModelRejectedInput(f"{type(err).__name__}: {err}") from err
 
@@ -93,19 +121,29 @@ class LoadedModel:
 def load(model_uri: str, *, download_dir: Path | None = None) -> LoadedModel:
     """Download and load a model; raise ModelLoadError saying why it could not be."""
     dst = Path(tempfile.mkdtemp(prefix="ctcd-model-", dir=download_dir))
-    local = fetch(model_uri, dst / "model")
-    if local is None:
-        local = _mlflow_download(model_uri, dst)
     try:
-        meta = yaml.safe_load((local / "MLmodel").read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ModelLoadError(model_uri, f"unreadable MLmodel file: {err}") from err
-    schema = InputSchema.from_signature_json((meta.get("signature") or {}).get("inputs"))
-    native = _load_native(model_uri, local, meta) if schema is not None else None
-    pyfunc = None if native is not None else _load_pyfunc(model_uri, local)
-    return LoadedModel(uri=model_uri, local_path=local, schema=schema,
-                       example=_load_example(model_uri, local, meta, schema), native=native,
-                       pyfunc=pyfunc)
+        local = fetch(model_uri, dst / "model")
+        if local is None:
+            local = _mlflow_download(model_uri, dst)
+        try:
+            meta = yaml.safe_load((local / "MLmodel").read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ModelLoadError(model_uri, f"unreadable MLmodel file: {err}") from err
+        schema = InputSchema.from_signature_json((meta.get("signature") or {}).get("inputs"))
+        estimator = _load_native(model_uri, local, meta) if schema is not None else None
+        native = _predict_fn(model_uri, estimator, meta) if estimator is not None else None
+        pyfunc = None if native is not None else _load_pyfunc(model_uri, local)
+        example = _load_example(model_uri, local, meta, schema)
+    except BaseException:
+        shutil.rmtree(dst, ignore_errors=True)
+        raise
+    workdir: Path | None = dst
+    if not local.is_relative_to(dst):  # a local model directory, used in place
+        shutil.rmtree(dst, ignore_errors=True)
+        workdir = None
+    return LoadedModel(uri=model_uri, local_path=local, schema=schema, example=example,
+                       native=native, pyfunc=pyfunc, workdir=workdir,
+                       extra_outputs=_extra_outputs(estimator))
 
 
 def _mlflow_download(model_uri: str, dst: Path) -> Path:
@@ -133,9 +171,9 @@ def _load_pyfunc(model_uri: str, local: Path) -> Any:
         raise ModelLoadError(model_uri, f"{type(err).__name__}: {err}") from err
 
 
-def _load_native(model_uri: str, local: Path, meta: dict[str, Any]) -> Callable[[Any], Any] | None:
-    """The sklearn model's predict function, loaded as mlflow.sklearn would; None when the
-    model is not a plain scikit-learn one."""
+def _load_native(model_uri: str, local: Path, meta: dict[str, Any]) -> Any:
+    """The scikit-learn model, deserialized as mlflow.sklearn would; None when the model
+    is not a plain scikit-learn one."""
     flavors = meta.get("flavors") or {}
     pyfunc_conf, conf = flavors.get("python_function") or {}, flavors.get("sklearn")
     if (not conf or pyfunc_conf.get("loader_module") != "mlflow.sklearn"
@@ -165,10 +203,24 @@ def _load_native(model_uri: str, local: Path, meta: dict[str, Any]) -> Callable[
             pickle.UnpicklingError) as err:
         raise ModelLoadError(model_uri, f"cannot deserialize {path.name}: "
                              f"{type(err).__name__}: {err}") from err
+    return model
+
+
+def _predict_fn(model_uri: str, model: Any, meta: dict[str, Any]) -> Callable[[Any], Any]:
+    pyfunc_conf = (meta.get("flavors") or {}).get("python_function") or {}
     predict_fn = getattr(model, str(pyfunc_conf.get("predict_fn") or "predict"), None)
     if not callable(predict_fn):
         raise ModelLoadError(model_uri, f"the model has no {pyfunc_conf.get('predict_fn')}()")
     return predict_fn  # type: ignore[no-any-return]
+
+
+def _extra_outputs(model: Any) -> dict[str, tuple[Callable[[Any], Any], int]]:
+    """``predict_proba`` of a classifier (a Pipeline has it when its last step does)."""
+    classes = getattr(model, "classes_", None)
+    proba = getattr(model, "predict_proba", None)  # None when unavailable (available_if)
+    if model is None or classes is None or not callable(proba):
+        return {}
+    return {"predict_proba": (proba, len(classes))}
 
 
 def _load_example(model_uri: str, local: Path, meta: dict[str, Any],

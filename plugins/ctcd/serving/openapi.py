@@ -1,10 +1,20 @@
-"""The OpenAPI 3.1 document of the server (``GET /openapi.json``)."""
+"""The OpenAPI 3.1 document of the server (``GET /openapi.json``).
+
+It describes what this server does, so that schema-driven clients and fuzzers agree with
+it: security only where a token is configured, the one model name it serves, and request
+bodies typed from the signature of the version that has traffic (records and rows with
+exactly the signature's columns and types). The server also accepts a few forms the
+document leaves out (columns in another order, columnar objects, CSV, V2 tensors whose
+shape JSON Schema cannot tie to their data); everything the document allows is scored.
+"""
 
 from __future__ import annotations
 
 from functools import cache
 from importlib.metadata import version as package_version
 from typing import Any
+
+from ctcd.serving.schema import InputSchema
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -38,8 +48,50 @@ def _op(summary: str, ok: dict[str, dict[str, Any]], *, body: dict[str, Any] | N
     return op
 
 
+_INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
+_INT32 = {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}
+_KIND_SCHEMAS: dict[str, dict[str, Any]] = {
+    "boolean": {"type": "boolean"}, "integer": _INT32, "long": _INT64,
+    "float": {"type": "number"}, "double": {"type": "number"}, "string": {"type": "string"},
+    "binary": {"type": "string", "contentEncoding": "base64"},
+    "datetime": {"type": "string", "format": "date-time"},
+}
+
+
+def _mlflow_request(schema: InputSchema | None) -> dict[str, Any]:
+    """Exactly one input form (+ optional params), typed by a column signature."""
+    if schema is None or schema.tensor is not None:
+        record: dict[str, Any] = {"type": "object", "minProperties": 1}
+        row: dict[str, Any] = {"type": "array", "minItems": 1}
+        columns: dict[str, Any] = {"type": "array", "items": {"type": "string"}}
+    else:
+        def cell(kind: str, required: bool) -> dict[str, Any]:
+            one = _KIND_SCHEMAS[kind]
+            return one if required else {"oneOf": [one, {"type": "null"}]}
+
+        record = {"type": "object", "additionalProperties": False,
+                  "required": [c.name for c in schema.columns if c.required],
+                  "properties": {c.name: cell(c.kind, c.required) for c in schema.columns}}
+        row = {"type": "array", "minItems": len(schema.columns),
+               "maxItems": len(schema.columns),
+               "prefixItems": [cell(c.kind, c.required) for c in schema.columns]}
+        columns = {"const": list(schema.names)}
+    records = {"type": "array", "minItems": 1, "items": record}
+    split = {"type": "object", "required": ["data"], "additionalProperties": False,
+             "properties": {"columns": columns,
+                            "data": {"type": "array", "minItems": 1, "items": row}}}
+    forms = {"dataframe_split": split, "dataframe_records": records, "instances": records,
+             "inputs": records}
+    return {"oneOf": [
+        {"type": "object", "required": [key], "additionalProperties": False,
+         "properties": {key: value, "params": {"type": "object"}}}
+        for key, value in forms.items()]}
+
+
 @cache
-def document(model_name: str) -> dict[str, Any]:
+def document(model_name: str, schema: InputSchema | None = None, *, token: bool = False,
+             admin_token: bool = False) -> dict[str, Any]:
+    """``token`` / ``admin_token``: whether the server requires them (else no security)."""
     text_ok = {"200": {"description": "OK", "content": {"text/plain": {}}}}
     versions_ok = {"200": _json({"$ref": "#/components/schemas/Versions"}, "All versions")}
     predict_headers = {
@@ -51,16 +103,28 @@ def document(model_name: str) -> dict[str, Any]:
     predictions["headers"] = predict_headers
     v2_out = _json({"$ref": "#/components/schemas/V2Response"}, "Inference response")
     v2_out["headers"] = predict_headers
+    predict = "predictToken" if token else None
+    unauthorized = (401,) if token else ()
     v2_infer = _op("V2 inference", {"200": v2_out},
                    body={"application/json": {"schema": {"$ref":
                                                          "#/components/schemas/V2Request"}}},
-                   errors=(400, 401, 404, 413, 415, 422, 503), tags=("v2",),
-                   secured="predictToken", params=("name",))
+                   errors=(400, *unauthorized, 404, 413, 415, 422, 503), tags=("v2",),
+                   secured=predict, params=("name",))
     v2_meta = _op("Model metadata", {"200": _json({"type": "object"}, "Metadata")},
-                  errors=(401, 404), tags=("v2",), secured="predictToken", params=("name",))
+                  errors=(*unauthorized, 404), tags=("v2",), secured=predict,
+                  params=("name",))
     v2_ready = _op("Model readiness", {"200": _json({"type": "object"}, "Ready")},
-                   errors=(401, 404, 503), tags=("v2",), secured="predictToken",
+                   errors=(*unauthorized, 404, 503), tags=("v2",), secured=predict,
                    params=("name",))
+    v2_infer["description"] = (
+        "Also accepts the binary tensor data extension: Content-Type "
+        "application/octet-stream with an Inference-Header-Content-Length header (a JSON "
+        "request of that many bytes, then the tensors named by parameters.binary_data_size) "
+        "and answers binary outputs when asked (parameters.binary_data_output, or "
+        "binary_data per output). JSON Schema cannot tie a tensor's shape to its data: a "
+        "tensor whose data does not fill its shape is a 400.")
+    for op in (v2_infer, v2_meta, v2_ready):  # the one model this server serves
+        op["parameters"][0]["schema"] = {"type": "string", "enum": [model_name]}
 
     def versioned(op: dict[str, Any]) -> dict[str, Any]:
         out = dict(op)
@@ -68,18 +132,22 @@ def document(model_name: str) -> dict[str, Any]:
                                                  "required": True, "schema": {"type": "string"}}]
         return out
 
-    admin: dict[str, Any] = {"tags": ("admin",), "secured": "adminToken"}
+    admin: dict[str, Any] = {"tags": ("admin",),
+                             "secured": "adminToken" if admin_token else None}
+    invocations = _op(
+        "Score rows (MLflow scoring protocol)", {"200": predictions},
+        body={"application/json": {"schema": {"$ref": "#/components/schemas/MlflowRequest"}}},
+        errors=(400, *unauthorized, 413, 415, 422, 503), tags=("mlflow",), secured=predict)
+    invocations["description"] = (
+        "Also accepts text/csv (UTF-8, a header row naming the columns), columns in any "
+        "order in dataframe_split, and columnar objects {column: [values]} in instances / "
+        "inputs, as MLflow's scoring server does.")
     paths: dict[str, Any] = {
         "/ping": {"get": _op("Ready when a version has traffic", text_ok, errors=(503,),
                              tags=("mlflow",))},
         "/health": {"get": _op("Same as /ping", text_ok, errors=(503,), tags=("mlflow",))},
         "/version": {"get": _op("MLflow version of the server", text_ok, tags=("mlflow",))},
-        "/invocations": {"post": _op(
-            "Score rows (MLflow scoring protocol)", {"200": predictions},
-            body={"application/json": {"schema": {"$ref": "#/components/schemas/"
-                                                           "MlflowRequest"}},
-                  "text/csv": {"schema": {"type": "string"}}},
-            errors=(400, 401, 413, 415, 422, 503), tags=("mlflow",), secured="predictToken")},
+        "/invocations": {"post": invocations},
         "/v2": {"get": _op("Server metadata", {"200": _json({"type": "object"}, "Metadata")},
                            tags=("v2",))},
         "/v2/health/live": {"get": _op("Liveness", {"200": _json({"type": "object"}, "Live")},
@@ -131,30 +199,19 @@ def document(model_name: str) -> dict[str, Any]:
                              "description": "Only when the server has --token"},
             "adminToken": {"type": "http", "scheme": "bearer",
                            "description": "--admin-token; optional on a loopback bind"}},
-            "schemas": _SCHEMAS},
+            "schemas": {**_SCHEMAS, "MlflowRequest": _mlflow_request(schema)}},
     }
 
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {"type": "object", "required": ["error"],
               "properties": {"error": {"type": "string"}}},
-    "MlflowRequest": {
-        "type": "object", "minProperties": 1,
-        "description": "Exactly one of dataframe_split, dataframe_records, instances, inputs",
-        "properties": {
-            "dataframe_split": {"type": "object", "required": ["data"], "properties": {
-                "columns": {"type": "array", "items": {"type": "string"}},
-                "data": {"type": "array", "items": {"type": "array"}},
-                "index": {"type": "array"}}},
-            "dataframe_records": {"type": "array", "items": {"type": "object"}},
-            "instances": {"oneOf": [{"type": "array"}, {"type": "object"}]},
-            "inputs": {"oneOf": [{"type": "array"}, {"type": "object"}]},
-            "params": {"type": "object"}}},
     "Predictions": {"type": "object", "required": ["predictions"],
                     "properties": {"predictions": {"type": "array"}}},
     "V2Tensor": {"type": "object", "required": ["name", "shape", "datatype", "data"],
-                 "properties": {"name": {"type": "string"},
-                                "shape": {"type": "array", "items": {"type": "integer"}},
+                 "properties": {"name": {"type": "string", "minLength": 1},
+                                "shape": {"type": "array", "minItems": 1,
+                                          "items": {"type": "integer", "minimum": 0}},
                                 "datatype": {"type": "string", "enum": [
                                     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8",
                                     "INT16", "INT32", "INT64", "FP16", "FP32", "FP64",
@@ -163,7 +220,8 @@ _SCHEMAS: dict[str, Any] = {
                                 "data": {"type": "array"}}},
     "V2Request": {"type": "object", "required": ["inputs"], "properties": {
         "id": {"type": "string"}, "parameters": {"type": "object"},
-        "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2Tensor"}},
+        "inputs": {"type": "array", "minItems": 1,
+                   "items": {"$ref": "#/components/schemas/V2Tensor"}},
         "outputs": {"type": "array"}}},
     "V2Response": {"type": "object",
                    "required": ["model_name", "model_version", "id", "outputs"],

@@ -27,6 +27,7 @@ from ctcd.serving import auth
 from ctcd.serving.admin import Admin, AdminResult
 from ctcd.serving.errors import InvalidInput, PayloadTooLarge, ServingError
 from ctcd.serving.handlers import Answer, ModelServer
+from ctcd.serving.protocols import ScoringRequest, v2_binary
 from ctcd.serving.protocols import mlflow as mlflow_protocol
 from ctcd.serving.protocols import v2 as v2_protocol
 from ctcd.serving.workers import INTERNAL_HEADER, Peers
@@ -135,10 +136,18 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
         slot = server.slot_for(request.path_params["name"], request.path_params.get("version"),
                                routed=True)
         assert slot is not None
+        content_type = headers.get("content-type")
+        outputs = slot.model.output_names
+
+        def decode(schema: Any) -> ScoringRequest:
+            length = v2_binary.header_length(headers.get(v2_binary.HEADER), len(data))
+            if length is None:
+                return v2_protocol.decode(data, content_type, schema, outputs)
+            return v2_binary.decode(data, length, content_type, schema, outputs)
+
         result = await server.score(
-            slot, "v2",
-            lambda schema: v2_protocol.decode(data, headers.get("content-type"), schema),
-            lambda s, scoring, output: v2_protocol.encode(name, s.version, scoring, output),
+            slot, "v2", decode,
+            lambda s, scoring, output: v2_binary.encode(name, s.version, scoring, output),
         )
         return answer(name, result)
 
@@ -194,7 +203,10 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
     async def openapi(request: Request) -> Response:
         from ctcd.serving.openapi import document
 
-        return OrjsonResponse(document(name))
+        slots = sorted(server.registry.slots, key=lambda s: -s.weight)
+        schema = slots[0].model.schema if slots else None
+        return OrjsonResponse(document(name, schema, token=config.token is not None,
+                                       admin_token=config.admin_token is not None))
 
     routes = [
         Route("/ping", ping, methods=["GET"]),

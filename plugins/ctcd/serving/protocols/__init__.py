@@ -21,6 +21,9 @@ class ScoringRequest:
     frame: Any = None
     params: Mapping[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # Model outputs asked for by name (V2 ``outputs``), e.g. ("predict_proba",); empty:
+    # the model's default output, ``predict``.
+    outputs: tuple[str, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -30,6 +33,15 @@ class ScoringRequest:
 
     def model_input(self) -> Any:
         return self.table.to_model_input() if self.table is not None else self.frame
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An encoded answer that needs more than the default JSON media type."""
+
+    body: bytes
+    media_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 def take(result: Any, start: int, stop: int) -> Any:

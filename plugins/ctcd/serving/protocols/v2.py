@@ -1,9 +1,16 @@
-"""The KServe V2 / Open Inference Protocol (REST).
+"""The KServe V2 / Open Inference Protocol: tensors in, tensors out, whatever carries them.
 
 A tabular model takes one input tensor per column (``name`` = column, shape ``[n]`` or
 ``[n, 1]``), or one ``[n, k]`` tensor whose ``k`` columns are the signature's numeric
 columns in order. A tensor-signature model takes its one tensor. Outputs: ``predict``
-(one row per input row), or one output per column when the model returns a table.
+(one row per input row; one output per column when the model returns a table) by
+default; a request may name the outputs it wants (``predict``, and ``predict_proba``
+for a classifier: shape ``[n, classes]``, FP64).
+
+:func:`to_request` turns decoded tensors into a checked :class:`ScoringRequest` and
+:func:`named_outputs` turns model output into named arrays, for every wire form: JSON
+(:func:`decode` / :func:`encode`), the binary tensor data extension
+(:mod:`.v2_binary`), and gRPC (:mod:`ctcd.serving.grpc`).
 """
 
 from __future__ import annotations
@@ -12,13 +19,14 @@ import itertools
 import math
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from typing import Any, Final
 
 import numpy as np
 import orjson
 
-from ctcd.serving.errors import InvalidInput, ModelNotFound, UnsupportedMediaType
+from ctcd.serving.errors import InvalidInput, UnsupportedMediaType
 from ctcd.serving.protocols import ScoringRequest
 from ctcd.serving.schema import (
     KIND_DTYPES,
@@ -51,16 +59,29 @@ _KIND_DATATYPES: Final[dict[str, frozenset[str]]] = {
 }
 
 
-def model_not_found(name: str) -> ModelNotFound:
-    return ModelNotFound(name)
+@dataclass(frozen=True)
+class Tensor:
+    """One decoded input tensor: its V2 name and datatype, data shaped as sent."""
+
+    name: str
+    datatype: str
+    array: np.ndarray
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool = False
 
 
 def server_metadata() -> dict[str, Any]:
-    return {"name": "ctcd", "version": package_version("ctcd"), "extensions": []}
+    return {"name": "ctcd", "version": package_version("ctcd"),
+            "extensions": ["binary_tensor_data"]}
 
 
 def model_metadata(name: str, slots: Sequence[Any]) -> dict[str, Any]:
-    schema: InputSchema | None = slots[0].model.schema if slots else None
+    model = slots[0].model if slots else None
+    schema: InputSchema | None = model.schema if model is not None else None
     inputs: list[dict[str, Any]] = []
     if schema is not None and schema.tensor is not None:
         dtype = _NUMPY_TO_V2.get(schema.tensor.dtype, "FP64")
@@ -71,18 +92,30 @@ def model_metadata(name: str, slots: Sequence[Any]) -> dict[str, Any]:
              "shape": [-1]}
             for c in schema.columns
         ]
+    outputs = [{"name": "predict", "datatype": "FP64", "shape": [-1]}]
+    for output, (_, classes) in (model.extra_outputs if model is not None else {}).items():
+        outputs.append({"name": output, "datatype": "FP64", "shape": [-1, classes]})
     return {
         "name": name,
         "versions": [s.version for s in slots],
         "platform": "mlflow",
         "inputs": inputs,
-        "outputs": [{"name": "predict", "datatype": "FP64", "shape": [-1]}],
+        "outputs": outputs,
     }
 
 
-def decode(body: bytes, content_type: str | None, schema: InputSchema | None) -> ScoringRequest:
+def decode(body: bytes, content_type: str | None, schema: InputSchema | None,
+           outputs: Sequence[str] = ("predict",)) -> ScoringRequest:
+    """A JSON inference request; ``outputs``: the output names the model has."""
     if content_type and content_type.split(";")[0].strip().lower() != "application/json":
         raise UnsupportedMediaType(content_type, ("application/json",))
+    doc = parse_header(body)
+    tensors = [tensor_from_json(i, item) for i, item in enumerate(doc["inputs"])]
+    return from_document(doc, tensors, schema, outputs)
+
+
+def parse_header(body: bytes) -> dict[str, Any]:
+    """The JSON document of an inference request, with its top-level fields checked."""
     if not body:
         raise InvalidInput("body", "is empty; send {\"inputs\": [{name, shape, datatype, "
                            "data}]}")
@@ -98,33 +131,80 @@ def decode(body: bytes, content_type: str | None, schema: InputSchema | None) ->
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("id", "must be a string")
-    tensors = [_tensor(i, item) for i, item in enumerate(inputs)]
-    meta = {"id": request_id or f"{_ID_PREFIX}-{next(_ID_COUNTER)}"}
+    for key in ("parameters",):
+        if doc.get(key) is not None and not isinstance(doc[key], dict):
+            raise InvalidInput(key, "must be an object")
+    return doc
+
+
+def from_document(doc: dict[str, Any], tensors: list[Tensor], schema: InputSchema | None,
+                  available: Sequence[str]) -> ScoringRequest:
+    """The checked request of a parsed JSON document (JSON or binary body)."""
+    binary_default = bool((doc.get("parameters") or {}).get("binary_data_output", False))
+    requested = requested_outputs(doc.get("outputs"), available, binary_default)
+    return to_request(tensors, schema, request_id=doc.get("id"), outputs=requested,
+                      binary_default=binary_default)
+
+
+def requested_outputs(items: Any, available: Sequence[str],
+                      binary_default: bool = False) -> list[RequestedOutput]:
+    """The ``outputs`` of a request, each a known output name (else a 4xx naming it)."""
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise InvalidInput("outputs", "must be a list of {name, parameters}")
+    out: list[RequestedOutput] = []
+    for i, item in enumerate(items):
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not name:
+            raise InvalidInput(f"outputs[{i}].name", "must be a non-empty string")
+        if name not in available:
+            raise InvalidInput(f"outputs[{i}].name", f"{name!r} is not an output of this "
+                               f"model; it has {list(available)}")
+        if any(o.name == name for o in out):
+            raise InvalidInput(f"outputs[{i}].name", f"{name!r} is asked for twice")
+        parameters = item.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise InvalidInput(f"outputs[{i}].parameters", "must be an object")
+        out.append(RequestedOutput(name, bool(parameters.get("binary_data", binary_default))))
+    return out
+
+
+def to_request(tensors: list[Tensor], schema: InputSchema | None, *,
+               request_id: str | None = None, outputs: Sequence[RequestedOutput] = (),
+               binary_default: bool = False) -> ScoringRequest:
+    """Decoded input tensors -> a request checked against the signature."""
+    names = tuple(o.name for o in outputs)
+    meta = {"id": request_id or f"{_ID_PREFIX}-{next(_ID_COUNTER)}", "outputs": list(outputs),
+            "binary": binary_default}
+    selected = () if names in ((), ("predict",)) else names  # plain predict is batchable
     if schema is None:
         import pandas as pd
 
-        frame = pd.DataFrame({name: array.reshape(len(array), -1)[:, 0] if array.ndim > 1
-                              else array for name, _, array in tensors})
-        return ScoringRequest(frame=frame, meta=meta)
+        frame = pd.DataFrame({t.name: _column(t.array, t.datatype) for t in tensors})
+        return ScoringRequest(frame=frame, meta=meta, outputs=selected)
     if schema.tensor is not None:
         if len(tensors) != 1:
             raise InvalidInput("inputs", f"this model takes one tensor, got {len(tensors)}")
-        return ScoringRequest(table=check_tensor(schema.tensor, tensors[0][2], "inputs[0]"),
-                              meta=meta)
-    names = schema.names
-    if len(tensors) == 1 and tensors[0][0] not in names and tensors[0][2].ndim == 2:
-        name, datatype, array = tensors[0]
-        if array.shape[1] != len(names):
-            raise InvalidInput(f"inputs[0] ({name})", f"has {array.shape[1]} columns, the "
-                               f"model expects {len(names)}: {list(names)}")
-        fast = check_matrix(schema, names, array)
+        return ScoringRequest(table=check_tensor(schema.tensor, tensors[0].array, "inputs[0]"),
+                              meta=meta, outputs=selected)
+    columns = schema.names
+    first = tensors[0]
+    if len(tensors) == 1 and first.name not in columns and first.array.ndim == 2:
+        array = first.array
+        if array.shape[1] != len(columns):
+            raise InvalidInput(f"inputs[0] ({first.name})", f"has {array.shape[1]} columns, "
+                               f"the model expects {len(columns)}: {list(columns)}")
+        fast = check_matrix(schema, columns, array)
         if fast is not None:
-            return ScoringRequest(table=fast, meta=meta)
-        raw = {c: array[:, j] for j, c in enumerate(names)}
-        return ScoringRequest(table=check_columns(schema, raw, "inputs."), meta=meta)
+            return ScoringRequest(table=fast, meta=meta, outputs=selected)
+        raw = {c: _column(array[:, j], first.datatype) for j, c in enumerate(columns)}
+        return ScoringRequest(table=check_columns(schema, raw, "inputs."), meta=meta,
+                              outputs=selected)
     raw = {}
     kinds = {c.name: c.kind for c in schema.columns}
-    for name, datatype, array in tensors:
+    for tensor in tensors:
+        name, datatype, array = tensor.name, tensor.datatype, tensor.array
         if name in raw:
             raise InvalidInput(f"inputs.{name}", "is given twice")
         if name in kinds and datatype not in _KIND_DATATYPES[kinds[name]]:
@@ -134,11 +214,32 @@ def decode(body: bytes, content_type: str | None, schema: InputSchema | None) ->
         if (array.ndim == 2 and array.shape[1] != 1) or array.ndim > 2:
             raise InvalidInput(f"inputs.{name}.shape", f"is {list(array.shape)}; a column "
                                "tensor has shape [n] or [n, 1]")
-        raw[name] = array.reshape(-1) if array.ndim == 2 else array
-    return ScoringRequest(table=check_columns(schema, raw, "inputs."), meta=meta)
+        column = array.reshape(-1) if array.ndim == 2 else array
+        if datatype == "BYTES" and kinds.get(name) != "binary":
+            column = _text(column, f"inputs.{name}.data")
+        raw[name] = column
+    return ScoringRequest(table=check_columns(schema, raw, "inputs."), meta=meta,
+                          outputs=selected)
 
 
-def _tensor(index: int, item: Any) -> tuple[str, str, np.ndarray]:
+def _column(array: np.ndarray, datatype: str) -> np.ndarray:
+    column = array.reshape(len(array), -1)[:, 0] if array.ndim > 1 else array
+    return _text(column, "inputs") if datatype == "BYTES" else column
+
+
+def _text(array: np.ndarray, where: str) -> np.ndarray:
+    """BYTES elements as str (the binary extension and gRPC carry raw bytes)."""
+    if not any(isinstance(v, bytes) for v in array):
+        return array
+    try:
+        return np.array([v.decode() if isinstance(v, bytes) else v for v in array],
+                        dtype=object)
+    except UnicodeDecodeError:
+        raise InvalidInput(where, "holds bytes that are not UTF-8 text") from None
+
+
+def check_header(index: int, item: Any) -> tuple[str, str, list[int]]:
+    """Name, datatype and shape of ``inputs[index]`` (JSON or binary), checked."""
     where = f"inputs[{index}]"
     if not isinstance(item, dict):
         raise InvalidInput(where, "must be an object {name, shape, datatype, data}")
@@ -146,20 +247,38 @@ def _tensor(index: int, item: Any) -> tuple[str, str, np.ndarray]:
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"{where}.name", "must be a non-empty string")
     where = f"inputs.{name}"
-    missing = [k for k in ("shape", "datatype", "data") if k not in item]
-    if missing:
-        raise InvalidInput(f"{where}.{missing[0]}", "is required")
-    shape, datatype, data = item["shape"], item["datatype"], item["data"]
+    for key in ("shape", "datatype"):
+        if key not in item:
+            raise InvalidInput(f"{where}.{key}", "is required")
+    shape, datatype = item["shape"], item["datatype"]
+    check_shape(where, shape)
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise InvalidInput(f"{where}.datatype", f"is {datatype!r}; use one of "
+                           f"{sorted(DATATYPES)}")
+    return name, datatype, shape
+
+
+def check_shape(where: str, shape: Any) -> None:
     if (not isinstance(shape, list) or not shape
             or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                        for d in shape)):
         raise InvalidInput(f"{where}.shape", f"must be a list of sizes >= 0, got {shape!r}")
-    if datatype not in DATATYPES:
-        raise InvalidInput(f"{where}.datatype", f"is {datatype!r}; use one of "
-                           f"{sorted(DATATYPES)}")
+
+
+def tensor_from_json(index: int, item: Any) -> Tensor:
+    name, datatype, shape = check_header(index, item)
+    where = f"inputs.{name}"
+    if "data" not in item:
+        raise InvalidInput(f"{where}.data", "is required")
+    data = item["data"]
     if not isinstance(data, list):
         raise InvalidInput(f"{where}.data", "must be a list")
-    flat = _flatten(data)
+    return tensor_from_values(name, datatype, shape, _flatten(data))
+
+
+def tensor_from_values(name: str, datatype: str, shape: list[int], flat: Sequence[Any]) -> Tensor:
+    """A tensor from its flat list of values, checked against its datatype and shape."""
+    where = f"inputs.{name}"
     if len(flat) != math.prod(shape):
         raise InvalidInput(f"{where}.data", f"has {len(flat)} values but shape {shape} needs "
                            f"{math.prod(shape)}")
@@ -174,13 +293,13 @@ def _tensor(index: int, item: Any) -> tuple[str, str, np.ndarray]:
         want = np.dtype(DATATYPES[datatype])
         ok = (array.dtype.kind == "b") if want.kind == "b" else (
             array.dtype.kind in ("iu" if want.kind in "iu" else "iuf"))
-        if not ok or (array.dtype.kind == "b" and want.kind != "b"):
+        if array.size and (not ok or (array.dtype.kind == "b" and want.kind != "b")):
             raise InvalidInput(f"{where}.data", f"holds values that are not {datatype}")
         if want.kind in "iu" and array.size and (array.min() < np.iinfo(want).min
                                                  or array.max() > np.iinfo(want).max):
             raise InvalidInput(f"{where}.data", f"holds values outside the range of {datatype}")
         array = array.astype(want)
-    return name, datatype, array.reshape(shape)
+    return Tensor(name, datatype, array.reshape(shape))
 
 
 def _flatten(data: list[Any]) -> list[Any]:
@@ -199,15 +318,36 @@ def _flatten_recursive(data: list[Any]) -> list[Any]:
     return out
 
 
-def encode(model_name: str, version: str, request: ScoringRequest, output: Any) -> bytes:
+def named_outputs(request: ScoringRequest, output: Any) -> list[tuple[str, np.ndarray]]:
+    """The model's output as (name, array) pairs, in the order the request asked for."""
     import pandas as pd
 
+    if request.outputs:  # a dict {output name: result}, from LoadedModel.predict(outputs=)
+        out = []
+        for name in request.outputs:
+            value = output[name]
+            if isinstance(value, (pd.Series, pd.DataFrame)):
+                value = value.to_numpy()
+            array = np.asarray(value)
+            out.append((name, array.astype("float64") if name == "predict_proba" else array))
+        return out
     if isinstance(output, pd.DataFrame):
-        outputs = [_output(str(c), output[c].to_numpy()) for c in output.columns]
-    else:
-        if isinstance(output, pd.Series):
-            output = output.to_numpy()
-        outputs = [_output("predict", np.asarray(output))]
+        return [(str(c), output[c].to_numpy()) for c in output.columns]
+    if isinstance(output, pd.Series):
+        output = output.to_numpy()
+    return [("predict", np.asarray(output))]
+
+
+def binary_flags(request: ScoringRequest, names: Sequence[str]) -> list[bool]:
+    """Whether each output goes in binary form (binary extension)."""
+    asked = {o.name: o.binary for o in request.meta.get("outputs", ())}
+    default = bool(request.meta.get("binary", False))
+    return [asked.get(name, default) for name in names]
+
+
+def encode(model_name: str, version: str, request: ScoringRequest, output: Any) -> bytes:
+    """A JSON response (see :mod:`.v2_binary` for binary outputs)."""
+    outputs = [output_json(name, array) for name, array in named_outputs(request, output)]
     return orjson.dumps(
         {"model_name": model_name, "model_version": version, "id": request.meta.get("id"),
          "parameters": {}, "outputs": outputs},
@@ -215,12 +355,17 @@ def encode(model_name: str, version: str, request: ScoringRequest, output: Any) 
     )
 
 
-def _output(name: str, array: np.ndarray) -> dict[str, Any]:
+def output_datatype(array: np.ndarray) -> str:
     datatype = _NUMPY_TO_V2.get(array.dtype.name, "BYTES")
+    return "FP32" if datatype == "FP16" else datatype
+
+
+def output_json(name: str, array: np.ndarray) -> dict[str, Any]:
+    datatype = output_datatype(array)
     if datatype == "BYTES":
         data: Any = [v.decode() if isinstance(v, bytes) else str(v) for v in array.ravel()]
     else:
         data = np.ascontiguousarray(array.ravel())
-        if datatype == "FP16":
-            data, datatype = data.astype("float32"), "FP32"
+        if array.dtype.name == "float16":
+            data = data.astype("float32")
     return {"name": name, "shape": list(array.shape), "datatype": datatype, "data": data}
