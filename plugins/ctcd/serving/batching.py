@@ -1,7 +1,9 @@
 """Adaptive batching: concurrent requests to one model version share one predict call.
 
 There is no fixed timer by default. A lone request (nothing else in flight on this
-version) is scored at once, a batch of one with no added latency. Under load the batcher
+version) is scored at once, a batch of one with no added latency (on the event loop
+itself when a predict takes under ``INLINE_MAX_S``: two thread wake-ups cost more than
+they save when there is nothing else to do meanwhile). Under load the batcher
 sizes batches by the concurrency it sees: it counts the requests in flight (received,
 not yet answered), and when fewer than that many are queued as the model becomes free, it
 waits for the rest while they keep arriving (at most one predict's time, and never once
@@ -33,6 +35,7 @@ from ctcd.serving.schema import Table
 BatchObserver = Callable[[int, int], None]  # (requests, rows) of each predict call
 ARRIVAL_GAP_S = 0.001  # stop waiting for more requests once none arrived for this long
 MAX_WAIT_S = 0.010  # never hold a batch longer than this, however slow the model
+INLINE_MAX_S = 0.025  # a lone request on a model this fast is scored on the event loop
 
 
 class Batcher:
@@ -63,7 +66,7 @@ class Batcher:
         self._arrivals = 0
         self._want = 0
         self._waiter: asyncio.Future[None] | None = None
-        self._predict_s = 0.0  # moving average of one predict call's duration
+        self._predict_s: float | None = None  # moving average of one predict's duration
         self._closing = False
 
     async def score(self, request: ScoringRequest) -> Any:
@@ -86,6 +89,13 @@ class Batcher:
             if request.outputs:  # named outputs (V2): scored alone
                 call = partial(call, outputs=request.outputs)
             return await loop.run_in_executor(self._executor, call)
+        if (self._inflight == 1 and not self._draining and self._predict_s is not None
+                and self._predict_s < INLINE_MAX_S):
+            # Nothing else in flight: hand-offs to the predict thread and back would only
+            # add latency (two thread wake-ups); the loop has nothing else to do meanwhile.
+            assert request.table is not None  # batchable
+            self._observe(1, request.rows)
+            return self._timed(self.model.predict_table, request.table)
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((request, future))
         self._queued_rows += request.rows
@@ -143,7 +153,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
-        deadline = loop.time() + min(MAX_WAIT_S, max(ARRIVAL_GAP_S, self._predict_s))
+        deadline = loop.time() + min(MAX_WAIT_S, max(ARRIVAL_GAP_S, self._predict_s or 0.0))
         seen = self._arrivals
         handle: asyncio.TimerHandle | None = None
 
@@ -183,10 +193,9 @@ class Batcher:
         tables: list[Table] = [r.table for r, _ in batch]  # type: ignore[misc]
         merged = Table.concat(tables)
         self._observe(len(batch), merged.rows)
-        started = time.perf_counter()
         try:
-            result = await loop.run_in_executor(self._executor, self.model.predict_table, merged)
-            self._predict_s += (time.perf_counter() - started - self._predict_s) * 0.2
+            result = await loop.run_in_executor(self._executor, self._timed,
+                                                self.model.predict_table, merged)
         except ServingError as err:
             if len(batch) == 1:
                 _settle(batch[0][1], error=err)
@@ -211,6 +220,15 @@ class Batcher:
             stop = start + request.rows
             _settle(future, result=take(result, start, stop))
             start = stop
+
+
+    def _timed(self, predict: Callable[[Table], Any], table: Table) -> Any:
+        started = time.perf_counter()
+        result = predict(table)
+        took = time.perf_counter() - started
+        average = self._predict_s
+        self._predict_s = took if average is None else average + (took - average) * 0.2
+        return result
 
 
 def _settle(future: asyncio.Future[Any], *, result: Any = None,
