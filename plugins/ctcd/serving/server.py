@@ -14,6 +14,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import uvicorn
 
@@ -27,17 +28,38 @@ log = logging.getLogger("ctcd.serving")
 READY_LINE = "ctcd model server listening on http://{host}:{port}"
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server that calls ``on_ready`` once its sockets listen."""
+GRPC_READY_LINE = "ctcd model server gRPC listening on {host}:{port}"
 
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+
+class _Server(uvicorn.Server):
+    """uvicorn's server that also runs the gRPC transport (when ``grpc`` is given) on its
+    event loop, and calls ``on_ready`` once every socket listens."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None],
+                 grpc: Callable[[], tuple[Any, int]] | None = None,
+                 announce_host: str | None = None) -> None:
         super().__init__(config)
         self._on_ready = on_ready
+        self._make_grpc = grpc
+        self._announce_host = announce_host  # None: a worker (the supervisor announces)
+        self._grpc: Any = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if not self.should_exit:
-            self._on_ready()
+        if self.should_exit:
+            return
+        grpc_port = None
+        if self._make_grpc is not None:
+            self._grpc, grpc_port = self._make_grpc()
+            await self._grpc.start()
+        self._on_ready()
+        if grpc_port is not None and self._announce_host is not None:
+            print(GRPC_READY_LINE.format(host=self._announce_host, port=grpc_port), flush=True)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(grace=5)  # in-flight calls finish first
+        await super().shutdown(sockets)
 
 
 def build(settings: ServerSettings) -> tuple[ModelServer, AppConfig]:
@@ -87,8 +109,20 @@ def serve(settings: ServerSettings) -> int:
     if settings.workers > 1 and not worker:
         from ctcd.serving.workers import supervise
 
-        return supervise(settings, READY_LINE.format(host=display, port="{port}"),
-                         lambda: bind(settings.host, settings.port, reuse_port=True))
+        reserved = None
+        if settings.grpc_port is not None:  # one gRPC port for all workers
+            reserved = bind(settings.host, settings.grpc_port, reuse_port=True)
+            settings = settings.model_copy(update={"grpc_port": reserved.getsockname()[1]})
+        try:
+            announce = READY_LINE.format(host=display, port="{port}")
+            if reserved is not None:
+                announce += "\n" + GRPC_READY_LINE.format(host=display,
+                                                          port=settings.grpc_port)
+            return supervise(settings, announce,
+                             lambda: bind(settings.host, settings.port, reuse_port=True))
+        finally:
+            if reserved is not None:
+                reserved.close()
     try:
         server, app_config = build(settings)
     except ServingError as err:
@@ -119,8 +153,23 @@ def serve(settings: ServerSettings) -> int:
         log_level=settings.log_level,
         timeout_keep_alive=30,
     )
-    _Server(config, on_ready).run(sockets=sockets)
+    grpc = None
+    if settings.grpc_port is not None:
+        grpc = _grpc_factory(server, settings, app_config.token)
+    _Server(config, on_ready, grpc, None if worker else display).run(sockets=sockets)
     return 0
+
+
+def _grpc_factory(server: ModelServer, settings: ServerSettings,
+                  token: str | None) -> Callable[[], tuple[Any, int]]:
+    """What builds the gRPC server inside uvicorn's event loop (grpc.aio binds to the
+    loop that creates it)."""
+    from ctcd.serving.grpc.server import InferenceService, create_server
+
+    service = InferenceService(server, token)  # compiles the proto now, before binding
+    port = settings.grpc_port or 0
+    return lambda: create_server(service, settings.host, port, settings.max_body_bytes)
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:

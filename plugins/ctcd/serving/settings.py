@@ -23,6 +23,9 @@ class ServerSettings(BaseSettings):
     model_version: str = Field(description="Version label of the model given by --model-uri.")
     host: str = Field(default="127.0.0.1", description="Interface to bind.")
     port: int = Field(default=8080, ge=0, le=65535, description="TCP port to bind.")
+    grpc_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Also serve V2 over gRPC "
+        "(inference.GRPCInferenceService) on this port; off when unset.")
     workers: int = Field(default=1, ge=1, le=64, description="Worker processes (SO_REUSEPORT).")
     token: SecretStr | None = Field(
         default=None, description="If set, prediction routes require 'Bearer <token>'.")
