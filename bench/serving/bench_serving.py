@@ -49,7 +49,10 @@ import peers
 from ctcd.stack.processes import free_port, spawn, stop_process_tree, wait_http
 
 KINDS = ("random_forest", "churn")
-PROTOCOLS = ("mlflow", "v2")
+PROTOCOLS = ("mlflow", "v2")  # HTTP routes, answers compared across servers
+# gRPC ModelInfer cells for the numeric model (one FP64 tensor; the churn model's BYTES
+# columns would need MLServer's pandas content type as gRPC parameters)
+KIND_PROTOCOLS = {"random_forest": (*PROTOCOLS, "grpc"), "churn": PROTOCOLS}
 CONCURRENCY = (1, 8, 32)
 ROWS = (1, 100)
 SERVERS = ("ctcd", "ctcd_w2", "mlserver")
@@ -170,7 +173,7 @@ def _register_models(tracking_uri: str, work: Path) -> dict[str, Any]:
                         "sample": frame.sample(200, random_state=1).reset_index(drop=True),
                         "label": kind_default if kind == "churn" else "RandomForest",
                         "bodies": {}}
-        for protocol in PROTOCOLS:
+        for protocol in KIND_PROTOCOLS[kind]:
             for rows in ROWS:
                 models[kind]["bodies"][protocol, rows] = _body(
                     work, kind, protocol, models[kind]["sample"].head(rows))
@@ -190,6 +193,16 @@ def _register_models(tracking_uri: str, work: Path) -> dict[str, Any]:
 
 def _body(work: Path, kind: str, protocol: str, part: Any) -> Path:
     path = work / f"body-{kind}-{protocol}-{len(part)}.json"
+    if protocol == "grpc":  # a serialized inference.ModelInferRequest
+        from ctcd.serving.grpc import protos
+
+        pb2 = protos()[0]
+        request = pb2.ModelInferRequest(model_name=MODEL_NAME[kind], inputs=[
+            pb2.ModelInferRequest.InferInputTensor(
+                name="input-0", datatype="FP64", shape=list(part.shape),
+                contents=pb2.InferTensorContents(fp64_contents=part.to_numpy().ravel()))])
+        path.write_bytes(request.SerializeToString())
+        return path
     if protocol == "mlflow":
         doc: dict[str, Any] = {"dataframe_split": json.loads(
             part.to_json(orient="split", index=False))}
@@ -214,7 +227,10 @@ def _body(work: Path, kind: str, protocol: str, part: Any) -> Path:
 
 
 # -- measuring --------------------------------------------------------------------------
-def _route(protocol: str, port: int, name: str) -> str:
+def _route(protocol: str, started: peers.Started, name: str) -> str:
+    port = started.port
+    if protocol == "grpc":
+        return f"127.0.0.1:{started.grpc_port}"
     if protocol == "mlflow":
         return f"http://127.0.0.1:{port}/invocations"
     return f"http://127.0.0.1:{port}/v2/models/{name}/infer"
@@ -235,7 +251,7 @@ def _key(protocol: str, concurrency: int, rows: int) -> str:
     return f"c{concurrency}_rows{rows}" + ("" if protocol == "mlflow" else f"_{protocol}")
 
 
-def _all_cells(protocols: tuple[str, ...] = PROTOCOLS) -> list[tuple[str, int, int]]:
+def _all_cells(protocols: tuple[str, ...]) -> list[tuple[str, int, int]]:
     return [(p, c, r) for p in protocols for r in ROWS for c in CONCURRENCY]
 
 
@@ -249,9 +265,9 @@ def _start_all(kind: str, model: dict[str, Any], mlserver_bin: Path,
     try:
         for server, workers in (("ctcd", 1), ("ctcd_w2", 2)):
             servers[server] = (peers.start_ours(model["dir"], name, model["version"], workers,
-                                                work), PROTOCOLS)
+                                                work), KIND_PROTOCOLS[kind])
         servers["mlserver_sklearn"] = (peers.start_mlserver(
-            mlserver_bin, "sklearn", model["sklearn_dir"], name, work), ("v2",))
+            mlserver_bin, "sklearn", model["sklearn_dir"], name, work), ("v2", "grpc"))
         servers["mlserver_mlflow"] = (peers.start_mlserver(
             mlserver_bin, "mlflow", model["dir"], name, work), ("mlflow",))
         if kind == "random_forest":
@@ -274,22 +290,25 @@ def _measure_model(kind: str, model: dict[str, Any], mlserver_bin: Path, work: P
         server: {"cold_start_s": started.cold_start_s} for server, (started, _) in
         servers.items()}
     try:
-        for protocol in PROTOCOLS:
+        for protocol in KIND_PROTOCOLS[kind]:
+            driver = load.grpc if protocol == "grpc" else load.wrk
             for rows in ROWS:
                 body = model["bodies"][protocol, rows]
                 serving = [(server, started) for server, (started, routes) in servers.items()
                            if protocol in routes]
                 for server, started in serving:
-                    url = _route(protocol, started.port, name)
-                    figures[server].setdefault(f"answers_{protocol}", _predictions(
-                        protocol, url, model["bodies"][protocol, 100]))
-                    load.wrk(url, body, 8, 1)  # warm connections, caches, the batcher
+                    url = _route(protocol, started, name)
+                    if protocol in PROTOCOLS:
+                        figures[server].setdefault(f"answers_{protocol}", _predictions(
+                            protocol, url, model["bodies"][protocol, 100]))
+                    driver(url, body, 8, 1)  # warm connections, caches, the batcher
                 for concurrency in CONCURRENCY:
                     serving_now = [(s, st) for s, st in serving if s != "mlflow"
                                    or (protocol, concurrency, rows) in MLFLOW_CELLS]
                     for server, started in serving_now:
-                        cell = load.cell(started.proc.pid, _route(protocol, started.port, name),
-                                         body, rows, concurrency, seconds, started.metrics_url)
+                        cell = load.cell(started.proc.pid, _route(protocol, started, name),
+                                         body, rows, concurrency, seconds, started.metrics_url,
+                                         driver)
                         cell["runtime"] = started.runtime
                         figures[server][_key(protocol, concurrency, rows)] = cell
                         print(f"  {kind:13s} {server:16s} {protocol:6s} c={concurrency:<3d} "
@@ -311,6 +330,7 @@ def _measure_model(kind: str, model: dict[str, Any], mlserver_bin: Path, work: P
     by_server["same_predictions"] = _same_answers(by_server)
     by_server["limits"] = _limits(model, by_server)
     by_server["model"] = model["label"]
+    by_server["protocols"] = KIND_PROTOCOLS[kind]
     return by_server
 
 
@@ -445,7 +465,7 @@ def _print_table(results: dict[str, Any]) -> None:
     missed: list[str] = []
     for kind, by_server in results["models"].items():
         ours, w2, theirs = by_server["ctcd"], by_server["ctcd_w2"], by_server["mlserver"]
-        for protocol, concurrency, rows in _all_cells():
+        for protocol, concurrency, rows in _all_cells(by_server["protocols"]):
             key = _key(protocol, concurrency, rows)
             o, t, w = ours[key], theirs[key], w2[key]
             r = _ratios(o, t)
@@ -510,7 +530,7 @@ def _flat(results: dict[str, Any]) -> dict[str, Any]:
         cold = ours["cold_start_s"] / theirs["cold_start_s"]
         flat[f"{kind}.ratio_mlserver.cold_start"] = round(cold, 4)
         missed += cold > TARGETS["cold_start"]
-        for protocol, concurrency, rows in _all_cells():
+        for protocol, concurrency, rows in _all_cells(by_server["protocols"]):
             key = _key(protocol, concurrency, rows)
             r = _ratios(ours[key], theirs[key])
             for name, value in r.items():

@@ -12,7 +12,9 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ import httpx
 import psutil
 
 LUA = Path(__file__).with_name("post.lua")
+GRPC_CLIENT = Path(__file__).with_name("grpc_load.py")
+Driver = Callable[[str, Path, int, float], dict[str, Any]]  # (target, body, c, seconds)
 _SAMPLE = re.compile(r"^ctcd_model_batch_rows_(sum|count)\{[^}]*\} ([0-9.e+]+)$", re.MULTILINE)
 
 
@@ -70,13 +74,25 @@ def wrk(url: str, body: Path, concurrency: int, seconds: float) -> dict[str, Any
             + raw["timeout"]}
 
 
+def grpc(target: str, request: Path, concurrency: int, seconds: float) -> dict[str, Any]:
+    """The gRPC counterpart of :func:`wrk` (``grpc_load.py`` in its own process)."""
+    out = subprocess.run([sys.executable, str(GRPC_CLIENT), target, str(request),
+                          str(concurrency), str(max(1, round(seconds)))],
+                         capture_output=True, text=True, check=True)
+    raw = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"req_s": raw["requests"] / (raw["duration_us"] / 1e6),
+            "p50_ms": raw["p50_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
+            "requests": raw["requests"], "failed": raw["failed"]}
+
+
 def cell(pid: int, url: str, body: Path, rows: int, concurrency: int, seconds: float,
-         metrics_url: str | None) -> dict[str, Any]:
-    """wrk at one concurrency, with the server's CPU per request and mean batch rows."""
+         metrics_url: str | None, driver: Driver = wrk) -> dict[str, Any]:
+    """One load run at one concurrency, with the server's CPU per request and mean batch
+    rows."""
     before_batches = batch_rows(metrics_url)
     before_cpu = cpu_seconds(pid)
     started = time.perf_counter()
-    figures = wrk(url, body, concurrency, seconds)
+    figures = driver(url, body, concurrency, seconds)
     figures["cpu_ms_per_req"] = (cpu_seconds(pid) - before_cpu) * 1000 / max(
         1, figures["requests"])
     figures["wall_s"] = time.perf_counter() - started

@@ -66,6 +66,7 @@ class Started:
     cold_start_s: float
     metrics_url: str | None  # where the batch histogram is, when the server has one
     runtime: str
+    grpc_port: int | None = None
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], url: str, started: float, log: Path,
@@ -86,15 +87,16 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, started: float, log: Pa
 
 def start_ours(model_dir: Path, name: str, version: str, workers: int, work: Path,
                extra: tuple[str, ...] = ()) -> Started:
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     argv = [sys.executable, "-m", "ctcd.serving", "--model-uri", str(model_dir),
             "--model-name", name, "--model-version", version, "--host", "127.0.0.1",
-            "--port", str(port), "--workers", str(workers), *extra]
+            "--port", str(port), "--workers", str(workers), "--grpc-port", str(grpc_port),
+            *extra]
     log = work / f"ctcd-{name}-w{workers}-{port}.log"
     started = time.perf_counter()
     proc = spawn(argv, log_path=log)
     cold = _wait_ready(proc, f"http://127.0.0.1:{port}/v2/health/ready", started, log, "ctcd")
-    return Started(proc, port, cold, f"http://127.0.0.1:{port}/metrics", "ctcd")
+    return Started(proc, port, cold, f"http://127.0.0.1:{port}/metrics", "ctcd", grpc_port)
 
 
 def start_mlserver(bin_dir: Path, runtime: str, model_dir: Path, name: str,
@@ -120,7 +122,7 @@ def start_mlserver(bin_dir: Path, runtime: str, model_dir: Path, name: str,
                  env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, cwd=root)
     cold = _wait_ready(proc, f"http://127.0.0.1:{port}/v2/models/{name}/ready", started, log,
                        "mlserver")
-    return Started(proc, port, cold, None, f"mlserver_{runtime}")
+    return Started(proc, port, cold, None, f"mlserver_{runtime}", grpc_port)
 
 
 def start_mlflow(model_dir: Path, work: Path) -> Started:
