@@ -1,9 +1,10 @@
 """Adaptive batching: concurrent requests to one model version share one predict call.
 
 There is no fixed timer by default. A lone request (nothing else in flight on this
-version) is scored at once, a batch of one with no added latency (on the event loop
-itself when a predict takes under ``INLINE_MAX_S``: two thread wake-ups cost more than
-they save when there is nothing else to do meanwhile). Under load the batcher
+version) is scored at once, a batch of one with no added latency. (Scoring it on the event
+loop itself, to save two thread wake-ups, was tried and dropped: under load the loop sees
+one parsed request at a time, so every request looked lone and they were scored one by
+one.) Under load the batcher
 sizes batches by the concurrency it sees: it counts the requests in flight (received,
 not yet answered), and when fewer than that many are queued as the model becomes free, it
 waits for the rest while they keep arriving (at most one predict's time, and never once
@@ -35,7 +36,6 @@ from ctcd.serving.schema import Table
 BatchObserver = Callable[[int, int], None]  # (requests, rows) of each predict call
 ARRIVAL_GAP_S = 0.001  # stop waiting for more requests once none arrived for this long
 MAX_WAIT_S = 0.010  # never hold a batch longer than this, however slow the model
-INLINE_MAX_S = 0.025  # a lone request on a model this fast is scored on the event loop
 
 
 class Batcher:
@@ -89,13 +89,6 @@ class Batcher:
             if request.outputs:  # named outputs (V2): scored alone
                 call = partial(call, outputs=request.outputs)
             return await loop.run_in_executor(self._executor, call)
-        if (self._inflight == 1 and not self._draining and self._predict_s is not None
-                and self._predict_s < INLINE_MAX_S):
-            # Nothing else in flight: hand-offs to the predict thread and back would only
-            # add latency (two thread wake-ups); the loop has nothing else to do meanwhile.
-            assert request.table is not None  # batchable
-            self._observe(1, request.rows)
-            return self._timed(self.model.predict_table, request.table)
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((request, future))
         self._queued_rows += request.rows
