@@ -5,7 +5,12 @@ process's protobuf pool, so the server's proto is compiled only in the server.)"
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +20,7 @@ import grpc
 import httpx
 import mlflow
 import numpy as np
+import psutil
 import pytest
 import tritonclient.grpc as triton
 from tests.serving.conftest import live_server
@@ -156,3 +162,31 @@ def test_grpc_is_counted_and_logged(live: Any, churn_versions: Any) -> None:
                                   "'grpc'").fetchall()
         time.sleep(0.2)
     assert rows and all(n >= 1 for _, n in rows)
+
+
+def test_every_worker_serves_grpc(churn_model: Any, mlflow_server: str) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ctcd.serving", "--model-uri", churn_model.uri,
+         "--model-name", churn_model.name, "--model-version", churn_model.version,
+         "--host", "127.0.0.1", "--port", "0", "--workers", "2", "--grpc-port", str(port)],
+        env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert re.match(r"^ctcd model server listening on http://", proc.stdout.readline())
+        assert proc.stdout.readline().strip() == (f"ctcd model server gRPC listening on "
+                                                  f"127.0.0.1:{port}")
+        listening = {c.pid for c in psutil.net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+        workers = {p.pid for p in psutil.Process(proc.pid).children()}
+        assert len(workers) == 2
+        assert listening == workers
+        frame = churn_model.example.head(3)
+        for _ in range(6):  # a new connection each time: either worker answers
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+                answer = stub.ModelInfer(_typed_request(service_pb2, churn_model.name, frame))
+                assert list(answer.outputs[0].shape) == [3]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

@@ -84,7 +84,7 @@ def _mlflow_request(schema: InputSchema | None) -> dict[str, Any]:
              "inputs": records}
     return {"oneOf": [
         {"type": "object", "required": [key], "additionalProperties": False,
-         "properties": {key: value, "params": {"type": "object"}}}
+         "properties": {key: value, "params": {"type": ["object", "null"]}}}
         for key, value in forms.items()]}
 
 

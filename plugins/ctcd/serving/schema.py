@@ -37,6 +37,7 @@ KIND_DTYPES: Final[dict[str, str]] = {
 }
 _INT_KINDS: Final = frozenset({"integer", "long"})
 _FLOAT_KINDS: Final = frozenset({"float", "double"})
+_EXACT_FLOAT: Final = 2.0**53  # float64 holds every integer below this exactly
 _EXPECTED: Final[dict[str, str]] = {
     "boolean": "a boolean",
     "integer": "an integer",
@@ -236,7 +237,8 @@ def check_matrix(schema: InputSchema, columns: Sequence[str], rows: Any) -> Tabl
     arrays: dict[str, np.ndarray] = {}
     for (name, dtype, integral), j in zip(plan, positions, strict=True):
         column = matrix[:, j]
-        if integral and kind == "f" and (column != np.floor(column)).any():
+        if integral and kind == "f" and ((column != np.floor(column)).any()
+                                         or np.abs(column).max() >= _EXACT_FLOAT):
             return None
         arrays[name] = column.astype(dtype)
     return Table(arrays, int(matrix.shape[0]))
@@ -256,6 +258,9 @@ def coerce_column(spec: ColumnSpec, values: Any, field: str) -> np.ndarray:
                 source = np.asarray(values)
                 if source.dtype.kind in "US":  # numpy turned mixed values into text
                     source = np.array(values, dtype=object)
+                elif (source.dtype.kind == "f" and spec.kind in _INT_KINDS and source.size
+                      and np.abs(source).max() >= _EXACT_FLOAT):
+                    source = _exact_integers(values, field)  # float64 would round them
         except ValueError:  # ragged nesting
             raise InvalidInput(field, "expected one scalar value per row") from None
     if source.ndim == 2 and source.shape[1] == 1:
@@ -327,11 +332,28 @@ def _numeric(spec: ColumnSpec, source: np.ndarray, field: str) -> np.ndarray:
                 raise InvalidInput(
                     f"{field}[{row}]", f"expected an integer, got {source[row]!r}"
                 )
-    if dtype.kind == "i" and k in "iu":
+    if dtype.kind == "i" and k in "iuf":  # floats too: a huge JSON integer arrives as one
         info = np.iinfo(dtype)
-        if source.size and (source.min() < info.min or source.max() > info.max):
+        if source.size and (source.min() < info.min or source.max() > info.max
+                            or (k == "f" and source.max() >= -float(info.min))):
             raise InvalidInput(field, f"has a value outside the range of {dtype}")
     return source.astype(dtype, copy=False)
+
+
+def _exact_integers(values: Sequence[Any], field: str) -> np.ndarray:
+    """Integers given as JSON integers stay exact; a float (a JSON number with a fraction
+    or exponent, or an integer too large for int64, which JSON parsers turn into a float)
+    must be an integer below 2**53 in magnitude to be taken as one."""
+    for row, value in enumerate(values):
+        if isinstance(value, float) and (not value.is_integer() or abs(value) >= _EXACT_FLOAT):
+            raise InvalidInput(f"{field}[{row}]", f"expected an integer within int64 "
+                               f"written as a JSON integer, got {value!r}")
+    try:
+        return np.array(values, dtype="int64")
+    except OverflowError:
+        raise InvalidInput(field, "has a value outside the range of int64") from None
+    except (TypeError, ValueError):
+        return np.array(values, dtype=object)  # mixed types: the column check names them
 
 
 def _first_bad(spec: ColumnSpec, values: np.ndarray, field: str, ok: Any) -> None:
