@@ -229,7 +229,8 @@ def check_matrix(schema: InputSchema, columns: Sequence[str], rows: Any) -> Tabl
         return None
     block_dtype = schema.block_dtype
     if block_dtype is not None:  # one conversion, one block: no per-column arrays
-        if plan[0][2] and kind == "f" and (matrix != np.floor(matrix)).any():
+        if plan[0][2] and kind == "f" and ((matrix != np.floor(matrix)).any()
+                                           or np.abs(matrix).max() >= _EXACT_FLOAT):
             return None
         block = matrix if isinstance(positions, range) else matrix[:, positions]
         return Table(None, int(matrix.shape[0]), block=block.astype(block_dtype, copy=False),
