@@ -54,9 +54,10 @@ clean:
 	@if [ -x $(PY) ]; then $(PY) -m ctcd.stack clean; fi
 	rm -rf .state
 
-## Benchmark the model server against `mlflow models serve` (needs wrk: apt-get install wrk).
+## Benchmark the model server against MLServer and `mlflow models serve` (needs wrk: apt-get install wrk;
+## installs MLServer into .state/bench on first use). BENCH_ARGS=--quick for short cells.
 bench-serving: install
-	$(PY) bench/serving/bench_serving.py
+	$(PY) bench/serving/bench_serving.py $(BENCH_ARGS)
 
 ## Time the Great Expectations checkpoint on 20,000 and 1,000,000 rows.
 bench-validation: install

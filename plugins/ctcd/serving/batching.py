@@ -1,10 +1,18 @@
 """Adaptive batching: concurrent requests to one model version share one predict call.
 
-There is no fixed timer by default. When the model is idle a request is scored at once
-(a batch of one, no added latency); while a predict runs, requests that arrive queue up
-and the next predict takes all of them (up to ``max_rows``). So batches grow exactly
-when the server is busy, which is when merging pays. ``max_wait_ms`` > 0 additionally
-holds a batch open that long to collect more rows.
+There is no fixed timer by default. A lone request (nothing else in flight on this
+version) is scored at once, a batch of one with no added latency. (Scoring it on the event
+loop itself, to save two thread wake-ups, was tried and dropped: under load the loop sees
+one parsed request at a time, so every request looked lone and they were scored one by
+one.) Under load the batcher
+sizes batches by the concurrency it sees: it counts the requests in flight (received,
+not yet answered), and when fewer than that many are queued as the model becomes free, it
+waits for the rest while they keep arriving (at most one predict's time, and never once
+arrivals pause for ``ARRIVAL_GAP_S``). A predict's fixed cost (a 100-tree forest spends
+about as long on 1 row as on 30) is then paid once per wave of clients instead of once per
+half of them, which is where closed-loop traffic settles without the wait: two cohorts
+alternating, each half the size. Batches never exceed ``max_rows``. ``max_wait_ms`` > 0
+instead holds every batch open that long (a fixed timer).
 
 Each caller gets back its own rows, in order. If a merged batch fails with a client-side
 error, its requests are retried one by one so one bad request cannot fail the others.
@@ -14,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -25,6 +34,8 @@ from ctcd.serving.protocols import ScoringRequest, take
 from ctcd.serving.schema import Table
 
 BatchObserver = Callable[[int, int], None]  # (requests, rows) of each predict call
+ARRIVAL_GAP_S = 0.001  # stop waiting for more requests once none arrived for this long
+MAX_WAIT_S = 0.010  # never hold a batch longer than this, however slow the model
 
 
 class Batcher:
@@ -50,11 +61,19 @@ class Batcher:
         self._draining = False
         self._task: asyncio.Task[None] | None = None
         self._inflight = 0
+        self._peak = 0  # most requests in flight since the last batch started
+        self._queued_rows = 0
+        self._arrivals = 0
+        self._want = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._predict_s: float | None = None  # moving average of one predict's duration
         self._closing = False
 
     async def score(self, request: ScoringRequest) -> Any:
         """The model's output for this request's rows."""
         self._inflight += 1
+        if self._inflight > self._peak:
+            self._peak = self._inflight
         try:
             return await self._score(request)
         finally:
@@ -72,6 +91,14 @@ class Batcher:
             return await loop.run_in_executor(self._executor, call)
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append((request, future))
+        self._queued_rows += request.rows
+        self._arrivals += 1
+        waiter = self._waiter
+        if waiter is not None and (len(self._queue) >= self._want
+                                   or self._queued_rows >= self.max_rows):
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
         if not self._draining:
             self._draining = True
             self._task = loop.create_task(self._drain())
@@ -97,13 +124,51 @@ class Batcher:
     async def _drain(self) -> None:
         try:
             while self._queue:
-                batch = self._take()
-                if self.max_wait and sum(r.rows for r, _ in batch) < self.max_rows:
-                    await asyncio.sleep(self.max_wait)
-                    batch += self._take(self.max_rows - sum(r.rows for r, _ in batch))
+                if self.max_wait:
+                    batch = self._take()
+                    if sum(r.rows for r, _ in batch) < self.max_rows:
+                        await asyncio.sleep(self.max_wait)
+                        batch += self._take(self.max_rows - sum(r.rows for r, _ in batch))
+                else:
+                    await self._gather()
+                    batch = self._take()
+                self._peak = self._inflight
                 await self._run(batch)
         finally:
             self._draining = False
+
+    async def _gather(self) -> None:
+        """Wait until as many requests are queued as were in flight since the last batch
+        started, while they keep arriving (see the module docstring)."""
+        self._want = self._peak
+        if len(self._queue) >= self._want or self._queued_rows >= self.max_rows:
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        deadline = loop.time() + min(MAX_WAIT_S, max(ARRIVAL_GAP_S, self._predict_s or 0.0))
+        seen = self._arrivals
+        handle: asyncio.TimerHandle | None = None
+
+        def check() -> None:
+            nonlocal seen, handle
+            if waiter.done():
+                return
+            if self._arrivals == seen or loop.time() >= deadline:
+                self._waiter = None
+                waiter.set_result(None)
+                return
+            seen = self._arrivals
+            handle = loop.call_later(ARRIVAL_GAP_S, check)
+
+        handle = loop.call_later(ARRIVAL_GAP_S, check)
+        try:
+            await waiter
+        finally:
+            assert handle is not None
+            handle.cancel()
+            if self._waiter is waiter:
+                self._waiter = None
 
     def _take(self, budget: int | None = None) -> list[tuple[ScoringRequest, asyncio.Future[Any]]]:
         budget = self.max_rows if budget is None else budget
@@ -113,6 +178,7 @@ class Batcher:
             item = self._queue.popleft()
             batch.append(item)
             rows += item[0].rows
+        self._queued_rows -= rows
         return batch
 
     async def _run(self, batch: list[tuple[ScoringRequest, asyncio.Future[Any]]]) -> None:
@@ -121,7 +187,8 @@ class Batcher:
         merged = Table.concat(tables)
         self._observe(len(batch), merged.rows)
         try:
-            result = await loop.run_in_executor(self._executor, self.model.predict_table, merged)
+            result = await loop.run_in_executor(self._executor, self._timed,
+                                                self.model.predict_table, merged)
         except ServingError as err:
             if len(batch) == 1:
                 _settle(batch[0][1], error=err)
@@ -146,6 +213,15 @@ class Batcher:
             stop = start + request.rows
             _settle(future, result=take(result, start, stop))
             start = stop
+
+
+    def _timed(self, predict: Callable[[Table], Any], table: Table) -> Any:
+        started = time.perf_counter()
+        result = predict(table)
+        took = time.perf_counter() - started
+        average = self._predict_s
+        self._predict_s = took if average is None else average + (took - average) * 0.2
+        return result
 
 
 def _settle(future: asyncio.Future[Any], *, result: Any = None,

@@ -28,6 +28,7 @@ class ServerMetrics:
         self.registry = registry or CollectorRegistry()
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         self._children: dict[tuple[str, str, int], tuple[Any, ...]] = {}
+        self._batch_children: dict[str, tuple[Any, Any]] = {}
         labels = ("model", "version", "protocol")
         self.requests = Counter(
             "ctcd_model_requests", "Prediction requests answered, by HTTP status.",
@@ -71,8 +72,13 @@ class ServerMetrics:
             scored.inc(rows)
 
     def observe_batch(self, version: str, requests: int, rows: int) -> None:
-        self.batch_rows.labels(self.model_name, version).observe(rows)
-        self.batch_requests.labels(self.model_name, version).observe(requests)
+        children = self._batch_children.get(version)
+        if children is None:
+            children = (self.batch_rows.labels(self.model_name, version),
+                        self.batch_requests.labels(self.model_name, version))
+            self._batch_children[version] = children
+        children[0].observe(rows)
+        children[1].observe(requests)
 
     def set_weights(self, weights: dict[str, float], removed: tuple[str, ...] = ()) -> None:
         for version, weight in weights.items():
@@ -82,6 +88,7 @@ class ServerMetrics:
                 self.weight.labels(self.model_name, version).set(0)
             self.weight.remove(self.model_name, version)
             self._children = {k: v for k, v in self._children.items() if k[0] != version}
+            self._batch_children.pop(version, None)
 
     def render(self) -> bytes:
         if not self.multiprocess:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from ctcd.serving import auth
 from ctcd.serving.admin import Admin, AdminResult
@@ -239,11 +240,56 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
         finally:
             server.close()
 
-    return Starlette(
+    app = _App(
         routes=routes,
         exception_handlers={ServingError: _serving_error, HTTPException: _http_error},
         lifespan=lifespan,
     )
+    app.invocations, app.infer = invocations, v2_infer
+    return app
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class _App(Starlette):
+    """Starlette, with the two prediction routes dispatched ahead of its middleware stack
+    and router: the same endpoints, called directly (their errors rendered as the
+    exception handler renders them). Those layers cost more per request than the
+    endpoint's own work."""
+
+    invocations: Endpoint | None = None
+    infer: Endpoint | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self._prediction(scope)
+        if endpoint is None:
+            return await super().__call__(scope, receive, send)
+        scope["app"] = self
+        request = Request(scope, receive)
+        try:
+            response = await endpoint(request)
+        except ServingError as err:
+            response = await _serving_error(request, err)
+        await response(scope, receive, send)
+
+    def _prediction(self, scope: Scope) -> Endpoint | None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
+            return None
+        path: str = scope["path"]
+        if path == "/invocations":
+            return self.invocations
+        if not path.startswith("/v2/models/"):
+            return None
+        parts = path[len("/v2/models/"):].split("/")
+        if len(parts) == 2 and parts[0] and parts[1] == "infer":
+            scope["path_params"] = {"name": parts[0]}
+        elif (len(parts) == 4 and parts[0] and parts[1] == "versions" and parts[2]
+              and parts[3] == "infer"):
+            scope["path_params"] = {"name": parts[0], "version": parts[2]}
+        else:
+            return None
+        return self.infer
 
 
 async def _serving_error(request: Request, exc: Exception) -> Response:

@@ -83,6 +83,13 @@ class InputSchema:
         return tuple((c.name, np.dtype(KIND_DTYPES[c.kind]), c.kind in _INT_KINDS)
                      for c in self.columns)
 
+    @cached_property
+    def block_dtype(self) -> np.dtype[Any] | None:
+        """The one dtype of every column when all are numbers of one dtype (a block)."""
+        plan = self.numeric_plan
+        dtypes = {dtype for _, dtype, _ in plan or ()}
+        return dtypes.pop() if len(dtypes) == 1 else None
+
     @classmethod
     def from_signature_json(cls, inputs_json: str | None) -> InputSchema | None:
         """Parse ``signature.inputs`` of an MLmodel file; None when the server cannot check
@@ -116,26 +123,46 @@ class InputSchema:
         return Table(arrays, 1)
 
 
-@dataclass(frozen=True)
 class Table:
-    """Checked input: one array per column in signature order (``""`` for a tensor)."""
+    """Checked input, in signature column order: one array per column (``""`` for a
+    tensor), or, when every column is a number of one dtype, one 2-D ``block`` (rows x
+    columns). A block is what the model's DataFrame is made of without a copy, and what
+    merging requests concatenates in one call."""
 
-    arrays: Mapping[str, np.ndarray]
-    rows: int
+    __slots__ = ("_arrays", "block", "names", "rows")
+
+    def __init__(self, arrays: Mapping[str, np.ndarray] | None, rows: int, *,
+                 block: np.ndarray | None = None, names: tuple[str, ...] = ()) -> None:
+        self._arrays = arrays
+        self.rows = rows
+        self.block = block
+        self.names = names if block is not None else tuple(arrays or ())
+
+    @property
+    def arrays(self) -> Mapping[str, np.ndarray]:
+        if self._arrays is None:
+            assert self.block is not None
+            self._arrays = {n: self.block[:, j] for j, n in enumerate(self.names)}
+        return self._arrays
 
     @staticmethod
     def concat(tables: Sequence[Table]) -> Table:
         if len(tables) == 1:
             return tables[0]
+        rows = sum(t.rows for t in tables)
+        blocks = [t.block for t in tables if t.block is not None]
+        if len(blocks) == len(tables):
+            return Table(None, rows, block=np.concatenate(blocks), names=tables[0].names)
         names = tables[0].arrays.keys()
-        arrays = {n: np.concatenate([t.arrays[n] for t in tables]) for n in names}
-        return Table(arrays, sum(t.rows for t in tables))
+        return Table({n: np.concatenate([t.arrays[n] for t in tables]) for n in names}, rows)
 
     def to_model_input(self) -> Any:
-        if "" in self.arrays:
-            return self.arrays[""]
         import pandas as pd
 
+        if self.block is not None:
+            return pd.DataFrame(self.block, columns=self.names, copy=False)
+        if "" in self.arrays:
+            return self.arrays[""]
         return pd.DataFrame(dict(self.arrays), copy=False)
 
 
@@ -200,6 +227,14 @@ def check_matrix(schema: InputSchema, columns: Sequence[str], rows: Any) -> Tabl
             return None
     elif kind not in "iu":
         return None
+    block_dtype = schema.block_dtype
+    if block_dtype is not None:  # one conversion, one block: no per-column arrays
+        if plan[0][2] and kind == "f" and ((matrix != np.floor(matrix)).any()
+                                           or np.abs(matrix).max() >= _EXACT_FLOAT):
+            return None
+        block = matrix if isinstance(positions, range) else matrix[:, positions]
+        return Table(None, int(matrix.shape[0]), block=block.astype(block_dtype, copy=False),
+                     names=schema.names)
     arrays: dict[str, np.ndarray] = {}
     for (name, dtype, integral), j in zip(plan, positions, strict=True):
         column = matrix[:, j]
@@ -242,7 +277,8 @@ def coerce_column(spec: ColumnSpec, values: Any, field: str) -> np.ndarray:
         return source.astype("bool")
     if kind == "string":
         out = source.astype(object)
-        _first_bad(spec, out, field, lambda v: isinstance(v, str))
+        if set(map(type, out)) != {str}:  # the common case costs one pass in C
+            _first_bad(spec, out, field, lambda v: isinstance(v, str))
         return out
     if kind == "binary":
         out = source.astype(object)

@@ -15,6 +15,7 @@ for a classifier: shape ``[n, classes]``, FP64).
 
 from __future__ import annotations
 
+import itertools
 import math
 import uuid
 from collections.abc import Sequence
@@ -34,6 +35,11 @@ from ctcd.serving.schema import (
     check_matrix,
     check_tensor,
 )
+
+# ids of requests that bring none: unique per process start, without a uuid4 (an
+# os.urandom call) per request
+_ID_PREFIX: Final = uuid.uuid4().hex[:16]
+_ID_COUNTER: Final = itertools.count(1)
 
 DATATYPES: Final[dict[str, str]] = {
     "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
@@ -169,7 +175,7 @@ def to_request(tensors: list[Tensor], schema: InputSchema | None, *,
                binary_default: bool = False) -> ScoringRequest:
     """Decoded input tensors -> a request checked against the signature."""
     names = tuple(o.name for o in outputs)
-    meta = {"id": request_id or str(uuid.uuid4()), "outputs": list(outputs),
+    meta = {"id": request_id or f"{_ID_PREFIX}-{next(_ID_COUNTER)}", "outputs": list(outputs),
             "binary": binary_default}
     selected = () if names in ((), ("predict",)) else names  # plain predict is batchable
     if schema is None:
@@ -297,7 +303,7 @@ def tensor_from_values(name: str, datatype: str, shape: list[int], flat: Sequenc
 
 
 def _flatten(data: list[Any]) -> list[Any]:
-    if not any(isinstance(v, list) for v in data):
+    if list not in set(map(type, data)):  # one pass in C (JSON arrays are exact lists)
         return data
     return _flatten_recursive(data)
 

@@ -1,0 +1,136 @@
+"""The servers the benchmark compares: how to install and start each one.
+
+- ours: ``python -m ctcd.serving`` from a local model directory (``--workers 1`` or 2);
+- MLServer 1.7.1 at its fastest configuration (``parallel_workers: 0``, adaptive batching
+  ``max_batch_size: 64``, ``max_batch_time: 0.002``), installed by the benchmark into its
+  own virtualenv (it pins other FastAPI/pydantic versions than this project). The V2 route
+  uses its scikit-learn runtime (``mlserver_sklearn.SKLearnModel``, a joblib file of the
+  same fitted estimator; the churn pipeline gets the pandas content type); the MLflow
+  route (``/invocations``) exists only in its MLflow runtime (``mlserver_mlflow``);
+- ``mlflow models serve --env-manager local``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from ctcd.stack.processes import free_port, spawn
+
+ROOT = Path(__file__).resolve().parents[2]
+MLSERVER_VERSION = "1.7.1"
+# git-ignored (.state/); reused across runs, rebuilt when the pins below change
+MLSERVER_VENV = ROOT / ".state" / "bench" / f"mlserver-{MLSERVER_VERSION}"
+MAX_BATCH_SIZE = 64
+MAX_BATCH_TIME = 0.002
+
+
+def mlserver_pins() -> list[str]:
+    """MLServer and its runtimes, with the model libraries at this project's versions (the
+    same fitted estimators must load in both virtualenvs)."""
+    from importlib.metadata import version
+
+    same = [f"{p}=={version(p)}" for p in ("scikit-learn", "skops", "mlflow", "pandas",
+                                           "numpy")]
+    return [f"mlserver=={MLSERVER_VERSION}", f"mlserver-sklearn=={MLSERVER_VERSION}",
+            f"mlserver-mlflow=={MLSERVER_VERSION}", "psutil", *same]
+
+
+def install_mlserver() -> Path:
+    """The MLServer virtualenv's bin directory, created with uv on first use."""
+    pins = mlserver_pins()
+    stamp = MLSERVER_VENV / ".pins"
+    if stamp.is_file() and stamp.read_text() == "\n".join(pins):
+        return MLSERVER_VENV / "bin"
+    uv = Path(sys.executable).parent / "uv"
+    print(f"installing MLServer {MLSERVER_VERSION} into {MLSERVER_VENV} ...", file=sys.stderr,
+          flush=True)
+    subprocess.run([str(uv), "venv", "--quiet", "--python", "3.11", str(MLSERVER_VENV)],
+                   check=True)
+    subprocess.run([str(uv), "pip", "install", "--quiet", "--compile-bytecode", "--python",
+                    str(MLSERVER_VENV / "bin" / "python"), *pins], check=True)
+    stamp.write_text("\n".join(pins))
+    return MLSERVER_VENV / "bin"
+
+
+@dataclass
+class Started:
+    proc: subprocess.Popen[bytes]
+    port: int
+    cold_start_s: float
+    metrics_url: str | None  # where the batch histogram is, when the server has one
+    runtime: str
+    grpc_port: int | None = None
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, started: float, log: Path,
+                what: str) -> float:
+    deadline = started + 300
+    with httpx.Client(timeout=1.0) as client:
+        while time.perf_counter() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited early; see {log}")
+            try:
+                if client.get(url).status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.02)
+    raise TimeoutError(f"{what} did not become ready; see {log}")
+
+
+def start_ours(model_dir: Path, name: str, version: str, workers: int, work: Path,
+               extra: tuple[str, ...] = ()) -> Started:
+    port, grpc_port = free_port(), free_port()
+    argv = [sys.executable, "-m", "ctcd.serving", "--model-uri", str(model_dir),
+            "--model-name", name, "--model-version", version, "--host", "127.0.0.1",
+            "--port", str(port), "--workers", str(workers), "--grpc-port", str(grpc_port),
+            *extra]
+    log = work / f"ctcd-{name}-w{workers}-{port}.log"
+    started = time.perf_counter()
+    proc = spawn(argv, log_path=log)
+    cold = _wait_ready(proc, f"http://127.0.0.1:{port}/v2/health/ready", started, log, "ctcd")
+    return Started(proc, port, cold, f"http://127.0.0.1:{port}/metrics", "ctcd", grpc_port)
+
+
+def start_mlserver(bin_dir: Path, runtime: str, model_dir: Path, name: str,
+                   work: Path) -> Started:
+    """``runtime``: ``sklearn`` (``model_dir`` holds model.joblib) or ``mlflow`` (an MLflow
+    model directory)."""
+    port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    root = work / f"mlserver-{name}-{runtime}-{port}"
+    root.mkdir(parents=True)
+    implementation = {"sklearn": "mlserver_sklearn.SKLearnModel",
+                      "mlflow": "mlserver_mlflow.MLflowRuntime"}[runtime]
+    uri = str(model_dir / "model.joblib") if runtime == "sklearn" else str(model_dir)
+    (root / "settings.json").write_text(json.dumps({
+        "debug": False, "parallel_workers": 0, "http_port": port, "grpc_port": grpc_port,
+        "metrics_port": metrics_port, "host": "127.0.0.1"}))
+    (root / "model-settings.json").write_text(json.dumps({
+        "name": name, "implementation": implementation,
+        "max_batch_size": MAX_BATCH_SIZE, "max_batch_time": MAX_BATCH_TIME,
+        "parameters": {"uri": uri}}))
+    log = root / "mlserver.log"
+    started = time.perf_counter()
+    proc = spawn([str(bin_dir / "mlserver"), "start", str(root)], log_path=log,
+                 env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, cwd=root)
+    cold = _wait_ready(proc, f"http://127.0.0.1:{port}/v2/models/{name}/ready", started, log,
+                       "mlserver")
+    return Started(proc, port, cold, None, f"mlserver_{runtime}", grpc_port)
+
+
+def start_mlflow(model_dir: Path, work: Path) -> Started:
+    port = free_port()
+    log = work / f"mlflow-serve-{port}.log"
+    started = time.perf_counter()
+    proc = spawn([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir),
+                  "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
+                  "--workers", "1"], log_path=log)
+    cold = _wait_ready(proc, f"http://127.0.0.1:{port}/ping", started, log, "mlflow")
+    return Started(proc, port, cold, None, "mlflow")
