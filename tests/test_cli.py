@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,9 @@ def ctcd(live: tuple[Path, ServiceHandle], monkeypatch: pytest.MonkeyPatch) -> A
     return run
 
 
-def test_list_describe_get_url_logs(ctcd: Any, live: tuple[Path, ServiceHandle]) -> None:
+def test_list_describe_get_url_logs(
+    ctcd: Any, live: tuple[Path, ServiceHandle], churn_model: Any
+) -> None:
     handle = live[1]
     table = ctcd("models", "list")
     assert handle.service_id[:8] in table and "running" in table and handle.endpoint in table
@@ -59,11 +62,16 @@ def test_list_describe_get_url_logs(ctcd: Any, live: tuple[Path, ServiceHandle])
     assert row["service_id"] == handle.service_id and row["status"] == "running"
     assert json.loads(ctcd("models", "list", "--json", "--model-version", "999")) == []
 
+    assert len(handle.predict(churn_model.example.head(3))) == 3  # so latencies exist
     described = json.loads(ctcd("models", "describe", handle.server_name, "--json"))
     assert described["status"] == "running" and described["desired_state"] == "running"
     assert [v["weight"] for v in described["versions"]] == [1.0]
+    assert isinstance(described["versions"][0]["latency_ms_p99"], float)  # raw in JSON
     assert described["history"][0]["outcome"] == "succeeded"
-    assert "loaded versions" in ctcd("models", "describe", handle.service_id[:8])
+    assert described["details"]["port"] == int(handle.endpoint.rsplit(":", 1)[1])
+    text = ctcd("models", "describe", handle.service_id[:8])
+    assert "loaded versions" in text and "100%" in text and " ms" in text
+    assert not re.search(r"\d\.\d{4,}", text), text  # no raw floats for people
 
     assert ctcd("models", "get-url", handle.service_id).strip() == handle.endpoint
     assert "listening on" in ctcd("models", "logs", handle.server_name, "--tail", "5")

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from ctcd.errors import DataValidationError, DeploymentError, InvalidParams
+from ctcd.errors import CtcdError, DataValidationError, DeploymentError, InvalidParams
+
+if TYPE_CHECKING:
+    from ctcd.services.handle import ServiceHandle
 
 FINAL_ERRORS: tuple[type[Exception], ...] = (InvalidParams, DataValidationError, DeploymentError)
 
@@ -28,34 +32,75 @@ def fail_without_retry(errors: tuple[type[Exception], ...] = FINAL_ERRORS) -> It
 
 
 @contextmanager
-def roll_back_on_failure(handle: Any, registered: Mapping[str, Any]) -> Iterator[None]:
+def roll_back_on_failure(handle: ServiceHandle, registered: Mapping[str, Any]) -> Iterator[None]:
     """If verification fails, put the champion back on the endpoint, then fail the task.
 
-    With no champion yet, the unverified version must not keep answering: its server is
-    stopped instead.
+    The rollback goes through the backend that deployed ``handle`` (``handle.backend``), into
+    the same server, with the champion's registry lineage (its MLflow run id). With no
+    champion yet, the unverified version must not keep answering: its server is stopped
+    instead. Either way the task fails at once (no retry) with a message saying what now
+    serves; if the rollback itself fails, the message says that too.
     """
     from airflow.sdk.exceptions import AirflowFailException
-
-    from ctcd import registry
-    from ctcd.deployers import DeploymentConfig, get_deployer
 
     try:
         yield
     except DeploymentError as err:
-        deployer = get_deployer()
-        champion = registry.champion_version(registered["model_name"])
-        if champion is None or champion == str(registered["version"]):
-            deployer.stop_model_server(handle.service_id, timeout=60, force=True)
-            outcome = "no champion to return to, so the model server was stopped"
-        else:
-            config = DeploymentConfig(
-                model_name=registered["model_name"],
-                model_uri=f"models:/{registered['model_name']}/{champion}",
-                model_version=champion,
-                dag_id=handle.dag_id,
-                run_id=handle.run_id,
-                task_id=handle.task_id,
-            )
-            deployer.deploy_model(config, strategy="replace", timeout=300)
-            outcome = f"champion version {champion} is serving again"
+        try:
+            outcome = _roll_back(handle, str(registered["model_name"]), str(registered["version"]))
+        except CtcdError as failed:
+            raise AirflowFailException(
+                f"{err.message} The rollback failed too: {failed.message}"
+            ) from err
         raise AirflowFailException(f"{err.message} Rolled back: {outcome}.") from err
+
+
+def _roll_back(handle: ServiceHandle, model_name: str, version: str) -> str:
+    from ctcd.deployers import DeploymentConfig, get_deployer
+
+    deployer = get_deployer(handle.backend)
+    champion = _champion(model_name)
+    if champion is None or champion.version == version:
+        deployer.stop_model_server(handle.service_id, timeout=60, force=True)
+        return "no champion to return to, so the model server was stopped"
+    config = DeploymentConfig(
+        model_name=model_name,
+        model_uri=f"models:/{model_name}/{champion.version}",
+        model_version=champion.version,
+        mlflow_run_id=champion.run_id,
+        dag_id=handle.dag_id,
+        run_id=handle.run_id,
+        task_id=handle.task_id,
+        server=handle.server_name,
+    )
+    deployer.deploy_model(config, strategy="replace", timeout=300)
+    return f"champion version {champion.version} is serving again"
+
+
+@dataclass(frozen=True)
+class _Champion:
+    version: str
+    run_id: str | None
+
+
+def _champion(model_name: str) -> _Champion | None:
+    """The registry's champion of ``model_name`` (version and the run that made it)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from ctcd.deployers import redact_uri
+    from ctcd.registry import CHAMPION
+    from ctcd.settings import get_settings
+
+    client = MlflowClient(tracking_uri=get_settings().tracking_uri())
+    try:
+        found = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None  # no such model, or no champion alias yet
+        raise DeploymentError(
+            f"could not read the champion of {model_name!r} from the MLflow registry at "
+            f"{redact_uri(client.tracking_uri)} ({err.message}); the unverified version "
+            "still serves"
+        ) from err
+    return _Champion(str(found.version), found.run_id or None)

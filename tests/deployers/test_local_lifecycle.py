@@ -17,10 +17,10 @@ import psutil
 import pytest
 from tests.deployers.conftest import PORTS
 
-from ctcd.deployers import DeploymentConfig
+from ctcd.deployers import DeploymentConfig, load_last_service
 from ctcd.deployers.local import LocalDeployer
 from ctcd.errors import ModelServerNotFound, PortUnavailable, ServerStartFailed
-from ctcd.services import ServiceHandle, ServiceStatus, load_last_service
+from ctcd.services import ServiceHandle, ServiceStatus
 from ctcd.settings import Settings
 
 pytestmark = pytest.mark.e2e

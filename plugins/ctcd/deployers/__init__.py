@@ -2,11 +2,22 @@
 
     from ctcd.deployers import get_deployer, DeploymentConfig
     handle = get_deployer().deploy_model(config, strategy="blue_green", timeout=300)
+
+The contract every backend keeps is :mod:`ctcd.deployers.base`.
 """
 
 from __future__ import annotations
 
-from ctcd.deployers.base import DEFAULT_TIMEOUT, DeploymentConfig, ModelDeployer
+from ctcd.deployers.base import (
+    DEFAULT_TIMEOUT,
+    DeploymentConfig,
+    DeploymentEvent,
+    ModelDeployer,
+    ServerDescription,
+    SupportsRollback,
+    redact_uri,
+)
+from ctcd.deployers.lookup import load_last_service
 from ctcd.deployers.registry import get_deployer, resolve_service
 from ctcd.deployers.strategies import (
     STRATEGIES,
@@ -24,11 +35,16 @@ __all__ = [
     "BlueGreen",
     "Canary",
     "DeploymentConfig",
+    "DeploymentEvent",
     "ModelDeployer",
     "Replace",
+    "ServerDescription",
     "Strategy",
     "StrategySpec",
+    "SupportsRollback",
     "get_deployer",
+    "load_last_service",
+    "redact_uri",
     "resolve_service",
     "resolve_strategy",
 ]

@@ -8,17 +8,22 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ctcd.deployers.base import DEFAULT_TIMEOUT, ModelDeployer
+from ctcd.deployers.base import (
+    DEFAULT_TIMEOUT,
+    DeploymentEvent,
+    ModelDeployer,
+    ServerDescription,
+    SupportsRollback,
+)
 from ctcd.deployers.registry import get_deployer, resolve_service
-from ctcd.errors import CtcdError
-from ctcd.services.handle import ServiceHandle, ServiceStatus
+from ctcd.errors import CtcdError, InvalidParams
+from ctcd.services.handle import ServiceStatus
 
 app = typer.Typer(help="Model servers: list, describe, start, stop, delete, logs.",
                   no_args_is_help=True)
@@ -37,11 +42,6 @@ Backend = Annotated[str | None, typer.Option(
 
 def _deployer(name: str | None) -> ModelDeployer:
     return get_deployer(name)
-
-
-def _status(deployer: ModelDeployer, handle: ServiceHandle) -> ServiceStatus:
-    observe = getattr(deployer, "status", None)
-    return observe(handle.service_id) if observe else handle.status()
 
 
 def _fail(error: CtcdError) -> typer.Exit:
@@ -70,7 +70,7 @@ def list_(
             model_version=model_version, model_uri=model_uri, dag_id=dag_id, run_id=run_id,
             task_id=task_id,
         )
-        rows = [(h, _status(backend, h)) for h in handles]
+        rows = [(h, backend.status(h.service_id)) for h in handles]
     except CtcdError as error:
         raise _fail(error) from error
     if as_json:
@@ -91,55 +91,58 @@ def describe(service: Service, as_json: AsJson = False, deployer: Backend = None
     """Everything known about one server: identity, lineage, status, versions, history."""
     try:
         backend = _deployer(deployer)
-        service_id = resolve_service(backend, service)
-        handle = backend.find_model_server(service_id=service_id)[0]
-        info: dict[str, Any] = {**handle.serialize(), "status": _status(backend, handle).value}
-        info.update(_local_details(backend, service_id, running=info["status"] == "running"))
+        described = backend.describe_model_server(resolve_service(backend, service))
     except CtcdError as error:
         raise _fail(error) from error
-    if as_json:
-        out.print_json(json.dumps(info, default=str))
+    if as_json:  # raw numbers, for scripts
+        out.print_json(json.dumps(described.to_dict(), default=str))
         return
+    _print_description(described)
+
+
+def _print_description(described: ServerDescription) -> None:
+    info = {**described.handle.serialize(), "status": described.status.value,
+            "desired_state": described.desired_state, "last_error": described.last_error,
+            **described.details}
     table = Table(box=None, show_header=False)
     for key, value in info.items():
-        if key not in ("versions", "history"):
+        if value is not None:
             table.add_row(f"[bold]{key}[/bold]", str(value))
     out.print(table)
-    if info.get("versions"):
-        versions = Table("VERSION", "WEIGHT", "STATE", "REQUESTS", "ERRORS", "P99 MS",
+    if described.versions:
+        versions = Table("VERSION", "TRAFFIC", "STATE", "REQUESTS", "ERRORS", "P50", "P99",
                          "MODEL URI", title="loaded versions", box=None)
-        for v in info["versions"]:
-            versions.add_row(v["version"], f"{v['weight']:.2f}", v["state"], str(v["requests"]),
-                             str(v["errors"]), str(v["latency_ms_p99"]), v["model_uri"])
+        for v in described.versions:
+            versions.add_row(v.version, percent(v.weight), v.state, f"{v.requests:,}",
+                             f"{v.errors:,}", milliseconds(v.latency_ms_p50),
+                             milliseconds(v.latency_ms_p99), v.model_uri)
         out.print(versions)
-    if info.get("history"):
-        history = Table("WHEN", "VERSION", "STRATEGY", "OUTCOME", "MESSAGE",
+    if described.history:
+        history = Table("WHEN", "VERSION", "STRATEGY", "OUTCOME", "TO SERVING", "MESSAGE",
                         title="deployments", box=None)
-        for d in info["history"]:
-            history.add_row(d["finished_at"][:19], d["version"], d["strategy"], d["outcome"],
-                            (d["message"] or "")[:80])
+        for d in described.history:
+            history.add_row(d.finished_at[:19].replace("T", " "), d.config.model_version,
+                            d.strategy, d.outcome, _to_serving(d), (d.message or "")[:80])
         out.print(history)
 
 
-def _local_details(backend: ModelDeployer, service_id: str, *, running: bool) -> dict[str, Any]:
-    record = getattr(backend, "record", None)
-    if record is None:
-        return {}
-    rec = record(service_id)
-    details: dict[str, Any] = {
-        "desired_state": rec.desired_state, "pid": rec.pid, "port": rec.port,
-        "last_error": rec.last_error,
-        "history": [
-            {"finished_at": d.finished_at, "version": d.config.model_version,
-             "strategy": d.strategy, "outcome": d.outcome, "message": d.message,
-             "seconds_to_serving": d.seconds_to_serving}
-            for d in backend.history(service_id)  # type: ignore[attr-defined]
-        ],
-    }
-    if running:
-        with backend.admin(service_id) as admin:  # type: ignore[attr-defined]
-            details["versions"] = [asdict(v) for v in admin.versions().values()]
-    return details
+def percent(weight: float) -> str:
+    """A traffic weight as a share: ``1.0`` -> ``100%``, ``0.125`` -> ``12.5%``."""
+    return f"{weight * 100:.1f}".removesuffix(".0") + "%"
+
+
+def milliseconds(value: float | None) -> str:
+    """A latency in ms, three significant figures: ``26.5656`` -> ``26.6 ms``."""
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f} ms"
+    return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms"
+
+
+def _to_serving(event: DeploymentEvent) -> str:
+    seconds = event.seconds_to_serving
+    return "-" if seconds is None else f"{seconds:.1f} s"
 
 
 @app.command("get-url")
@@ -196,11 +199,14 @@ def rollback(service: Service, strategy: Annotated[str, typer.Option()] = "blue_
     """Deploy the version that served before the current one."""
     try:
         backend = _deployer(deployer)
-        do = getattr(backend, "rollback_model_server", None)
-        if do is None:
-            err.print(f"[red]error:[/red] deployer {backend.name!r} cannot roll back")
-            raise typer.Exit(code=1)
-        handle = do(resolve_service(backend, service), strategy=strategy, timeout=timeout)
+        if not isinstance(backend, SupportsRollback):
+            raise InvalidParams(
+                f"deployer {backend.name!r} keeps no deployment history, so it cannot roll "
+                "back; deploy the version you want with its strategy instead"
+            )
+        handle = backend.rollback_model_server(
+            resolve_service(backend, service), strategy=strategy, timeout=timeout
+        )
     except CtcdError as error:
         raise _fail(error) from error
     out.print(f"{handle.server_name} serves version {handle.model_version} again",

@@ -29,7 +29,7 @@ def get_deployer(name: str | None = None, *, settings: Settings | None = None) -
     if ":" not in name:
         raise InvalidDeployer(
             f"CTCD_DEPLOYER={name!r} is not a known backend; use one of {list(BUILTIN)} or a "
-            "dotted path `package.module:Class` to your own (see docs/deployers.md)"
+            "dotted path `package.module:Class` to your own (see ctcd/deployers/base.py)"
         )
     module_name, _, attr = name.partition(":")
     try:
@@ -46,7 +46,8 @@ def get_deployer(name: str | None = None, *, settings: Settings | None = None) -
     if not isinstance(deployer, ModelDeployer):
         raise InvalidDeployer(
             f"CTCD_DEPLOYER={name!r}: {cls!r} lacks methods of ctcd.deployers.ModelDeployer "
-            "(deploy_model, find_model_server, start/stop/delete_model_server, get_logs)"
+            "(deploy_model, find_model_server, status, describe_model_server, "
+            "start/stop/delete_model_server, get_logs); see ctcd/deployers/base.py"
         )
     deployer.name = name  # handles record the exact name, so they find this backend again
     return deployer

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -13,7 +12,7 @@ from airflow.sdk import BaseOperator
 from ctcd.deployers import DEFAULT_TIMEOUT, DeploymentConfig, get_deployer
 from ctcd.errors import ServerStartFailed
 from ctcd.operators.links import MlflowRunLink, ModelServerLink
-from ctcd.services.handle import ServiceHandle
+from ctcd.services.handle import ServiceHandle, ServiceStatus
 from ctcd.triggers.model_server import ModelServerReadyTrigger
 
 
@@ -32,9 +31,9 @@ class DeployModelOperator(BaseOperator):
     :param server: model-server name; default one server per model (templated).
     :param timeout: seconds for the whole deployment, readiness included.
     :param deployer: backend name or dotted path; default ``CTCD_DEPLOYER``.
-    :param deferrable: when a server process has to be started, wait for it in the
-        triggerer instead of holding a worker slot (backends whose ``deploy_model`` accepts
-        ``wait``; others deploy synchronously).
+    :param deferrable: when a server has to be started, wait for it in the triggerer
+        instead of holding a worker slot (``deploy_model(..., wait=False)``; a backend that
+        cannot hand over a starting server returns it ready, and nothing is deferred).
     """
 
     template_fields: Sequence[str] = (
@@ -88,14 +87,11 @@ class DeployModelOperator(BaseOperator):
         deployer = get_deployer(self.deployer)
         strategy = {"name": self.strategy, **self.strategy_options}
         config = self.config(context)
-        can_defer = "wait" in inspect.signature(deployer.deploy_model).parameters
-        if not (self.deferrable and can_defer):
-            return deployer.deploy_model(config, strategy=strategy, timeout=self.timeout)
         deadline = time.time() + self.timeout
-        handle = deployer.deploy_model(  # type: ignore[call-arg]
-            config, strategy=strategy, timeout=self.timeout, wait=False
+        handle = deployer.deploy_model(
+            config, strategy=strategy, timeout=self.timeout, wait=not self.deferrable
         )
-        if handle.is_running():
+        if not self.deferrable or deployer.status(handle.service_id) is ServiceStatus.RUNNING:
             return handle
         self.log.info("model server %s starting at %s; waiting in the triggerer",
                       handle.server_name, handle.endpoint)
@@ -118,5 +114,13 @@ class DeployModelOperator(BaseOperator):
                 f"within {self.timeout:.0f}s (last status: {event.get('last_status')}), so it "
                 f"was stopped; see `ctcd models logs {started.service_id}`"
             )
-        # Re-check through the deployer: it confirms the very process it started is ready.
-        return deployer.start_model_server(started.service_id, timeout=30)
+        # Re-check through the deployer: it confirms that the very server it started serves.
+        status = deployer.status(started.service_id)
+        if status is not ServiceStatus.RUNNING:
+            deployer.stop_model_server(started.service_id, timeout=30, force=True)
+            raise ServerStartFailed(
+                f"model server {started.server_name!r} at {started.endpoint} answered ready, "
+                f"then read {status.value} when checked again, so it was stopped; see "
+                f"`ctcd models logs {started.service_id}`"
+            )
+        return started

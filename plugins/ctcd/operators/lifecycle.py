@@ -8,7 +8,7 @@ from typing import Any, Literal
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from ctcd.deployers import DEFAULT_TIMEOUT, get_deployer, resolve_service
+from ctcd.deployers import DEFAULT_TIMEOUT, SupportsRollback, get_deployer, resolve_service
 from ctcd.errors import InvalidParams, ModelServerNotFound
 from ctcd.services.handle import ServiceHandle
 
@@ -20,8 +20,9 @@ class ModelServerLifecycleOperator(BaseOperator):
     """Apply ``action`` to one model server.
 
     :param action: ``start``, ``stop``, ``delete`` or ``rollback`` (templated). ``rollback``
-        redeploys the version that served before the current one (backends that keep a
-        deployment history, e.g. ``local``).
+        redeploys the version that served before the current one (backends with the
+        :class:`~ctcd.deployers.SupportsRollback` capability, e.g. ``local``; others fail
+        the task at once).
     :param service: service id (or unique prefix) or server name (templated); or
     :param model_name: the model whose server to act on (templated).
     :param timeout: seconds to wait for the server to start or stop.
@@ -70,11 +71,12 @@ class ModelServerLifecycleOperator(BaseOperator):
         if self.action == "delete":
             deployer.delete_model_server(service_id, timeout=timeout, force=force)
             return None
-        rollback = getattr(deployer, "rollback_model_server", None)
-        if rollback is None:
-            raise InvalidParams(f"deployer {deployer.name!r} keeps no history to roll back with")
-        handle: ServiceHandle = rollback(service_id, timeout=timeout)
-        return handle
+        if not isinstance(deployer, SupportsRollback):
+            raise AirflowFailException(
+                f"deployer {deployer.name!r} keeps no deployment history, so it cannot roll "
+                "back; deploy the version you want instead"
+            )
+        return deployer.rollback_model_server(service_id, timeout=timeout)
 
 
 def _text(value: object) -> str | None:

@@ -19,26 +19,35 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import filelock
 
-from ctcd.deployers.admin import AdminClient
-from ctcd.deployers.base import DEFAULT_TIMEOUT, DeploymentConfig
+from ctcd.deployers import options
+from ctcd.deployers.admin import AdminClient, VersionStats
+from ctcd.deployers.base import (
+    DEFAULT_TIMEOUT,
+    DeploymentConfig,
+    DeploymentEvent,
+    ServerDescription,
+    redact_uri,
+)
 from ctcd.deployers.local import process
 from ctcd.deployers.local.logs import read_log
-from ctcd.deployers.local.store import DeploymentRecord, ServerRecord, ServerStore, utcnow
+from ctcd.deployers.local.store import ServerRecord, ServerStore, utcnow
 from ctcd.deployers.strategies import Rollout, Strategy, StrategySpec, resolve_strategy
 from ctcd.errors import (
     DeploymentError,
     InvalidParams,
+    ModelServerUnavailable,
     PortUnavailable,
     ServerStartFailed,
     ServerStopFailed,
 )
+from ctcd.net import port_is_free
 from ctcd.services.handle import ServiceHandle, ServiceStatus, probe
 from ctcd.settings import Settings, get_settings
-from ctcd.stack.processes import port_is_free
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +94,7 @@ class LocalDeployer:
         waiting for readiness (the deferrable operator waits in the triggerer instead).
         """
         plan = resolve_strategy(strategy)
+        config = self._complete(config)
         deadline = time.monotonic() + timeout
         started_at, t0 = utcnow(), time.monotonic()
         with self._locked(config.server_name, timeout):
@@ -187,20 +197,36 @@ class LocalDeployer:
         return sorted(found, key=lambda h: h.deployed_at or "", reverse=True)
 
     def status(self, service_id: str) -> ServiceStatus:
+        return self._observe(self.store.resolve(service_id))
+
+    def describe_model_server(self, service_id: str) -> ServerDescription:
         record = self.store.resolve(service_id)
-        if not self._alive(record):
-            return ServiceStatus.UNREACHABLE
-        return probe(record.endpoint, record.config.model_name)
+        status = self._observe(record)
+        versions: tuple[VersionStats, ...] = ()
+        if status is not ServiceStatus.UNREACHABLE:
+            try:
+                with AdminClient(record.endpoint, token=record.admin_token, timeout=5) as admin:
+                    versions = tuple(admin.versions().values())
+            except (DeploymentError, ModelServerUnavailable) as err:
+                log.warning("could not read the versions of %s: %s", record.name, err.message)
+        return ServerDescription(
+            handle=self._handle(record), status=status, desired_state=record.desired_state,
+            versions=versions, history=tuple(self.store.history(record.id, 20)),
+            last_error=record.last_error,
+            details={
+                "pid": record.pid if self._alive(record) else None, "host": record.host,
+                "port": record.port, "tracking_uri": record.config.tracking_uri,
+                "log": str(self._log_path(record)),
+            },
+        )
 
     def is_running(self, record: ServerRecord) -> bool:
-        return self._alive(record) and (
-            probe(record.endpoint, record.config.model_name) is ServiceStatus.RUNNING
-        )
+        return self._observe(record) is ServiceStatus.RUNNING
 
     def record(self, service_id: str) -> ServerRecord:
         return self.store.resolve(service_id)
 
-    def history(self, service_id: str, limit: int = 20) -> list[DeploymentRecord]:
+    def history(self, service_id: str, limit: int = 20) -> list[DeploymentEvent]:
         return self.store.history(self.store.resolve(service_id).id, limit)
 
     def admin(self, service_id: str) -> AdminClient:
@@ -218,8 +244,13 @@ class LocalDeployer:
         with self._locked(record.name, timeout):
             record = self.store.resolve(record.id)
             if not self._alive(record):
+                try:
+                    self._spawn(record, record.config)
+                except (ServerStartFailed, PortUnavailable) as err:
+                    self.store.update(record.id, desired_state="stopped",
+                                      last_error=err.message[:2000])
+                    raise
                 record = self.store.update(record.id, desired_state="running")
-                self._spawn(record, record.config)
             if wait:
                 self._wait_ready(record, deadline)
             return self._handle(self.store.resolve(record.id))
@@ -301,8 +332,10 @@ class LocalDeployer:
             "--host", record.host, "--port", str(record.port),
             "--workers", str(config.workers),
         ]
-        env = dict(os.environ)
-        env["MLFLOW_TRACKING_URI"] = self.settings.tracking_uri()
+        env = options.server_env(
+            os.environ, config.server_options, requires_token=config.requires_token
+        )
+        env["MLFLOW_TRACKING_URI"] = env["CTCD_SERVER_TRACKING_URI"] = self._tracking_uri(config)
         env["CTCD_SERVER_ADMIN_TOKEN"] = record.admin_token
         env["CTCD_HOME"] = str(self.settings.home)
         log_path = self._log_path(record)
@@ -312,6 +345,24 @@ class LocalDeployer:
         ref = process.spawn(argv, env=env, log_path=log_path)
         self.store.update(record.id, pid=ref.pid, pid_started=ref.started, last_error=None)
         log.info("started model server %s (pid %s) on %s", record.name, ref.pid, record.endpoint)
+
+    def _complete(self, config: DeploymentConfig) -> DeploymentConfig:
+        """``config`` as it will be recorded: with everything a restart from another process
+        needs (tracking server, server options, whether a token is required)."""
+        return replace(
+            config,
+            tracking_uri=config.tracking_uri or self.settings.tracking_uri(),
+            server_options=config.server_options or options.options_from_env(os.environ),
+            requires_token=config.requires_token or bool(os.environ.get(options.TOKEN_VARIABLE)),
+        )
+
+    def _tracking_uri(self, config: DeploymentConfig) -> str:
+        """The tracking server the record names. The caller's own URI is used instead only
+        when it names that same server (it may carry credentials the record must not)."""
+        live = self.settings.tracking_uri()
+        if config.tracking_uri is None or redact_uri(live) == config.tracking_uri:
+            return live
+        return config.tracking_uri
 
     def _wait_ready(self, record: ServerRecord, deadline: float) -> None:
         """Block until the server answers ready; stop it and fail if it cannot."""
@@ -358,6 +409,11 @@ class LocalDeployer:
 
     def _alive(self, record: ServerRecord) -> bool:
         return process.alive(_ref(record))
+
+    def _observe(self, record: ServerRecord) -> ServiceStatus:
+        if not self._alive(record):
+            return ServiceStatus.UNREACHABLE
+        return probe(record.endpoint, record.config.model_name)
 
     def _handle(self, record: ServerRecord) -> ServiceHandle:
         config = record.config

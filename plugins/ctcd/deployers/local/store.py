@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ctcd.deployers.base import DeploymentConfig
+from ctcd.deployers.base import DeploymentConfig, DeploymentEvent
 from ctcd.errors import ModelServerNotFound
 
 SCHEMA = """
@@ -85,19 +85,6 @@ class ServerRecord:
         return cls(**data)
 
 
-@dataclass(frozen=True)
-class DeploymentRecord:
-    seq: int
-    server_id: str
-    config: DeploymentConfig
-    strategy: str
-    outcome: str
-    message: str | None
-    started_at: str
-    finished_at: str
-    seconds_to_serving: float | None
-
-
 class ServerStore:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -148,17 +135,20 @@ class ServerStore:
         with self._connect() as db:
             return {r[0] for r in db.execute("SELECT port FROM servers")}
 
-    def history(self, server_id: str, limit: int = 20) -> list[DeploymentRecord]:
+    def history(self, server_id: str, limit: int = 20) -> list[DeploymentEvent]:
+        """The server's deployments, newest first."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT * FROM deployments WHERE server_id = ? ORDER BY seq DESC LIMIT ?",
+                "SELECT config, strategy, outcome, message, started_at, finished_at,"
+                " seconds_to_serving FROM deployments WHERE server_id = ?"
+                " ORDER BY seq DESC LIMIT ?",
                 (server_id, limit),
             ).fetchall()
         out = []
         for row in rows:
             data: dict[str, Any] = dict(row)
             data["config"] = DeploymentConfig.from_dict(json.loads(data["config"]))
-            out.append(DeploymentRecord(**data))
+            out.append(DeploymentEvent(**data))
         return out
 
     # -- writes ----------------------------------------------------------------------------

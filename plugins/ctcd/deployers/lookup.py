@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ctcd.deployers.registry import get_deployer
 from ctcd.errors import ModelServerNotFound
 from ctcd.services.handle import ServiceHandle
 
@@ -15,9 +16,8 @@ def load_last_service(
     deployer: str | None = None,
 ) -> ServiceHandle:
     """The newest model server last deployed by ``dag_id.task_id`` (optionally only a running
-    one). Raises :class:`ctcd.errors.ModelServerNotFound` if there is none."""
-    from ctcd.deployers import get_deployer
-
+    one) on backend ``deployer`` (default ``CTCD_DEPLOYER``). Raises
+    :class:`ctcd.errors.ModelServerNotFound` if there is none."""
     found = get_deployer(deployer).find_model_server(
         dag_id=dag_id, task_id=task_id, running=running, model_name=model_name
     )

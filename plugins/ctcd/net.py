@@ -1,0 +1,17 @@
+"""Loopback networking helpers shared by the deployers, the embedded stack and the tests."""
+
+from __future__ import annotations
+
+import socket
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if a TCP socket can bind ``host:port`` now (``SO_REUSEADDR``, so a port in
+    TIME_WAIT counts as free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
