@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: install demo stop status test test-fast lint bench-serving clean
+.PHONY: install demo stop status test test-fast lint bench-serving bench-batch clean
 
 # Compiled bytecode: with PYTHONDONTWRITEBYTECODE set (as on these machines) every process
 # would otherwise compile airflow, mlflow and scikit-learn from source at each import
@@ -46,3 +46,9 @@ clean: stop
 ## Benchmark the model server against `mlflow models serve` (needs wrk: apt-get install wrk).
 bench-serving: install
 	$(PY) bench/serving/bench_serving.py
+
+## Benchmark batch scoring (rows/s vs one predict call, peak RSS at 1M/10M rows) and the
+## streaming scorer (msgs/s vs HTTP, messages lost after a kill). Needs redis-server.
+## BENCH_ARGS=--quick for a short run.
+bench-batch: install
+	$(PY) bench/batch/bench_batch.py $(BENCH_ARGS)
