@@ -366,6 +366,9 @@ def test_server_options_and_prediction_token_reach_the_pods_never_the_record(
 ) -> None:
     monkeypatch.setenv("CTCD_SERVER_MAX_BATCH_ROWS", "64")
     monkeypatch.setenv("CTCD_SERVER_TOKEN", "predict-secret-123")
+    for name in [n for n in os.environ if n.startswith("CTCD_SERVER_")]:
+        if name not in ("CTCD_SERVER_MAX_BATCH_ROWS", "CTCD_SERVER_TOKEN"):
+            monkeypatch.delenv(name)  # only the options this test sets
     make_deployer(cluster).deploy_model(config(), timeout=60)
     name = "ctcd-churn-classifier"
     deployment = cluster.get("deployments", name)
