@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: install demo stop status test test-fast lint bench-serving clean
+.PHONY: install demo stop status test test-fast lint bench-serving bench-validation clean
 
 # Compiled bytecode: with PYTHONDONTWRITEBYTECODE set (as on these machines) every process
 # would otherwise compile airflow, mlflow and scikit-learn from source at each import
@@ -46,3 +46,7 @@ clean: stop
 ## Benchmark the model server against `mlflow models serve` (needs wrk: apt-get install wrk).
 bench-serving: install
 	$(PY) bench/serving/bench_serving.py
+
+## Time the Great Expectations checkpoint on 20,000 and 1,000,000 rows.
+bench-validation: install
+	$(PY) bench/validation/bench_validation.py

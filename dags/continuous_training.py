@@ -1,21 +1,26 @@
 """
 ### Continuous training
 
-Retrains the churn model on each day's data snapshot and ships it only when it is better.
+Retrains a model on each new partition of its data set and ships it only when it is better.
+Runs when a producer updates the data set's Asset (`ctcd://datasets/churn`, e.g. the
+`data_producer` DAG), every midnight (UTC), or when triggered.
 
-`ingest` (checks the run's parameters, writes the snapshot) -> `validate` (fails closed:
-bad data stops the run, the report is kept) -> `train` (scikit-learn pipeline tracked in
-MLflow: params, metrics, signature, input example, dataset lineage) -> `evaluate` (holdout
-scores of the candidate and of the serving champion, on the same rows) ->
-`deployment_trigger` (deploys only above `min_roc_auc` and when it beats the champion;
-otherwise the rest is skipped) -> `register` (new registry version, alias `challenger`) ->
-`deploy` (`DeployModelOperator`: into the model server already serving this model, with
-`strategy`; a new server's start is awaited in the triggerer) -> `verify`
-(the endpoint answers holdout rows like the registered model, from the new version) ->
+`ingest` (checks the run's parameters; copies the newest partition not yet trained on from
+the landing location or the SQL source into a local snapshot; skips the run when there is
+nothing new) -> `validate` (the data set's Great Expectations checkpoint; fails closed:
+bad data stops the run, the result and its Data Docs page are kept and linked) -> `train`
+(scikit-learn pipeline tracked in MLflow: params, metrics, signature, dataset lineage, the
+validation result, the partition's watermark tags) -> `evaluate` (holdout scores of the
+candidate and of the serving champion, on the same rows) -> `deployment_trigger` (deploys
+only above `min_roc_auc` and when it beats the champion; otherwise the rest is skipped) ->
+`register` (new registry version, alias `challenger`) -> `deploy` (`DeployModelOperator`:
+into the model server already serving this model, with `strategy`) -> `verify` (the
+endpoint answers holdout rows like the registered model, from the new version) ->
 `promote` (alias `champion`; emits the model's Asset with the version).
 
 Trigger it from the UI form or `POST /api/v2/dags/continuous_training/dagRuns` with a
-`conf` that overrides any parameter, e.g. `{"model_type": "random_forest", "min_roc_auc": 0.8}`.
+`conf` that overrides any parameter, e.g. `{"snapshot_date": "2026-11-20", "force": true}`
+or `{"source": "sql", "sql_conn_id": "warehouse", "sql_query": "SELECT * FROM churn"}`.
 """
 
 from __future__ import annotations
@@ -23,11 +28,21 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Asset, dag, get_current_context, task
+from airflow.sdk import (
+    Asset,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    dag,
+    get_current_context,
+    task,
+)
 
+from ctcd.data.assets import dataset_asset
 from ctcd.operators.deploy import DeployModelOperator
+from ctcd.operators.validation import ValidateDataOperator
 from ctcd.training.params import airflow_params
 
+DATASET = "churn"
 SERVING_ASSET = Asset(name="churn-classifier-serving", uri="ctcd://models/churn-classifier")
 
 
@@ -39,9 +54,12 @@ def _lineage() -> dict[str, str]:
 
 @dag(
     dag_id="continuous_training",
-    # No start_date: the first scheduled run is the next midnight (UTC), not a catch-up run
-    # the moment the DAG is unpaused; manual and REST-triggered runs start at once.
-    schedule="@daily",
+    # On new data (the data set's Asset) and every midnight (UTC). No start_date: the first
+    # timed run is the next midnight, not a catch-up run the moment the DAG is unpaused.
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 0 * * *", timezone="UTC"),
+        assets=dataset_asset(DATASET),
+    ),
     catchup=False,
     max_active_runs=1,
     tags=["ctcd", "training", "deployment"],
@@ -57,63 +75,68 @@ def _lineage() -> dict[str, str]:
 def continuous_training() -> None:
     @task
     def ingest() -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from ctcd.pipelines import continuous_training as pipeline
         from ctcd.tasks import fail_without_retry
-        from ctcd.training import steps
+        from ctcd.tracking import get_tracking
 
-        context = get_current_context()
-        logical = context.get("logical_date")
+        params = dict(get_current_context()["params"])
         with fail_without_retry():
-            return steps.ingest(dict(context["params"]), logical.date() if logical else None)
-
-    @task
-    def validate(snapshot: dict[str, Any]) -> dict[str, Any]:
-        from ctcd.tasks import fail_without_retry
-        from ctcd.training import steps
-
-        with fail_without_retry():
-            return steps.validate(snapshot["snapshot"])
+            try:
+                return pipeline.ingest(params, get_tracking())
+            except pipeline.NothingNew as nothing:
+                print(f"Skipping the run: {nothing}")
+                raise AirflowSkipException(str(nothing)) from nothing
 
     @task
     def train(snapshot: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
-        from ctcd.training import steps
+        from ctcd.pipelines import continuous_training as pipeline
+        from ctcd.tracking import get_tracking
 
-        return steps.train(snapshot["snapshot"], dict(get_current_context()["params"]), _lineage())
+        params = dict(get_current_context()["params"])
+        return pipeline.train(snapshot, report, params, _lineage(), get_tracking())
 
     @task
     def evaluate(candidate: dict[str, Any], snapshot: dict[str, Any]) -> dict[str, Any]:
-        from ctcd.training import steps
+        from ctcd.pipelines import continuous_training as pipeline
+        from ctcd.tracking import get_tracking
 
         params = dict(get_current_context()["params"])
-        return steps.evaluate(candidate, snapshot["snapshot"], params)
+        return pipeline.evaluate(candidate, snapshot, params, get_tracking())
 
     @task.short_circuit
     def deployment_trigger(evaluation: dict[str, Any]) -> bool:
-        from ctcd.training import steps
+        from ctcd.pipelines import continuous_training as pipeline
 
-        decision = steps.deployment_trigger(evaluation, dict(get_current_context()["params"]))
+        params = dict(get_current_context()["params"])
+        decision = pipeline.deployment_trigger(evaluation, params)
         print(f"Deployment trigger: {decision['reason']}")
         return bool(decision["deploy"])
 
     @task
     def register(candidate: dict[str, Any]) -> dict[str, Any]:
-        from ctcd.training import steps
+        from ctcd.pipelines import continuous_training as pipeline
+        from ctcd.tracking import get_tracking
 
-        return steps.register(candidate, _lineage())
+        return pipeline.register(candidate, _lineage(), get_tracking())
 
     @task
     def verify(handle: Any, registered: dict[str, Any], snapshot: dict[str, Any]) -> dict[str, Any]:
+        from ctcd.pipelines import continuous_training as pipeline
         from ctcd.tasks import roll_back_on_failure
-        from ctcd.training import steps
+        from ctcd.tracking import get_tracking
 
         params = dict(get_current_context()["params"])
         with roll_back_on_failure(handle, registered):
-            return steps.verify(handle.endpoint, registered, snapshot["snapshot"], params)
+            return pipeline.verify(handle.endpoint, registered, snapshot, params, get_tracking())
 
     @task(outlets=[SERVING_ASSET])
     def promote(registered: dict[str, Any], verified: dict[str, Any]) -> dict[str, Any]:
-        from ctcd.training import steps
+        from ctcd.pipelines import continuous_training as pipeline
+        from ctcd.tracking import get_tracking
 
-        promoted = steps.promote(registered)
+        promoted = pipeline.promote(registered, get_tracking())
         context = get_current_context()
         context["outlet_events"][SERVING_ASSET].extra = {
             "model_name": registered["model_name"],
@@ -123,7 +146,7 @@ def continuous_training() -> None:
         return promoted
 
     snapshot = ingest()
-    report = validate(snapshot)
+    report = ValidateDataOperator(task_id="validate", ingested=snapshot).output
     candidate = train(snapshot, report)
     evaluation = evaluate(candidate, snapshot)
     gate = deployment_trigger(evaluation)

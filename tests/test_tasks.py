@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 
 from ctcd.deployers import DeploymentConfig, ModelDeployer, get_deployer
 from ctcd.errors import DeploymentError
-from ctcd.registry import CHAMPION
+from ctcd.tracking import CHAMPION
 from ctcd.services import ServiceHandle, ServiceStatus
 from ctcd.stack.processes import free_port
 from ctcd.tasks import roll_back_on_failure

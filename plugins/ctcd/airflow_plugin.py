@@ -10,8 +10,9 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from ctcd.operators.links import MlflowRunLink, ModelServerLink
+from ctcd.operators.validation import DataDocsLink
 
 
 class CtcdPlugin(AirflowPlugin):
     name = "ctcd"
-    operator_extra_links = [ModelServerLink(), MlflowRunLink()]  # noqa: RUF012
+    operator_extra_links = [ModelServerLink(), MlflowRunLink(), DataDocsLink()]  # noqa: RUF012

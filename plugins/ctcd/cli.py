@@ -12,6 +12,7 @@ import typer
 
 GROUPS: dict[str, str] = {
     "models": "ctcd.deployers.cli:app",
+    "data": "ctcd.data.cli:app",
 }
 
 

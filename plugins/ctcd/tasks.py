@@ -85,14 +85,12 @@ class _Champion:
 
 def _champion(model_name: str) -> _Champion | None:
     """The registry's champion of ``model_name`` (version and the run that made it)."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from ctcd.deployers import redact_uri
-    from ctcd.registry import CHAMPION
-    from ctcd.settings import get_settings
+    from ctcd.tracking import CHAMPION, get_tracking
 
-    client = MlflowClient(tracking_uri=get_settings().tracking_uri())
+    client = get_tracking().client
     try:
         found = client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException as err:

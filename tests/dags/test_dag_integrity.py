@@ -51,9 +51,9 @@ def test_continuous_training_shape(dagbag) -> None:
     assert set(order) <= set(dag.task_dict)
     for upstream, downstream in itertools.pairwise(order):
         assert downstream in dag.task_dict[upstream].get_flat_relative_ids(upstream=False)
-    assert dag.schedule == "@daily"
+    assert type(dag.schedule).__name__ == "AssetOrTimeSchedule"  # new data, and daily
     assert dag.max_active_runs == 1
-    assert {"min_roc_auc", "rows", "hyperparameters", "snapshot_date"} <= set(dag.params)
+    assert {"min_roc_auc", "source", "hyperparameters", "snapshot_date"} <= set(dag.params)
 
 
 PROBE = r"""

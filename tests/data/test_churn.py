@@ -4,7 +4,10 @@ from datetime import date
 
 import pytest
 
-from ctcd.data.churn import CATEGORIES, CORRUPTIONS, FEATURES, LABEL, generate_snapshot
+from ctcd.data.churn import CORRUPTIONS, churn_spec, generate_snapshot
+
+SPEC = churn_spec()
+FEATURES, LABEL, CATEGORIES = SPEC.feature_names, SPEC.label.name, SPEC.categories
 
 
 def test_snapshot_is_deterministic_and_realistic() -> None:
@@ -44,3 +47,8 @@ def test_every_corruption_changes_the_data(corruption: str) -> None:
 def test_bad_arguments_name_the_argument(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         generate_snapshot(date(2026, 3, 1), **{"rows": 100, **kwargs})
+
+
+def test_columns_are_those_of_the_spec() -> None:
+    frame = generate_snapshot(date(2026, 3, 1), rows=100)
+    assert list(frame.columns) == list(SPEC.columns)

@@ -55,11 +55,19 @@ def test_token_is_required(stack: Stack) -> None:
     assert response.status_code == 401
 
 
-def test_triggered_run_with_conf_override_trains_deploys_and_serves(client: AirflowClient) -> None:
+def test_triggered_run_with_conf_override_trains_deploys_and_serves(
+    client: AirflowClient, stack: Stack
+) -> None:
+    from datetime import UTC, datetime
+
+    from ctcd.data.producer import produce
+    from ctcd.data.spec import load_spec
+
+    landing = f"file://{stack.home / 'landing' / 'churn'}/"
+    produce(datetime.now(UTC).date(), 4_000, spec=load_spec("churn"), landing_uri=landing)
     run = client.trigger(
         DAG_ID,
         {
-            "rows": 4_000,
             "model_type": "logistic_regression",
             "min_roc_auc": 0.7,
             "strategy": "replace",

@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from ctcd.data.churn import FEATURES, LABEL, generate_snapshot
+from ctcd.data.churn import churn_spec, generate_snapshot
 from ctcd.data.snapshots import split
 from ctcd.training.evaluate import Comparison, score
 from ctcd.training.gate import decide
@@ -15,11 +15,14 @@ from ctcd.training.model import build_pipeline
     "model_type", ["logistic_regression", "hist_gradient_boosting", "random_forest"]
 )
 def test_pipelines_learn_the_churn_signal(model_type: str) -> None:
+    spec = churn_spec()
     frame = generate_snapshot(date(2026, 4, 1), rows=6_000)
-    train, holdout = split(frame, 0.25)
+    train, holdout = split(frame, 0.25, spec.id_column)
     hyper = {"n_estimators": 30, "max_depth": 8} if model_type == "random_forest" else {}
-    model = build_pipeline(model_type, hyper).fit(train[list(FEATURES)], train[LABEL])
-    metrics = score(model, holdout)
+    model = build_pipeline(
+        model_type, hyper, numeric=spec.numeric_features, categorical=spec.categorical_features
+    ).fit(train[list(spec.feature_names)], train[spec.label.name])
+    metrics = score(model, holdout, spec)
     assert metrics["roc_auc"] > 0.75, metrics
     assert 0 < metrics["f1"] <= 1 and 0.5 < metrics["accuracy"] <= 1
 

@@ -1,9 +1,10 @@
-"""A synthetic, realistic customer-churn data set that arrives in dated snapshots.
+"""A synthetic, realistic customer-churn data set that arrives in dated snapshots (the demo).
 
 Each day is a partition of tens of thousands of customers with numeric and categorical
-features and a binary label (``churned``). The label depends on the features through a
-fixed logistic model plus noise, so a model can learn it but not perfectly. Two switches
-serve later stages of the pipeline:
+features and a binary label. The label depends on the features through a fixed logistic
+model plus noise, so a model can learn it but not perfectly. Column names, categories and
+the label come from the ``churn`` data set spec (``include/datasets/churn.yaml``); only the
+generation logic lives here. Two switches serve later stages of the pipeline:
 
 - ``drift``: in [0, 1]; shifts feature distributions (longer support queues, more monthly
   contracts, higher charges) and the label relationship, as a changing market would.
@@ -17,34 +18,13 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date
-from typing import Final, Literal
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
 
-LABEL: Final = "churned"
-NUMERIC_FEATURES: Final = (
-    "tenure_months",
-    "monthly_charges",
-    "total_charges",
-    "support_calls",
-    "age",
-    "data_usage_gb",
-    "late_payments",
-)
-CATEGORICAL_FEATURES: Final = ("contract", "payment_method", "internet_service", "region")
-FEATURES: Final = NUMERIC_FEATURES + CATEGORICAL_FEATURES
+from ctcd.data.spec import DatasetSpec, load_spec
 
-CATEGORIES: Final[dict[str, tuple[str, ...]]] = {
-    "contract": ("month-to-month", "one-year", "two-year"),
-    "payment_method": ("card", "bank-transfer", "electronic-check", "mailed-check"),
-    "internet_service": ("none", "dsl", "fiber"),
-    "region": ("north", "south", "east", "west"),
-}
-
-Corruption = Literal[
-    "none", "nulls", "out_of_range", "missing_column", "wrong_type", "unseen_category"
-]
 CORRUPTIONS: Final[tuple[str, ...]] = (
     "none",
     "nulls",
@@ -53,6 +33,25 @@ CORRUPTIONS: Final[tuple[str, ...]] = (
     "wrong_type",
     "unseen_category",
 )
+
+
+def churn_spec() -> DatasetSpec:
+    return load_spec("churn")
+
+
+def __getattr__(name: str) -> Any:
+    """``FEATURES``, ``LABEL``, ``CATEGORIES``... read from the spec, not kept here."""
+    spec = churn_spec()
+    derived = {
+        "LABEL": spec.label.name,
+        "FEATURES": spec.feature_names,
+        "NUMERIC_FEATURES": spec.numeric_features,
+        "CATEGORICAL_FEATURES": spec.categorical_features,
+        "CATEGORIES": spec.categories,
+    }
+    if name in derived:
+        return derived[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _seed(day: date, drift: float) -> int:
@@ -66,8 +65,9 @@ def generate_snapshot(
     *,
     drift: float = 0.0,
     corruption: str = "none",
+    spec: DatasetSpec | None = None,
 ) -> pd.DataFrame:
-    """Return one day's snapshot of ``rows`` customers."""
+    """Return one day's snapshot of ``rows`` customers, columns named by the churn spec."""
     if rows <= 0:
         raise ValueError(f"rows must be positive, got {rows}")
     if not 0.0 <= drift <= 1.0:
@@ -75,13 +75,15 @@ def generate_snapshot(
     if corruption not in CORRUPTIONS:
         raise ValueError(f"corruption must be one of {CORRUPTIONS}, got {corruption!r}")
 
+    spec = spec or churn_spec()
+    categories = spec.categories
     rng = np.random.default_rng(_seed(day, drift))
 
     contract_p = np.array([0.5 + 0.3 * drift, 0.3 - 0.15 * drift, 0.2 - 0.15 * drift])
-    contract = rng.choice(CATEGORIES["contract"], size=rows, p=contract_p / contract_p.sum())
-    payment = rng.choice(CATEGORIES["payment_method"], size=rows, p=[0.35, 0.25, 0.25, 0.15])
-    internet = rng.choice(CATEGORIES["internet_service"], size=rows, p=[0.15, 0.4, 0.45])
-    region = rng.choice(CATEGORIES["region"], size=rows)
+    contract = rng.choice(categories["contract"], size=rows, p=contract_p / contract_p.sum())
+    payment = rng.choice(categories["payment_method"], size=rows, p=[0.35, 0.25, 0.25, 0.15])
+    internet = rng.choice(categories["internet_service"], size=rows, p=[0.15, 0.4, 0.45])
+    region = rng.choice(categories["region"], size=rows)
 
     tenure = np.clip(rng.gamma(2.0, 14.0 * (1 - 0.4 * drift), rows), 0, 72).round()
     base_charge = np.select(
@@ -110,10 +112,12 @@ def generate_snapshot(
     prob = 1 / (1 + np.exp(-(logit + rng.normal(0, 0.6, rows))))
     label = (rng.uniform(size=rows) < prob).astype("int64")
 
+    head: dict[str, Any] = {spec.id_column: [f"{day:%Y%m%d}-{i:06d}" for i in range(rows)]}
+    if spec.partition_column:
+        head[spec.partition_column] = [day.isoformat()] * rows
     frame = pd.DataFrame(
         {
-            "customer_id": [f"{day:%Y%m%d}-{i:06d}" for i in range(rows)],
-            "snapshot_date": [day.isoformat()] * rows,
+            **head,
             "tenure_months": tenure.astype("int64"),
             "monthly_charges": monthly.round(2),
             "total_charges": total,
@@ -125,7 +129,7 @@ def generate_snapshot(
             "payment_method": payment,
             "internet_service": internet,
             "region": region,
-            LABEL: label,
+            spec.label.name: label,
         }
     )
     return _corrupt(frame, corruption, rng)

@@ -1,9 +1,9 @@
-"""The snapshot store: dated Parquet partitions of the churn data set under the state dir.
+"""Local snapshots: the copy of one partition every task after ``ingest`` reads.
 
-``ingest`` writes one day's partition (idempotently: a re-run of the same day with the same
-switches leaves the same file), and ``split`` cuts it into a training set and a holdout by
-a stable hash of the customer id, so the champion and the challenger are always compared
-on the same rows.
+A source writes a partition here once (atomically, batch by batch), so validation,
+training, evaluation and verification all see the same rows, however the source changes
+afterwards. ``split`` cuts a snapshot into a training set and a holdout by a stable hash
+of the id column, so the champion and the challenger are always compared on the same rows.
 """
 
 from __future__ import annotations
@@ -11,51 +11,40 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
 
-from ctcd.data.churn import generate_snapshot
+
+def snapshot_path(data_dir: Path, dataset: str, day: date) -> Path:
+    return data_dir / dataset / f"date={day.isoformat()}" / "snapshot.parquet"
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    day: date
-    path: Path
-    rows: int
-
-
-def partition_path(root: Path, day: date, drift: float = 0.0, corruption: str = "none") -> Path:
-    variant = "" if drift == 0 and corruption == "none" else f"/variant=drift{drift:g}-{corruption}"
-    return root / "churn" / f"snapshot_date={day.isoformat()}{variant}" / "part-0.parquet"
-
-
-def ingest(
-    root: Path, day: date, rows: int, *, drift: float = 0.0, corruption: str = "none"
-) -> Snapshot:
-    """Materialise one day's snapshot as Parquet (atomically) and return where it is."""
-    path = partition_path(root, day, drift, corruption)
-    if path.exists():
-        existing = pd.read_parquet(path, columns=["customer_id"])
-        if len(existing) == rows:
-            return Snapshot(day=day, path=path, rows=rows)
-    frame = generate_snapshot(day, rows, drift=drift, corruption=corruption)
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path next to ``path``, moved onto it only if the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    return Snapshot(day=day, path=path, rows=len(frame))
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
-def in_holdout(customer_id: str, fraction: float) -> bool:
-    bucket = int.from_bytes(hashlib.blake2b(customer_id.encode(), digest_size=4).digest(), "big")
+def in_holdout(row_id: str, fraction: float) -> bool:
+    bucket = int.from_bytes(hashlib.blake2b(row_id.encode(), digest_size=4).digest(), "big")
     return bucket / 2**32 < fraction
 
 
-def split(frame: pd.DataFrame, holdout_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, holdout), by a stable hash of ``customer_id``."""
-    mask = frame["customer_id"].map(lambda cid: in_holdout(str(cid), holdout_fraction))
+def split(
+    frame: pd.DataFrame, holdout_fraction: float, id_column: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, holdout), by a stable hash of ``id_column``."""
+    mask = frame[id_column].map(lambda rid: in_holdout(str(rid), holdout_fraction))
     return frame[~mask].reset_index(drop=True), frame[mask].reset_index(drop=True)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from ctcd.settings import PROJECT_ROOT
@@ -14,6 +15,7 @@ from ctcd.stack.config import ADMIN_PASSWORD, ADMIN_USER
 from ctcd.stack.embedded import Stack
 
 DAG_ID = "continuous_training"
+PRODUCER_ID = "data_producer"
 EXAMPLE_REQUEST = PROJECT_ROOT / "include" / "examples" / "churn_request.json"
 
 
@@ -43,7 +45,27 @@ def _serving_endpoint(client: AirflowClient, run_id: str) -> str | None:
     return servers[0].endpoint if servers else None
 
 
-def demo(stack: Stack, conf: dict[str, Any]) -> int:
+def _asset_triggered_run(
+    client: AirflowClient, after: str, timeout: float = 180.0
+) -> dict[str, Any] | None:
+    """The continuous_training run the data set's Asset event scheduled (None if none came)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.request(
+            "GET", f"/dags/{DAG_ID}/dagRuns", params={"run_type": "asset_triggered"}
+        )
+        if response.status_code == 200:
+            runs = [r for r in response.json()["dag_runs"] if (r.get("queued_at") or "") >= after]
+            if runs:
+                return dict(runs[-1])
+        time.sleep(2)
+    return None
+
+
+def demo(stack: Stack, conf: dict[str, Any], rows: int = 20_000) -> int:
+    """Land today's partition with the data_producer DAG; its Asset event starts
+    continuous_training, which ingests it from the landing location through GX. With a
+    ``conf``, continuous_training is triggered with it instead."""
     started = time.monotonic()
     _say(f"state directory: {stack.home}")
     _say("starting MLflow and Airflow (api-server, scheduler, dag-processor, triggerer)...")
@@ -52,10 +74,25 @@ def demo(stack: Stack, conf: dict[str, Any]) -> int:
     client = AirflowClient(stack.airflow_url, ADMIN_USER, ADMIN_PASSWORD)
     try:
         client.wait_for_dag(DAG_ID)
-        run = client.trigger(DAG_ID, conf)
+        client.wait_for_dag(PRODUCER_ID)
         client.set_paused(DAG_ID, False)
+        today = datetime.now(UTC).date().isoformat()
+        produced = client.trigger(PRODUCER_ID, {"date": today, "rows": rows})
+        client.set_paused(PRODUCER_ID, False)
+        _say(f"{PRODUCER_ID} is landing {rows} rows for {today} in the landing location...")
+        landed = client.wait_for_run(PRODUCER_ID, produced["dag_run_id"])
+        if landed["state"] != "success":
+            _say(f"{PRODUCER_ID} FAILED; task logs: {stack.airflow_home / 'logs'}")
+            return 1
+        run = None
+        if not conf:
+            _say("partition landed; waiting for the data set's Asset to start continuous_training")
+            run = _asset_triggered_run(client, after=produced.get("queued_at") or "")
+        if run is None:
+            run = client.trigger(DAG_ID, conf)
+            _say(f"triggered {DAG_ID} over the REST API with conf {conf}")
         run_id = run["dag_run_id"]
-        _say(f"triggered {DAG_ID} run {run_id} over the REST API; waiting for it...")
+        _say(f"{DAG_ID} run {run_id}; waiting for it...")
         run_started = time.monotonic()
 
         def progress(states: dict[str, str]) -> None:
@@ -73,6 +110,17 @@ def demo(stack: Stack, conf: dict[str, Any]) -> int:
             _say(f"run {run_id} FAILED at {failed}; task logs: {stack.airflow_home / 'logs'}")
             _say(f"see it in the UI: {stack.airflow_url}/dags/{DAG_ID}/runs/{run_id}")
             return 1
+        states = {t["task_id"]: t["state"] for t in client.task_instances(DAG_ID, run_id)}
+        if states.get("ingest") == "skipped":
+            _say(
+                "ingest skipped the run: today's partition was trained on already (run the "
+                """demo with --conf '{"force": true}' to retrain on it)"""
+            )
+        else:
+            ingested = client.xcom(DAG_ID, run_id, "ingest")
+            docs = client.xcom(DAG_ID, run_id, "validate", key="data_docs")
+            _say(f"ingested {ingested}")
+            _say(f"validation (Great Expectations) passed; Data Docs: file://{docs}")
         endpoint = _serving_endpoint(client, run_id)
     finally:
         client.close()
@@ -110,14 +158,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ctcd.stack")
     sub = parser.add_subparsers(dest="command", required=True)
     demo_cmd = sub.add_parser("demo", help="start the stack and run continuous_training")
-    demo_cmd.add_argument("--conf", default="{}", help="JSON conf for the DAG run")
+    demo_cmd.add_argument(
+        "--conf", default="{}", help="JSON conf: trigger continuous_training with it"
+    )
+    demo_cmd.add_argument("--rows", type=int, default=20_000, help="rows of the partition")
     sub.add_parser("up", help="start the stack only")
     sub.add_parser("status", help="show which stack processes run")
     sub.add_parser("stop", help="stop everything the stack started")
     args = parser.parse_args(argv)
     stack = Stack()
     if args.command == "demo":
-        return demo(stack, json.loads(args.conf))
+        return demo(stack, json.loads(args.conf), rows=args.rows)
     if args.command == "up":
         stack.up()
         _say(

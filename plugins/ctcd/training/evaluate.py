@@ -6,23 +6,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-from ctcd.data.churn import FEATURES, LABEL
 from ctcd.data.snapshots import split
+from ctcd.data.spec import DatasetSpec
+from ctcd.tracking import CHAMPION, Tracking
 
 
 class Classifier(Protocol):
     def predict(self, frame: pd.DataFrame) -> np.ndarray: ...
 
 
-def score(model: Classifier, holdout: pd.DataFrame) -> dict[str, float]:
+def score(model: Classifier, holdout: pd.DataFrame, spec: DatasetSpec) -> dict[str, float]:
     """Metrics of a model on labelled rows. ROC AUC uses probabilities where the model has them."""
-    features, labels = holdout[list(FEATURES)], holdout[LABEL]
+    features, labels = holdout[list(spec.feature_names)], holdout[spec.label.name]
     predicted = np.asarray(model.predict(features)).astype(int)
     proba = getattr(model, "predict_proba", None)
     ranking = proba(features)[:, 1] if proba is not None else predicted
@@ -40,29 +39,27 @@ class Comparison:
     champion_version: str | None
 
 
-def _load_sklearn(model_uri: str) -> Classifier:
-    return mlflow.sklearn.load_model(model_uri)  # type: ignore[no-any-return]
+def load_sklearn(tracking: Tracking, model_uri: str) -> Classifier:
+    import mlflow
+
+    with tracking.active():
+        return mlflow.sklearn.load_model(model_uri)  # type: ignore[no-any-return]
 
 
 def compare_with_champion(
+    tracking: Tracking,
     candidate_uri: str,
     snapshot_path: Path,
+    spec: DatasetSpec,
     holdout_fraction: float,
     *,
     model_name: str,
-    champion_alias: str = "champion",
 ) -> Comparison:
     """Evaluate the candidate and the current champion (if there is one) on the same holdout."""
-    _, holdout = split(pd.read_parquet(snapshot_path), holdout_fraction)
-    candidate = score(_load_sklearn(candidate_uri), holdout)
-    client = mlflow.MlflowClient()
-    try:
-        champion_mv = client.get_model_version_by_alias(model_name, champion_alias)
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_DOES_NOT_EXIST" and "not found" not in str(err).lower():
-            raise
+    _, holdout = split(pd.read_parquet(snapshot_path), holdout_fraction, spec.id_column)
+    candidate = score(load_sklearn(tracking, candidate_uri), holdout, spec)
+    version = tracking.alias_version(model_name, CHAMPION)
+    if version is None:
         return Comparison(candidate=candidate, champion=None, champion_version=None)
-    champion = score(_load_sklearn(f"models:/{model_name}/{champion_mv.version}"), holdout)
-    return Comparison(
-        candidate=candidate, champion=champion, champion_version=str(champion_mv.version)
-    )
+    champion = score(load_sklearn(tracking, f"models:/{model_name}/{version}"), holdout, spec)
+    return Comparison(candidate=candidate, champion=champion, champion_version=version)

@@ -10,13 +10,11 @@ import mlflow
 import pandas as pd
 import skops.io
 from mlflow.models import infer_signature
-from sklearn.compose import ColumnTransformer
+from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-from ctcd.data.churn import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 
 ESTIMATORS: Final[dict[str, type]] = {
     "hist_gradient_boosting": HistGradientBoostingClassifier,
@@ -29,10 +27,14 @@ def build_pipeline(
     model_type: str,
     hyperparameters: Mapping[str, Any],
     *,
-    numeric: tuple[str, ...] = NUMERIC_FEATURES,
-    categorical: tuple[str, ...] = CATEGORICAL_FEATURES,
+    numeric: tuple[str, ...] | None = None,
+    categorical: tuple[str, ...] | None = None,
 ) -> Pipeline:
-    """A preprocessing + estimator pipeline; raises ValueError naming a bad hyperparameter."""
+    """A preprocessing + estimator pipeline; raises ValueError naming a bad hyperparameter.
+
+    ``numeric`` and ``categorical`` name the columns (from the data set's spec); left out,
+    columns are told apart by dtype (numbers scaled, everything else one-hot encoded).
+    """
     try:
         estimator_cls = ESTIMATORS[model_type]
     except KeyError:
@@ -50,7 +52,16 @@ def build_pipeline(
         estimator._validate_params()  # scikit-learn's own type/range checks, before any fit
     except (TypeError, ValueError) as err:
         raise ValueError(f"invalid hyperparameter for {model_type}: {err}") from None
-    transformers: list[tuple[str, Any, list[str]]] = []
+    transformers: list[tuple[str, Any, Any]] = []
+    if numeric is None and categorical is None:
+        transformers = [
+            ("numeric", StandardScaler(), make_column_selector(dtype_include="number")),
+            (
+                "categorical",
+                OneHotEncoder(handle_unknown="ignore"),
+                make_column_selector(dtype_exclude="number"),
+            ),
+        ]
     if numeric:
         transformers.append(("numeric", StandardScaler(), list(numeric)))
     if categorical:

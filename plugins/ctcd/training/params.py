@@ -18,11 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ctcd.errors import InvalidParams
 
 # This module is imported when Airflow parses the DAG file: keep it free of heavy imports
-# (pandas, scikit-learn, mlflow). Tests check these literals against the data generator
-# and the estimator table.
-Corruption = Literal[
-    "none", "nulls", "out_of_range", "missing_column", "wrong_type", "unseen_category"
-]
+# (pandas, scikit-learn, mlflow). A test checks this literal against the estimator table.
 ModelType = Literal["hist_gradient_boosting", "random_forest", "logistic_regression"]
 
 DEFAULT_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
@@ -35,15 +31,40 @@ DEFAULT_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
 class ContinuousTrainingParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    dataset: str = Field(
+        default="churn",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Data set to train on: the spec include/datasets/<dataset>.yaml.",
+    )
+    source: Literal["landing", "sql"] = Field(
+        default="landing",
+        description="Where partitions come from: `landing` (dated partitions under "
+        "landing_uri) or `sql` (sql_query through the Airflow connection sql_conn_id).",
+    )
+    landing_uri: str = Field(
+        default="",
+        description="ObjectStoragePath URI holding date=YYYY-MM-DD/*.parquet|*.csv partitions; "
+        "empty: file://$CTCD_HOME/landing/<dataset>/. s3:// and gs:// need their provider.",
+    )
+    landing_conn_id: str = Field(
+        default="", description="Airflow connection with credentials for landing_uri (s3, gs)."
+    )
+    sql_conn_id: str = Field(
+        default="ctcd_data", description="Airflow connection of the SQL source (common.sql)."
+    )
+    sql_query: str = Field(
+        default="",
+        description="Query returning the data set's rows (with its partition column); "
+        "empty: SELECT * FROM <dataset>.",
+    )
     snapshot_date: date | None = Field(
         default=None,
-        description="Day of the data snapshot to train on (YYYY-MM-DD); empty: the run's logical "
-        "date, or today for a manual run.",
+        description="Partition to train on (YYYY-MM-DD); empty: the newest partition of the "
+        "source. A partition already trained on is skipped unless `force`.",
     )
-    rows: int = Field(default=20_000, ge=1_000, le=2_000_000, description="Rows in the snapshot.")
-    drift: float = Field(default=0.0, ge=0.0, le=1.0, description="Simulated data drift, 0 to 1.")
-    corruption: Corruption = Field(
-        default="none", description="Inject a data fault (validation must stop the run)."
+    force: bool = Field(
+        default=False,
+        description="Train even on a partition already trained on, or older than the last one.",
     )
     model_type: ModelType = Field(default="hist_gradient_boosting", description="Estimator.")
     hyperparameters: dict[str, Any] = Field(

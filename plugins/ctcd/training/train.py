@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
-from mlflow.data.pandas_dataset import from_pandas
 
-from ctcd.data.churn import FEATURES, LABEL
 from ctcd.data.snapshots import split
+from ctcd.data.spec import DatasetSpec
+from ctcd.tracking import EXPERIMENT, Tracking
 from ctcd.training.evaluate import score
 from ctcd.training.model import build_pipeline, log_model
 
@@ -25,39 +24,64 @@ class TrainResult:
 
 
 def train(
+    tracking: Tracking,
     snapshot_path: Path,
+    spec: DatasetSpec,
     *,
-    experiment: str,
     model_type: str,
     hyperparameters: Mapping[str, Any],
     holdout_fraction: float,
     tags: Mapping[str, str] | None = None,
+    artifacts: Mapping[str, Path] | None = None,
+    experiment: str = EXPERIMENT,
 ) -> TrainResult:
-    """Fit on the training split, log params, metrics, dataset lineage and the model."""
+    """Fit on the training split; log params, metrics, dataset lineage, ``artifacts`` (e.g.
+    the validation of the data) and the model, in one MLflow run tagged with ``tags``."""
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+
     frame = pd.read_parquet(snapshot_path)
-    train_set, holdout = split(frame, holdout_fraction)
-    pipeline = build_pipeline(model_type, hyperparameters)
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(tags=dict(tags or {})) as run:
-        mlflow.log_params(
-            {
-                "model_type": model_type,
-                "holdout_fraction": holdout_fraction,
-                "snapshot": str(snapshot_path),
-                "train_rows": len(train_set),
-                "holdout_rows": len(holdout),
-                **{f"hp.{k}": v for k, v in hyperparameters.items()},
+    train_set, holdout = split(frame, holdout_fraction, spec.id_column)
+    features = list(spec.feature_names)
+    pipeline = build_pipeline(
+        model_type,
+        hyperparameters,
+        numeric=spec.numeric_features,
+        categorical=spec.categorical_features,
+    )
+    with tracking.active():
+        run = mlflow.start_run(experiment_id=tracking.experiment_id(experiment))
+        try:
+            mlflow.log_params(
+                {
+                    "dataset": spec.name,
+                    "model_type": model_type,
+                    "holdout_fraction": holdout_fraction,
+                    "snapshot": str(snapshot_path),
+                    "train_rows": len(train_set),
+                    "holdout_rows": len(holdout),
+                    **{f"hp.{k}": v for k, v in hyperparameters.items()},
+                }
+            )
+            dataset = from_pandas(
+                train_set,
+                source=str(snapshot_path),
+                name=f"{spec.name}/{snapshot_path.parent.name}",
+                targets=spec.label.name,
+            )
+            mlflow.log_input(dataset, context="training")
+            pipeline.fit(train_set[features], train_set[spec.label.name])
+            metrics = {
+                **{f"train_{k}": v for k, v in score(pipeline, train_set, spec).items()},
+                **{f"holdout_{k}": v for k, v in score(pipeline, holdout, spec).items()},
             }
-        )
-        dataset = from_pandas(
-            train_set, source=str(snapshot_path), name=snapshot_path.parent.name, targets=LABEL
-        )
-        mlflow.log_input(dataset, context="training")
-        pipeline.fit(train_set[list(FEATURES)], train_set[LABEL])
-        metrics = {
-            **{f"train_{k}": v for k, v in score(pipeline, train_set).items()},
-            **{f"holdout_{k}": v for k, v in score(pipeline, holdout).items()},
-        }
-        mlflow.log_metrics(metrics)
-        info = log_model(pipeline, train_set[list(FEATURES)].head(5))
+            mlflow.log_metrics(metrics)
+            tracking.log_artifacts(run.info.run_id, artifacts or {})
+            info = log_model(pipeline, train_set[features].head(5))
+            # Tagged last: the watermark counts a partition as trained on only from here.
+            mlflow.set_tags(dict(tags or {}))
+        except BaseException:
+            mlflow.end_run("FAILED")
+            raise
+        mlflow.end_run()
     return TrainResult(run_id=run.info.run_id, model_uri=info.model_uri, metrics=metrics)

@@ -1,0 +1,1 @@
+"""The workflow steps each DAG calls: plain functions, free of Airflow, tested directly."""
