@@ -19,10 +19,10 @@ from mlflow import MlflowClient
 
 from ctcd.deployers import DeploymentConfig, ModelDeployer, get_deployer
 from ctcd.errors import DeploymentError
-from ctcd.tracking import CHAMPION
 from ctcd.services import ServiceHandle, ServiceStatus
 from ctcd.stack.processes import free_port
 from ctcd.tasks import roll_back_on_failure
+from ctcd.tracking import CHAMPION
 
 pytestmark = pytest.mark.e2e
 LOCAL_BY_PATH = "ctcd.deployers.local:LocalDeployer"
