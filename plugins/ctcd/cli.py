@@ -1,7 +1,7 @@
 """The ``ctcd`` console script.
 
-Each command group is a Typer app in the module that owns its subject, mounted here by name;
-add a group by adding one line to ``GROUPS``.
+Each command group is a Typer app in the module that owns its subject (or one command, a
+function), mounted here by name; add one by adding one line to ``GROUPS``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import typer
 GROUPS: dict[str, str] = {
     "models": "ctcd.deployers.cli:app",
     "data": "ctcd.data.cli:app",
+    "predict": "ctcd.batch.cli:predict",
+    "streaming": "ctcd.streaming.cli:app",
 }
 
 
@@ -21,7 +23,11 @@ def build() -> typer.Typer:
                       no_args_is_help=True, pretty_exceptions_enable=False)
     for name, target in GROUPS.items():
         module, _, attr = target.partition(":")
-        app.add_typer(getattr(importlib.import_module(module), attr), name=name)
+        target_obj = getattr(importlib.import_module(module), attr)
+        if isinstance(target_obj, typer.Typer):
+            app.add_typer(target_obj, name=name)
+        else:  # a single command
+            app.command(name)(target_obj)
     return app
 
 

@@ -35,6 +35,7 @@ from ctcd.deployers.base import (
 )
 from ctcd.deployers.local import process
 from ctcd.deployers.local.logs import read_log
+from ctcd.deployers.local.scorers import LocalScorers
 from ctcd.deployers.local.store import ServerRecord, ServerStore, utcnow
 from ctcd.deployers.strategies import Rollout, Strategy, StrategySpec, resolve_strategy
 from ctcd.errors import (
@@ -77,6 +78,11 @@ class LocalDeployer:
         if self._store is None:
             self._store = ServerStore(self.dir / "registry.db")
         return self._store
+
+    @property
+    def scorers(self) -> LocalScorers:
+        """The streaming scorers this backend runs (:mod:`ctcd.deployers.local.scorers`)."""
+        return LocalScorers(self.settings)
 
     # -- deploy ----------------------------------------------------------------------------
 

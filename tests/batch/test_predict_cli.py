@@ -1,0 +1,100 @@
+"""``ctcd predict`` on real files with a real registered model: chunks, rejects, versions."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from ctcd.cli import build
+from ctcd.data.churn import FEATURES, generate_snapshot
+from ctcd.serving.model import load
+
+pytestmark = pytest.mark.e2e
+
+
+def _frame(rows: int = 2500) -> pd.DataFrame:
+    return generate_snapshot(date(2026, 1, 3), rows=rows).drop(columns=["churned"])
+
+
+def _expected(model_uri: str, frame: pd.DataFrame) -> list[int]:
+    return [int(v) for v in load(model_uri).predict(frame[list(FEATURES)])]
+
+
+def test_a_parquet_file_is_scored_in_chunks_beside_the_input(
+    tmp_path: Path, churn_model: Any,
+) -> None:
+    frame = _frame()
+    source = tmp_path / "customers.parquet"
+    frame.to_parquet(source, row_group_size=700)
+    result = CliRunner().invoke(build(), ["predict", "--model",
+                                          f"{churn_model.name}/{churn_model.version}",
+                                          str(source), "--chunk-rows", "1000"])
+    assert result.exit_code == 0, result.output
+    assert f"scored 2,500 of 2,500 rows with {churn_model.name} version" in result.output
+
+    out = pd.read_parquet(tmp_path / "customers.parquet.predictions.parquet")
+    assert out["input_row"].tolist() == list(range(2500))
+    assert out["customer_id"].tolist() == frame["customer_id"].tolist()  # ids pass through
+    assert set(out["model_name"]) == {churn_model.name}
+    assert set(out["model_version"]) == {churn_model.version}
+    assert out["prediction"].tolist() == _expected(churn_model.uri, frame)
+    assert not (tmp_path / "customers.rejects.parquet").exists()
+
+
+def test_bad_csv_rows_go_to_rejects_with_the_field_and_the_rest_is_scored(
+    tmp_path: Path, model_factory: Any,
+) -> None:
+    model = model_factory(name="churn-offline")
+    mlflow.MlflowClient().set_registered_model_alias("churn-offline", "champion", model.version)
+    frame = _frame(1200)
+    text = frame.astype(object)
+    text.loc[5, "age"] = "old"
+    text.loc[600, "contract"] = ""
+    text.loc[900, "region"] = "mars"
+    source = tmp_path / "in.csv"
+    text.to_csv(source, index=False)
+    output = tmp_path / "out" / "scored.csv"
+    result = CliRunner().invoke(build(), ["predict", str(source), "-m", "churn-offline",
+                                          "-o", str(output), "--chunk-rows", "500",
+                                          "--dataset", "churn"])
+    assert result.exit_code == 0, result.output
+    assert "rejected 3 rows" in result.output
+
+    out = pd.read_csv(output)
+    good = [i for i in range(1200) if i not in (5, 600, 900)]
+    assert out["input_row"].tolist() == good
+    assert set(out["model_version"].astype(str)) == {model.version}  # champion resolved
+    assert out["prediction"].tolist() == _expected(model.uri, frame.iloc[good])
+    rejects = pd.read_csv(tmp_path / "out" / "scored.rejects.csv")
+    assert rejects["input_row"].tolist() == [5, 600, 900]
+    assert rejects["reason"].tolist() == [
+        "age: expected an integer (long), got 'old'",
+        "contract: is null but required",
+        "region: 'mars' is not one of the categories ['north', 'south', 'east', 'west'] "
+        "of data set 'churn'",
+    ]
+    assert '"age":"old"' in rejects["data"][0]
+
+    strict = CliRunner().invoke(build(), ["predict", str(source), "-m", "churn-offline",
+                                          "-o", str(output), "--max-reject-share", "0.001"])
+    assert strict.exit_code == 3, strict.output
+
+
+def test_a_missing_model_or_column_is_a_clear_error(tmp_path: Path, churn_model: Any) -> None:
+    source = tmp_path / "in.parquet"
+    _frame(1000).drop(columns=["age"]).to_parquet(source)
+    missing_column = CliRunner().invoke(build(), ["predict", str(source), "-m",
+                                                  f"{churn_model.name}/{churn_model.version}"])
+    assert missing_column.exit_code == 1
+    assert "has no column(s) ['age']" in missing_column.output
+    assert not (tmp_path / "in.parquet.predictions.parquet").exists()  # nothing half-written
+
+    no_model = CliRunner().invoke(build(), ["predict", str(source), "-m", "no-such-model@x"])
+    assert no_model.exit_code == 1 and "could not load models:/no-such-model@x" in \
+        no_model.output
