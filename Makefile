@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: install demo stop status test test-fast lint bench-serving bench-validation clean
+.PHONY: install demo stop status test test-fast lint bench-serving bench-validation bench-batch clean
 
 # Compiled bytecode: with PYTHONDONTWRITEBYTECODE set (as on these machines) every process
 # would otherwise compile airflow, mlflow and scikit-learn from source at each import
@@ -50,3 +50,9 @@ bench-serving: install
 ## Time the Great Expectations checkpoint on 20,000 and 1,000,000 rows.
 bench-validation: install
 	$(PY) bench/validation/bench_validation.py
+
+## Benchmark batch scoring (rows/s vs one predict call, peak RSS at 1M/10M rows) and the
+## streaming scorer (msgs/s vs HTTP, messages lost after a kill). Needs redis-server.
+## BENCH_ARGS=--quick for a short run.
+bench-batch: install
+	$(PY) bench/batch/bench_batch.py $(BENCH_ARGS)

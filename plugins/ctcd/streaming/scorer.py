@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import orjson
 import redis
+from threadpoolctl import threadpool_limits
 
 from ctcd.batch.model import ModelRef, ScoringModel
 from ctcd.batch.rows import check_rows
@@ -354,12 +355,14 @@ def run(settings: ScorerSettings, *, resolve: Resolver, load: Loader,
     previous = {sig: signal.signal(sig, handler) for sig, handler in (
         (signal.SIGTERM, scorer.stop), (signal.SIGINT, scorer.stop),
         (signal.SIGHUP, scorer.reload))}
+    limits = threadpool_limits(limits=settings.threads)
     try:
         scorer.start()
         print(READY_LINE.format(consumer=settings.consumer, group=settings.group,
                                 stream=settings.stream), flush=True)
         scorer.serve()
     finally:
+        limits.restore_original_limits()
         scorer.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

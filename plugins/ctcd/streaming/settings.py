@@ -49,6 +49,10 @@ class ScorerSettings(BaseSettings):
     dataset: str | None = Field(
         default=None, description="Data set spec (name or path) whose ranges and categories "
         "requests must also respect; default: the model signature only.")
+    threads: int = Field(
+        default=1, ge=1, description="Native (OpenMP/BLAS) threads per predict. Batches are "
+        "small: one thread avoids thread start-up and spin-waiting against other processes; "
+        "add replicas to use more cores.")
     output_maxlen: int | None = Field(
         default=None, ge=1, description="Trim the output streams to about this many entries.")
     heartbeat_ttl: float = Field(

@@ -1,0 +1,305 @@
+"""Benchmark: batch and streaming scoring against their limits, in one run on this machine.
+
+* Batch, in-process (``ctcd.batch.score.score_file``: read a chunk, check every row against
+  the signature, predict, write Parquet with model name/version): rows/s against calling
+  the model's ``predict`` once on the whole frame already in memory (the limit; no reading,
+  checking or writing), and peak RSS at 1 M and 10 M rows. Each run is a fresh subprocess
+  reporting its own peak RSS (``ru_maxrss``). Targets: >= 0.8x the limit; peak RSS at 10 M
+  within 1.2x of that at 1 M.
+* Streaming: messages/s through one scorer (``python -m ctcd.streaming``) on a loopback
+  ``redis-server`` against the same rows sent one per request to the model server
+  (``python -m ctcd.serving``) over HTTP by one client; then the messages lost when a
+  scorer is SIGKILLed mid-batch and a second one takes over (target 0).
+
+The model is the churn pipeline (HistGradientBoosting, as continuous_training trains it),
+registered in a throwaway SQLite MLflow registry. ``--quick`` uses 100 k / 1 M rows and
+fewer messages. Ends with one JSON line of all figures.
+
+Run: ``make bench-batch`` (``make bench-batch BENCH_ARGS=--quick``); needs redis-server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "plugins"))
+
+MODEL = "churn-bench"
+
+
+# -- children (fresh processes: their peak RSS is their own) ----------------------------------
+
+
+def child_batch(source: Path, output: Path, chunk_rows: int) -> dict[str, Any]:
+    from ctcd.batch.model import load_version
+    from ctcd.batch.score import score_file
+
+    model = load_version(MODEL, "1")
+    base = _peak_mb()
+    summary = score_file(model, source, output, chunk_rows=chunk_rows)
+    return {"rows": summary.rows, "seconds": summary.seconds,
+            "rows_per_s": summary.rows / summary.seconds, "peak_rss_mb": _peak_mb(),
+            "rss_after_load_mb": base}
+
+
+def child_limit(source: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    from ctcd.batch.model import load_version
+    from ctcd.data.churn import FEATURES
+
+    model = load_version(MODEL, "1")
+    frame = pd.read_parquet(source, columns=list(FEATURES))
+    assert model.model.native is not None
+    started = time.perf_counter()
+    model.model.native(frame)
+    seconds = time.perf_counter() - started
+    return {"rows": len(frame), "seconds": seconds, "rows_per_s": len(frame) / seconds,
+            "peak_rss_mb": _peak_mb()}
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _run_child(work: Path, *args: str) -> dict[str, Any]:
+    result = subprocess.run([sys.executable, __file__, "--child", *args, "--work", str(work)],
+                            capture_output=True, text=True, env=_env(work), check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{result.stderr[-3000:]}")
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def _env(work: Path) -> dict[str, str]:
+    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+            "CTCD_HOME": str(work / "home"), "PYTHONPATH": str(ROOT / "plugins"),
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
+# -- setup -----------------------------------------------------------------------------------
+
+
+def register_model(work: Path) -> None:
+    import mlflow
+
+    from ctcd.data.churn import FEATURES, LABEL, generate_snapshot
+    from ctcd.training.model import build_pipeline, log_model
+
+    frame = generate_snapshot(date(2026, 1, 1), rows=20_000)
+    features = frame[list(FEATURES)]
+    pipeline = build_pipeline("hist_gradient_boosting", {"max_iter": 100})
+    pipeline.fit(features, frame[LABEL])
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    mlflow.set_experiment("bench-batch")
+    with mlflow.start_run():
+        log_model(pipeline, features.head(5), registered_model_name=MODEL)
+    mlflow.MlflowClient().set_registered_model_alias(MODEL, "champion", "1")
+
+
+def write_inputs(work: Path, sizes: list[int]) -> dict[int, Path]:
+    """One Parquet file per size (row groups of 100 k), built from 1 M generated rows
+    repeated, so 10 M rows do not take minutes to generate."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ctcd.data.churn import generate_snapshot
+
+    base = pa.Table.from_pandas(generate_snapshot(date(2026, 1, 2), rows=min(max(sizes),
+                                                                               1_000_000)),
+                                preserve_index=False)
+    paths = {}
+    for size in sizes:
+        path = work / f"input-{size}.parquet"
+        with pq.ParquetWriter(path, base.schema) as writer:
+            left = size
+            while left:
+                part = base.slice(0, min(left, base.num_rows))
+                writer.write_table(part, row_group_size=100_000)
+                left -= part.num_rows
+        paths[size] = path
+    return paths
+
+
+# -- streaming -------------------------------------------------------------------------------
+
+
+def bench_streaming(work: Path, messages: int) -> dict[str, Any]:
+    import httpx
+    import orjson
+
+    from ctcd.data.churn import FEATURES, generate_snapshot
+    from ctcd.stack.processes import free_port, spawn, stop_process_tree, wait_http
+    from ctcd.streaming import localredis
+    from ctcd.streaming.client import read, send
+
+    rows = generate_snapshot(date(2026, 1, 3), rows=max(messages, 1000))[list(FEATURES)]
+    records: list[dict[str, Any]] = [
+        {str(k): v for k, v in r.items()} for r in rows.head(messages).to_dict(orient="records")]
+    server = localredis.start(work / "redis")
+    client = server.client()
+    env = _env(work)
+    procs: list[Any] = []
+
+    def scorer(stream: str, consumer: str, **options: Any) -> Any:
+        argv = [sys.executable, "-m", "ctcd.streaming", "--model-uri", f"models:/{MODEL}@champion",
+                "--redis-url", server.url, "--stream", stream, "--consumer", consumer,
+                "--batch-size", "256", "--log-level", "warning"]
+        for key, value in options.items():
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+        log = work / f"{consumer}.log"
+        proc = spawn(argv, log_path=log, env=env)
+        procs.append(proc)
+        deadline = time.monotonic() + 300
+        while "scorer ready" not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"scorer did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        return proc
+
+    try:
+        # Throughput: one scorer, messages sent as fast as one producer can.
+        scorer("rate", "rate-0")
+        started = time.perf_counter()
+        send(client, "rate", records)
+        sent_s = time.perf_counter() - started
+        while client.xlen("rate:predictions") < messages:
+            time.sleep(0.01)
+        stream_s = time.perf_counter() - started
+
+        # The same rows to the model server over HTTP, one row per request, one client.
+        port = free_port()
+        log = work / "server.log"
+        http = spawn([sys.executable, "-m", "ctcd.serving", "--model-uri", f"models:/{MODEL}/1",
+                      "--model-name", MODEL, "--model-version", "1", "--port", str(port)],
+                     log_path=log, env=env)
+        procs.append(http)
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/ping", timeout=300, process=http, log_path=log)
+        http_rows = min(messages, 3000)
+        with httpx.Client(base_url=url, timeout=30) as session:
+            started = time.perf_counter()
+            for record in records[:http_rows]:
+                answer = session.post("/invocations", content=orjson.dumps(
+                    {"dataframe_records": [record]}), headers={"Content-Type":
+                                                               "application/json"})
+                answer.raise_for_status()
+            http_s = time.perf_counter() - started
+
+        # Loss: kill a scorer mid-batch (frozen while it holds entries), a second takes over.
+        ids = set(send(client, "kill", records))
+        first = scorer("kill", "kill-0")
+        while client.xlen("kill:predictions") < messages // 10:
+            time.sleep(0.01)
+        held = 0
+        for _ in range(500):
+            os.kill(first.pid, signal.SIGSTOP)
+            held = _held(client, "kill", "kill-0")
+            if held:
+                break
+            os.kill(first.pid, signal.SIGCONT)
+            time.sleep(0.01)
+        os.kill(first.pid, signal.SIGKILL)
+        scored_before = client.xlen("kill:predictions")
+        scorer("kill", "kill-1", min_idle_ms=1000)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            [group] = client.xinfo_groups("kill")
+            if group["lag"] == 0 and group["pending"] == 0:
+                break
+            time.sleep(0.2)
+        outputs = [o["input_id"] for o in read(client, "kill:predictions")]
+        lost = len(ids - set(outputs))
+    finally:
+        for proc in procs:
+            stop_process_tree(proc.pid, timeout=10)
+        client.close()
+        server.stop()
+    return {
+        "messages": messages, "scorer_msgs_per_s": messages / stream_s,
+        "producer_msgs_per_s": messages / sent_s, "http_rows": http_rows,
+        "http_one_client_rows_per_s": http_rows / http_s,
+        "stream_vs_http": (messages / stream_s) / (http_rows / http_s),
+        "kill_messages": messages, "kill_held_pending": held,
+        "kill_scored_before": scored_before, "kill_lost": lost,
+        "kill_duplicates": len(outputs) - len(set(outputs)),
+    }
+
+
+def _held(client: Any, stream: str, consumer: str) -> int:
+    for entry in client.xpending(stream, "ctcd-scorers").get("consumers") or []:
+        if entry["name"] in (consumer, consumer.encode()):
+            return int(entry["pending"])
+    return 0
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="100 k / 1 M rows, fewer messages")
+    parser.add_argument("--child", nargs="*")
+    parser.add_argument("--work", type=Path)
+    args = parser.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        os.environ.update(_env(args.work))
+        if kind == "batch":
+            result = child_batch(Path(rest[0]), Path(rest[1]), int(rest[2]))
+        else:
+            result = child_limit(Path(rest[0]))
+        print(json.dumps(result))
+        return 0
+
+    small, large = (100_000, 1_000_000) if args.quick else (1_000_000, 10_000_000)
+    messages = 5_000 if args.quick else 20_000
+    chunk = 100_000
+    with tempfile.TemporaryDirectory(prefix="ctcd-bench-batch-") as tmp:
+        work = Path(tmp)
+        os.environ.update(_env(work))
+        print("registering the churn model and writing inputs...", flush=True)
+        register_model(work)
+        inputs = write_inputs(work, [small, large])
+        figures: dict[str, Any] = {"quick": args.quick, "chunk_rows": chunk}
+        limit = _run_child(work, "limit", str(inputs[small]))
+        print(f"limit: model.predict once on {small:,} rows in memory: "
+              f"{limit['rows_per_s']:,.0f} rows/s", flush=True)
+        for size in (small, large):
+            run = _run_child(work, "batch", str(inputs[size]), str(work / f"out-{size}.parquet"),
+                             str(chunk))
+            figures[f"batch_{size}"] = run
+            print(f"batch in-process {size:>12,} rows: {run['rows_per_s']:>10,.0f} rows/s, "
+                  f"{run['seconds']:7.1f}s, peak RSS {run['peak_rss_mb']:,.0f} MB", flush=True)
+        figures["limit"] = limit
+        figures["batch_vs_limit"] = figures[f"batch_{small}"]["rows_per_s"] / limit["rows_per_s"]
+        figures["rss_large_vs_small"] = (figures[f"batch_{large}"]["peak_rss_mb"]
+                                         / figures[f"batch_{small}"]["peak_rss_mb"])
+        print(f"batch / limit: x{figures['batch_vs_limit']:.2f} (target >= 0.8); peak RSS "
+              f"{large:,} / {small:,} rows: x{figures['rss_large_vs_small']:.2f} "
+              "(target <= 1.2)", flush=True)
+        stream = bench_streaming(work, messages)
+        figures["streaming"] = stream
+        print(f"streaming: one scorer {stream['scorer_msgs_per_s']:,.0f} msgs/s vs HTTP one "
+              f"client one row per request {stream['http_one_client_rows_per_s']:,.0f} rows/s "
+              f"(x{stream['stream_vs_http']:.1f}); killed mid-batch holding "
+              f"{stream['kill_held_pending']} entries: {stream['kill_lost']} lost of "
+              f"{stream['kill_messages']:,} ({stream['kill_duplicates']} duplicates)",
+              flush=True)
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
