@@ -44,7 +44,7 @@ def _event_extra() -> dict[str, Any] | None:
     events = get_current_context().get("triggering_asset_events") or {}
     for asset, found in events.items():
         if getattr(asset, "uri", None) == SERVING_ASSET.uri and found:
-            return dict(found[-1].extra or {})
+            return dict(max(found, key=lambda event: event.timestamp).extra or {})
     return None
 
 
