@@ -104,12 +104,19 @@ def score_chunk(
     out.insert(0, "input_row", kept.astype("int64") + first_row)
     for name, values in output.items():
         out[name] = values
-    out["model_name"] = model.name
-    out["model_version"] = model.version
+    out["model_name"] = _constant(model.name, len(out))
+    out["model_version"] = _constant(model.version, len(out))
     out["scored_at"] = pd.Timestamp(when)
     for key, value in (extra or {}).items():
-        out[key] = value
+        out[key] = _constant(value, len(out)) if isinstance(value, str) else value
     return ScoredChunk(out, rejects_frame(frame, rejects, first_row, model, when, extra))
+
+
+def _constant(value: str, rows: int) -> Any:
+    """A text column with one value in every row, dictionary-encoded (written once per row
+    group in Parquet, not once per row)."""
+    codes = np.zeros(rows, dtype="int8")
+    return pd.Categorical.from_codes(codes, categories=pd.Index([value]))
 
 
 def predict_isolating(model: ScoringModel, table: Table) -> tuple[dict[str, np.ndarray],
