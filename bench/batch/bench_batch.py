@@ -6,6 +6,9 @@
   checking or writing), and peak RSS at 1 M and 10 M rows. Each run is a fresh subprocess
   reporting its own peak RSS (``ru_maxrss``). Targets: >= 0.8x the limit; peak RSS at 10 M
   within 1.2x of that at 1 M.
+* Batch through the endpoint (the batch_inference DAG's ``mode=endpoint``): the same file
+  scored through a model server on loopback in batched requests; rows/s against the
+  in-process mode on the same rows.
 * Streaming: messages/s through one scorer (``python -m ctcd.streaming``) on a loopback
   ``redis-server`` against the same rows sent one per request to the model server
   (``python -m ctcd.serving``) over HTTP by one client; then the messages lost when a
@@ -68,6 +71,39 @@ def child_limit(source: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     return {"rows": len(frame), "seconds": seconds, "rows_per_s": len(frame) / seconds,
             "peak_rss_mb": _peak_mb()}
+
+
+def child_endpoint(source: Path, output: Path, chunk_rows: int) -> dict[str, Any]:
+    """The same file through a model server on loopback (``ctcd.batch.endpoint``: the
+    batch_inference DAG's ``mode=endpoint``): chunks checked here, sent in batched requests
+    with bounded concurrency, predictions written as in-process."""
+    from ctcd.batch.endpoint import RemotePredictor, signature_schema
+    from ctcd.batch.model import ScoringModel
+    from ctcd.batch.score import score_file
+    from ctcd.stack.processes import free_port, spawn, stop_process_tree, wait_http
+
+    port, log = free_port(), output.with_suffix(".server.log")
+    server = spawn([sys.executable, "-m", "ctcd.serving", "--model-uri", f"models:/{MODEL}/1",
+                    "--model-name", MODEL, "--model-version", "1", "--port", str(port)],
+                   log_path=log, env=dict(os.environ))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/ping", timeout=300, process=server, log_path=log)
+        remote = RemotePredictor(url, signature_schema(f"models:/{MODEL}/1"),
+                                 batch_rows=ENDPOINT_BATCH_ROWS, concurrency=ENDPOINT_CONCURRENCY)
+        model = ScoringModel(MODEL, "1", remote)  # type: ignore[arg-type]
+        summary = score_file(model, source, output, chunk_rows=chunk_rows)
+        remote.close()
+    finally:
+        stop_process_tree(server.pid, timeout=10)
+    return {"rows": summary.rows, "seconds": summary.seconds,
+            "rows_per_s": summary.rows / summary.seconds, "requests": remote.requests,
+            "batch_rows": ENDPOINT_BATCH_ROWS, "concurrency": ENDPOINT_CONCURRENCY,
+            "peak_rss_mb": _peak_mb()}
+
+
+ENDPOINT_BATCH_ROWS = 5_000
+ENDPOINT_CONCURRENCY = 2
 
 
 def _peak_mb() -> float:
@@ -258,6 +294,8 @@ def main() -> int:
         os.environ.update(_env(args.work))
         if kind == "batch":
             result = child_batch(Path(rest[0]), Path(rest[1]), int(rest[2]))
+        elif kind == "endpoint":
+            result = child_endpoint(Path(rest[0]), Path(rest[1]), int(rest[2]))
         else:
             result = child_limit(Path(rest[0]))
         print(json.dumps(result))
@@ -289,6 +327,15 @@ def main() -> int:
         print(f"batch / limit: x{figures['batch_vs_limit']:.2f} (target >= 0.8); peak RSS "
               f"{large:,} / {small:,} rows: x{figures['rss_large_vs_small']:.2f} "
               "(target <= 1.2)", flush=True)
+        endpoint = _run_child(work, "endpoint", str(inputs[small]),
+                              str(work / "out-endpoint.parquet"), str(chunk))
+        figures["batch_endpoint"] = endpoint
+        figures["endpoint_vs_in_process"] = (endpoint["rows_per_s"]
+                                             / figures[f"batch_{small}"]["rows_per_s"])
+        print(f"batch through the endpoint {small:,} rows: {endpoint['rows_per_s']:,.0f} rows/s "
+              f"({endpoint['requests']} requests of {ENDPOINT_BATCH_ROWS:,} rows, "
+              f"{ENDPOINT_CONCURRENCY} in flight): x{figures['endpoint_vs_in_process']:.2f} the "
+              "in-process mode on the same rows", flush=True)
         stream = bench_streaming(work, messages)
         figures["streaming"] = stream
         print(f"streaming: one scorer {stream['scorer_msgs_per_s']:,.0f} msgs/s vs HTTP one "

@@ -122,13 +122,13 @@ def parse_params(conf: Mapping[str, Any]) -> ContinuousTrainingParams:
         ) from None
 
 
-def airflow_params() -> dict[str, Any]:
-    """Typed Airflow Params (JSON schema per field) built from the pydantic model."""
+def airflow_params(model: type[BaseModel] = ContinuousTrainingParams) -> dict[str, Any]:
+    """Typed Airflow Params (JSON schema per field) built from a pydantic model."""
     from airflow.sdk import Param
 
-    schema = ContinuousTrainingParams.model_json_schema()
+    schema = model.model_json_schema()
     params: dict[str, Any] = {}
-    for name, field in ContinuousTrainingParams.model_fields.items():
+    for name, field in model.model_fields.items():
         prop = dict(schema["properties"][name])
         default = field.get_default(call_default_factory=True)
         if isinstance(default, date):

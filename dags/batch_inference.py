@@ -1,0 +1,116 @@
+"""
+### Batch inference
+
+Scores the rows of a data set's scoring partitions with the model's champion and writes each
+prediction with the model name, the version that made it, the DAG run id and the scoring time.
+Runs when a new champion goes live (continuous_training's serving Asset,
+`ctcd://models/churn-classifier`; the event's version is used), when a producer lands rows
+to score (`ctcd://datasets/churn/scoring`), every day at 02:00 UTC, or when triggered.
+
+`plan` (checks the parameters; picks the version and the partitions: those named in
+`partitions`, else the newest `max_partitions` not yet scored by that version) ->
+`score_partition` (mapped: one task per partition, so a Celery or Kubernetes executor
+spreads them over workers; reads and scores in `chunk_rows` chunks; rows failing the
+signature or the data set's spec go to the rejects table with the reason; the partition's
+previous predictions are replaced in one transaction; fails above `max_reject_share`) ->
+`report` (totals of the run).
+
+`mode`: `in_process` loads `models:/<name>/<version>` from the registry (model as data);
+`endpoint` sends batched requests to the running model server (model as a service; bounded
+concurrency, retries on 5xx and connection errors only) and records the version named by each
+answer's `X-Model-Version` header. `sink`: `sql` writes the `predictions` and
+`prediction_rejects` tables through the connection `output_conn_id` (SQLite, PostgreSQL);
+`parquet` writes `date=YYYY-MM-DD/{predictions,rejects}.parquet` under `output_uri`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_current_context, task
+
+from ctcd.batch.assets import scoring_asset, serving_asset
+from ctcd.batch.params import BatchInferenceParams
+from ctcd.training.params import airflow_params
+
+DATASET = "churn"
+SERVING_ASSET = serving_asset()
+SCORING_ASSET = scoring_asset(DATASET)
+
+
+def _event_extra() -> dict[str, Any] | None:
+    """The extra of the newest serving Asset event that started this run, if one did."""
+    events = get_current_context().get("triggering_asset_events") or {}
+    for asset, found in events.items():
+        if getattr(asset, "uri", None) == SERVING_ASSET.uri and found:
+            return dict(max(found, key=lambda event: event.timestamp).extra or {})
+    return None
+
+
+@dag(
+    dag_id="batch_inference",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
+        assets=(SERVING_ASSET | SCORING_ASSET),
+    ),
+    catchup=False,
+    max_active_runs=1,
+    tags=["ctcd", "inference", "batch"],
+    doc_md=__doc__,
+    params=airflow_params(BatchInferenceParams),
+    default_args={
+        "owner": "ml-platform",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=20),
+        "execution_timeout": timedelta(hours=2),
+    },
+)
+def batch_inference() -> None:
+    @task
+    def plan() -> dict[str, Any]:
+        from ctcd.pipelines import batch_inference as pipeline
+        from ctcd.tasks import fail_without_retry
+        from ctcd.tracking import get_tracking
+
+        context = get_current_context()
+        with fail_without_retry():
+            planned = pipeline.plan(dict(context["params"]), _event_extra(), get_tracking(),
+                                    context["run_id"])
+        print(f"Scoring {planned['partitions'] or 'nothing new'} with "
+              f"{planned['model_name']} version {planned['version']}")
+        return planned
+
+    @task
+    def partitions(planned: dict[str, Any]) -> list[str]:
+        return list(planned["partitions"])
+
+    @task(max_active_tis_per_dagrun=4)
+    def score_partition(day: str, planned: dict[str, Any]) -> dict[str, Any]:
+        from ctcd.pipelines import batch_inference as pipeline
+        from ctcd.tasks import fail_without_retry
+        from ctcd.tracking import get_tracking
+
+        context = get_current_context()
+        with fail_without_retry():
+            summary = pipeline.score_partition(dict(context["params"]), planned, day,
+                                               context["run_id"], get_tracking())
+        print(f"Partition {day}: {summary}")
+        return summary
+
+    @task
+    def report(summaries: Any) -> dict[str, int]:
+        totals = {"partitions": 0, "rows": 0, "scored": 0, "rejected": 0}
+        for summary in summaries:
+            totals["partitions"] += 1
+            for key in ("rows", "scored", "rejected"):
+                totals[key] += int(summary[key])
+        print(f"Batch inference: {totals}")
+        return totals
+
+    planned = plan()
+    scored = score_partition.partial(planned=planned).expand(day=partitions(planned))
+    report(scored)
+
+
+batch_inference()

@@ -1,0 +1,226 @@
+"""Where a batch job's predictions and rejects go, one partition at a time, idempotently.
+
+- :class:`SqlSink`: two tables through an Airflow connection's ``common.sql`` hook (SQLite
+  by default, PostgreSQL in production). A partition is written in one transaction:
+  ``DELETE`` its previous rows from both tables, ``INSERT`` the new ones chunk by chunk,
+  ``COMMIT``. A re-run replaces, never duplicates; a failed run leaves the previous rows.
+- :class:`ParquetSink`: ``<root>/date=YYYY-MM-DD/predictions.parquet`` and
+  ``rejects.parquet`` under a local directory, each written beside itself and renamed into
+  place at the end (:class:`ctcd.batch.score.FrameWriter`).
+
+A sink is used as ``with sink.partition(day) as writer: writer.write(chunk)``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from ctcd.batch.score import FrameWriter, ScoredChunk
+from ctcd.errors import InvalidParams
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
+
+PREDICTION_COLUMNS = ("dataset", "partition_date", "input_row", "row_id", "prediction",
+                      "model_name", "model_version", "dag_run_id", "scored_at")
+REJECT_COLUMNS = ("dataset", "partition_date", "input_row", "row_id", "reason", "data",
+                  "model_name", "model_version", "dag_run_id", "scored_at")
+_TYPES = {"dataset": "VARCHAR(200)", "partition_date": "VARCHAR(10)", "input_row": "BIGINT",
+          "row_id": "VARCHAR(200)", "prediction": "DOUBLE PRECISION", "reason": "TEXT",
+          "data": "TEXT", "model_name": "VARCHAR(200)", "model_version": "VARCHAR(40)",
+          "dag_run_id": "VARCHAR(250)", "scored_at": "TIMESTAMP"}
+
+
+class PartitionWriter(Protocol):
+    def write(self, chunk: ScoredChunk) -> None: ...
+
+
+class Sink(Protocol):
+    def partition(self, day: date) -> Any:
+        """A context manager yielding a :class:`PartitionWriter` that replaces ``day``."""
+
+    def scored(self, model_version: str) -> set[date]:
+        """Partitions whose predictions all come from ``model_version``."""
+
+
+def _identifier(name: str, what: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise InvalidParams(f"{what} {name!r} is not a plain SQL table name (letters, digits, "
+                            "underscores, optionally schema.table)")
+    return name
+
+
+def _records(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    out = frame.reindex(columns=list(columns))
+    out = out.astype(object).where(out.notna(), None)
+    if "scored_at" in out:
+        out["scored_at"] = [v.isoformat() if hasattr(v, "isoformat") else v
+                            for v in out["scored_at"]]
+    return list(out.itertuples(index=False, name=None))
+
+
+class SqlSink:
+    """Prediction and reject tables through Airflow connection ``conn_id``."""
+
+    def __init__(self, conn_id: str, *, dataset: str, run_id: str, id_column: str,
+                 table: str = "predictions", rejects_table: str = "prediction_rejects") -> None:
+        self.conn_id = conn_id
+        self.dataset = dataset
+        self.run_id = run_id
+        self.id_column = id_column
+        self.table = _identifier(table, "predictions_table")
+        self.rejects_table = _identifier(rejects_table, "rejects_table")
+        self._hook: Any = None
+
+    @property
+    def hook(self) -> Any:
+        if self._hook is None:
+            from airflow.sdk import BaseHook
+            from airflow.sdk.exceptions import AirflowNotFoundException
+
+            try:
+                self._hook = BaseHook.get_connection(self.conn_id).get_hook()
+            except AirflowNotFoundException as err:
+                raise InvalidParams(
+                    f"No Airflow connection {self.conn_id!r} for the predictions table: add it "
+                    f"(Admin -> Connections, or AIRFLOW_CONN_{self.conn_id.upper()}, e.g. "
+                    "sqlite:////path/predictions.db or postgresql://...) or set output_conn_id."
+                ) from err
+        return self._hook
+
+    def create_tables(self) -> None:
+        for table, columns in ((self.table, PREDICTION_COLUMNS),
+                               (self.rejects_table, REJECT_COLUMNS)):
+            body = ", ".join(f"{c} {_TYPES[c]}" for c in columns)
+            self.hook.run(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
+            self.hook.run(f"CREATE INDEX IF NOT EXISTS {table.replace('.', '_')}_partition "
+                          f"ON {table} (dataset, partition_date)")
+
+    def scored(self, model_version: str) -> set[date]:
+        self.create_tables()
+        p = self.hook.placeholder
+        rows = self.hook.get_records(
+            f"SELECT partition_date FROM {self.table} WHERE dataset = {p} GROUP BY "
+            f"partition_date HAVING MIN(model_version) = {p} AND MAX(model_version) = {p}",
+            parameters=(self.dataset, model_version, model_version))
+        return {date.fromisoformat(str(r[0])) for r in rows}
+
+    def count(self, table: str, day: date) -> int:
+        p = self.hook.placeholder
+        [(n,)] = self.hook.get_records(
+            f"SELECT COUNT(*) FROM {_identifier(table, 'table')} WHERE dataset = {p} AND "
+            f"partition_date = {p}", parameters=(self.dataset, day.isoformat()))
+        return int(n)
+
+    @contextmanager
+    def partition(self, day: date) -> Iterator[_SqlWriter]:
+        self.create_tables()
+        conn = self.hook.get_conn()
+        try:
+            cursor = conn.cursor()
+            p = self.hook.placeholder
+            for table in (self.table, self.rejects_table):
+                cursor.execute(f"DELETE FROM {table} WHERE dataset = {p} AND partition_date = {p}",
+                               (self.dataset, day.isoformat()))
+            writer = _SqlWriter(self, cursor, day)
+            yield writer
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        finally:
+            conn.close()
+
+
+class _SqlWriter:
+    def __init__(self, sink: SqlSink, cursor: Any, day: date) -> None:
+        self.sink, self.cursor, self.day = sink, cursor, day
+        p = sink.hook.placeholder
+        self._insert = {
+            table: f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join([p] * len(cols))})"
+            for table, cols in ((sink.table, PREDICTION_COLUMNS),
+                                (sink.rejects_table, REJECT_COLUMNS))
+        }
+
+    def _frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        out = frame.copy()
+        out["dataset"] = self.sink.dataset
+        out["partition_date"] = self.day.isoformat()
+        out["dag_run_id"] = self.sink.run_id
+        out["row_id"] = (frame[self.sink.id_column].astype(str)
+                         if self.sink.id_column in frame else None)
+        return out
+
+    def write(self, chunk: ScoredChunk) -> None:
+        predictions = chunk.predictions
+        if len(predictions):
+            if "prediction" not in predictions:
+                outputs = [c for c in map(str, predictions.columns) if c.startswith("prediction_")]
+                raise InvalidParams(f"the model returns several outputs {outputs}; the SQL "
+                                    "table holds one prediction per row: use sink=parquet")
+            self.cursor.executemany(self._insert[self.sink.table],
+                                    _records(self._frame(predictions), PREDICTION_COLUMNS))
+        if len(chunk.rejects):
+            self.cursor.executemany(self._insert[self.sink.rejects_table],
+                                    _records(self._frame(chunk.rejects), REJECT_COLUMNS))
+
+
+class ParquetSink:
+    """``<root>/date=YYYY-MM-DD/{predictions,rejects}.parquet`` under a local directory."""
+
+    def __init__(self, uri: str, *, dataset: str, run_id: str) -> None:
+        path = uri.removeprefix("file://")
+        if "://" in path:
+            raise InvalidParams(f"output_uri {uri!r}: Parquet output goes to a local directory "
+                                "(file://...); use sink=sql for a database")
+        self.root = Path(path)
+        self.dataset = dataset
+        self.run_id = run_id
+
+    def files(self, day: date) -> tuple[Path, Path]:
+        folder = self.root / f"date={day.isoformat()}"
+        return folder / "predictions.parquet", folder / "rejects.parquet"
+
+    def scored(self, model_version: str) -> set[date]:
+        import pyarrow.parquet as pq
+
+        out = set()
+        for path in self.root.glob("date=*/predictions.parquet"):
+            versions = set(pq.read_table(path, columns=["model_version"]).column(0).to_pylist())
+            if versions == {model_version}:
+                out.add(date.fromisoformat(path.parent.name.removeprefix("date=")))
+        return out
+
+    @contextmanager
+    def partition(self, day: date) -> Iterator[_ParquetWriter]:
+        predictions, rejects = self.files(day)
+        writer = _ParquetWriter(self, FrameWriter(predictions), FrameWriter(rejects))
+        try:
+            yield writer
+        except BaseException:
+            writer.out.abort()
+            writer.bad.abort()
+            raise
+        writer.out.commit()
+        writer.bad.commit()
+        if not writer.out.rows:  # every row rejected: no predictions left from a previous run
+            predictions.unlink(missing_ok=True)
+        if not writer.bad.rows:
+            rejects.unlink(missing_ok=True)
+
+
+class _ParquetWriter:
+    def __init__(self, sink: ParquetSink, out: FrameWriter, bad: FrameWriter) -> None:
+        self.sink, self.out, self.bad = sink, out, bad
+
+    def write(self, chunk: ScoredChunk) -> None:
+        for frame, target in ((chunk.predictions, self.out), (chunk.rejects, self.bad)):
+            if len(frame):
+                frame = frame.assign(dataset=self.sink.dataset, dag_run_id=self.sink.run_id)
+                target.write(frame)

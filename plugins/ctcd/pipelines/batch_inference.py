@@ -1,0 +1,170 @@
+"""The batch_inference steps, free of Airflow task plumbing: ``plan`` picks the model version
+and the partitions to score; ``score_partition`` scores one partition in chunks into the sink,
+replacing what an earlier run wrote for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+from ctcd.batch.params import BatchInferenceParams, parse_params
+from ctcd.data.spec import DatasetSpec, load_spec
+from ctcd.errors import DataValidationError, InvalidParams, ModelServerUnavailable
+from ctcd.tracking import Tracking
+
+
+class TooManyRejects(DataValidationError):
+    """More of a partition's rows were rejected than ``max_reject_share`` allows."""
+
+
+def _model_name(params: BatchInferenceParams) -> str:
+    from ctcd.settings import get_settings
+
+    return params.model_name or get_settings().model_name
+
+
+def _source(params: BatchInferenceParams, spec: DatasetSpec) -> Any:
+    from ctcd.data.sources import LandingSource, SqlSource
+    from ctcd.settings import get_settings
+
+    if params.source == "sql":
+        query = params.sql_query or f"SELECT * FROM {spec.name}_scoring"
+        return SqlSource(params.sql_conn_id, query, spec)
+    uri = params.landing_uri or f"file://{get_settings().home / 'scoring' / spec.name}/"
+    return LandingSource(uri, spec, conn_id=params.landing_conn_id or None)
+
+
+def _sink(params: BatchInferenceParams, spec: DatasetSpec, run_id: str) -> Any:
+    from ctcd.batch.sinks import ParquetSink, SqlSink
+    from ctcd.settings import get_settings
+
+    if params.sink == "parquet":
+        uri = params.output_uri or f"file://{get_settings().home / 'predictions' / spec.name}/"
+        return ParquetSink(uri, dataset=spec.name, run_id=run_id)
+    return SqlSink(params.output_conn_id, dataset=spec.name, run_id=run_id,
+                   id_column=spec.id_column, table=params.predictions_table,
+                   rejects_table=params.rejects_table)
+
+
+def _server(model_name: str, service_id: str | None = None) -> Any:
+    from ctcd.deployers import get_deployer
+
+    found = get_deployer().find_model_server(model_name=model_name, service_id=service_id,
+                                             running=True)
+    if not found:
+        raise ModelServerUnavailable(
+            f"no running model server serves {model_name!r}: deploy it (continuous_training, "
+            "or `ctcd models deploy`) or use mode=in_process")
+    return found[0]
+
+
+def plan(conf: Mapping[str, Any], event: Mapping[str, Any] | None, tracking: Tracking,
+         run_id: str = "") -> dict[str, Any]:
+    """The version to score with and the partitions to score (ISO dates, oldest first).
+
+    ``event`` is the extra of the serving Asset event that started the run, if any: its
+    ``version`` is used unless ``model_version`` is given.
+    """
+    params = parse_params(conf)
+    spec = load_spec(params.dataset)
+    name = _model_name(params)
+    service_id = None
+    if params.mode == "endpoint":
+        handle = _server(name)
+        service_id, version = handle.service_id, handle.model_version
+    else:
+        version = params.model_version or str((event or {}).get("version") or "")
+        version = version or tracking.champion_version(name) or ""
+        if not version:
+            raise InvalidParams(f"model {name!r} has no champion yet: train one "
+                                "(continuous_training) or give model_version")
+    days = _source(params, spec).partitions()
+    if params.partitions:
+        missing = sorted(set(params.partitions) - set(days))
+        if missing:
+            raise InvalidParams(f"partitions {[d.isoformat() for d in missing]} are not in the "
+                                f"source (it has {[d.isoformat() for d in days]})")
+        chosen = sorted(set(params.partitions))
+    else:
+        done = _sink(params, spec, run_id).scored(version)
+        chosen = [d for d in days if d not in done][-params.max_partitions:]
+    return {"model_name": name, "version": version, "service_id": service_id,
+            "partitions": [d.isoformat() for d in chosen]}
+
+
+def _frames(source: Any, day: date, chunk_rows: int) -> Iterator[tuple[Any, bool]]:
+    """(frame, came from text) of at most ``chunk_rows`` rows, read lazily."""
+    import pyarrow as pa
+
+    for origin, item in source.batches(day):
+        if isinstance(item, pa.Schema):
+            continue
+        text = origin.lower().endswith((".csv", ".csv.gz"))
+        for lo in range(0, item.num_rows, chunk_rows):
+            yield item.slice(lo, chunk_rows).to_pandas(), text
+
+
+def score_partition(conf: Mapping[str, Any], planned: Mapping[str, Any], day: str,
+                    run_id: str, tracking: Tracking) -> dict[str, Any]:
+    """Score partition ``day`` into the sink in one replacing write; returns the counts.
+    Raises :class:`TooManyRejects` after writing when the rejected share is too high."""
+    import numpy as np
+
+    from ctcd.batch.endpoint import RemotePredictor, endpoint_model
+    from ctcd.batch.model import ScoringModel, load_version
+    from ctcd.batch.score import score_chunk
+
+    params = parse_params(conf)
+    spec = load_spec(params.dataset)
+    partition = date.fromisoformat(day)
+    name, version = str(planned["model_name"]), str(planned["version"])
+    model: ScoringModel
+    remote: RemotePredictor | None = None
+    if params.mode == "endpoint":
+        model = endpoint_model(_server(name, planned.get("service_id")),
+                               batch_rows=params.batch_rows, concurrency=params.concurrency,
+                               attempts=params.attempts)
+        remote = model.model  # type: ignore[assignment]
+    else:
+        with tracking.active():
+            model = load_version(name, version)
+    started, when = time.perf_counter(), datetime.now(UTC)
+    rows = scored = rejected = 0
+    versions: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    try:
+        with _sink(params, spec, run_id).partition(partition) as writer:
+            for frame, text in _frames(_source(params, spec), partition, params.chunk_rows):
+                if remote is not None:
+                    remote.answered.clear()
+                chunk = score_chunk(model, frame, first_row=rows, spec=spec, text=text,
+                                    scored_at=when)
+                if remote is not None and len(chunk.predictions):
+                    chunk.predictions["model_version"] = np.concatenate(remote.answered)
+                writer.write(chunk)
+                rows += len(frame)
+                scored += len(chunk.predictions)
+                rejected += len(chunk.rejects)
+                versions.update(chunk.predictions["model_version"].astype(str).tolist())
+                reasons.update(str(r).split(":", 1)[0] for r in chunk.rejects["reason"])
+    finally:
+        if remote is not None:
+            remote.close()
+    summary = {
+        "partition": day, "rows": rows, "scored": scored, "rejected": rejected,
+        "versions": dict(versions), "reject_reasons": dict(reasons), "mode": params.mode,
+        "seconds": round(time.perf_counter() - started, 3),
+        "requests": remote.requests if remote else 0, "retries": remote.retried if remote else 0,
+    }
+    share = rejected / rows if rows else 0.0
+    if share > params.max_reject_share:
+        raise TooManyRejects(
+            f"partition {day}: {rejected} of {rows} rows rejected ({share:.1%}), above "
+            f"max_reject_share {params.max_reject_share:.1%}; by field: {dict(reasons)}. The "
+            "good rows are scored and the rejects kept with their reasons; fix the data and "
+            "re-run the partition, or raise max_reject_share.")
+    return summary

@@ -1,0 +1,122 @@
+"""Scoring through an endpoint: what is retried (5xx, connection errors) and what is not (4xx),
+batching, and the answering version per row. The server is a real HTTP server on loopback
+whose answers the test scripts (a model server cannot be told to fail on cue)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from ctcd.batch.endpoint import RemotePredictor
+from ctcd.errors import InvalidParams, ModelServerUnavailable
+from ctcd.serving.errors import ModelRejectedInput
+from ctcd.serving.schema import ColumnSpec, InputSchema, Table
+from ctcd.stack.processes import free_port
+
+SCHEMA = InputSchema(columns=(ColumnSpec("x", "double", True),))
+
+
+class Script:
+    """Status codes to answer, in order (then 200s); the rows of every request seen."""
+
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+        self.seen: list[int] = []
+        self.lock = threading.Lock()
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Script]]:
+    script = Script()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            rows = body["dataframe_split"]["data"]
+            with script.lock:
+                script.seen.append(len(rows))
+                status = script.statuses.pop(0) if script.statuses else 200
+            payload = ({"predictions": [r[0] * 2 for r in rows]} if status == 200
+                       else {"error": "x[0]: expected a number" if status < 500 else "boom"})
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("X-Model-Version", "7")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", script
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _table(rows: int) -> Table:
+    return Table({"x": np.arange(rows, dtype="float64")}, rows)
+
+
+def test_batches_concurrently_and_records_the_answering_version(server) -> None:
+    endpoint, script = server
+    remote = RemotePredictor(endpoint, SCHEMA, batch_rows=40, concurrency=3)
+    try:
+        predictions = remote.predict_table(_table(100))
+    finally:
+        remote.close()
+    assert predictions.tolist() == [i * 2.0 for i in range(100)]  # in input order
+    assert sorted(script.seen) == [20, 40, 40]
+    assert remote.answered[0].tolist() == ["7"] * 100
+
+
+def test_retries_server_errors_then_succeeds(server) -> None:
+    endpoint, script = server
+    script.statuses = [503, 500]
+    remote = RemotePredictor(endpoint, SCHEMA, batch_rows=10, concurrency=1, attempts=3)
+    try:
+        assert remote.predict_table(_table(5)).tolist() == [0, 2, 4, 6, 8]
+    finally:
+        remote.close()
+    assert script.seen == [5, 5, 5] and remote.retried == 2
+
+
+def test_gives_up_after_the_attempts_with_a_clear_error(server) -> None:
+    endpoint, script = server
+    script.statuses = [502] * 5
+    remote = RemotePredictor(endpoint, SCHEMA, attempts=2)
+    with pytest.raises(ModelServerUnavailable, match=r"answered 502: .*after 2 tries"):
+        remote.predict_table(_table(3))
+    remote.close()
+    assert script.seen == [3, 3]
+
+
+def test_a_client_error_is_never_retried(server) -> None:
+    endpoint, script = server
+    script.statuses = [422]
+    remote = RemotePredictor(endpoint, SCHEMA, attempts=4)
+    with pytest.raises(ModelRejectedInput, match="422 from the model server: x\\[0\\]"):
+        remote.predict_table(_table(3))
+    remote.close()
+    assert script.seen == [3] and remote.answered == []
+
+
+def test_connection_errors_are_retried_then_reported() -> None:
+    remote = RemotePredictor(f"http://127.0.0.1:{free_port()}", SCHEMA, attempts=3)
+    with pytest.raises(ModelServerUnavailable, match="did not answer after 3 tries"):
+        remote.predict_table(_table(2))
+    remote.close()
+    assert remote.requests == 3 and remote.retried == 2
+
+
+def test_refuses_a_nonsense_setting() -> None:
+    with pytest.raises(InvalidParams, match="at least 1"):
+        RemotePredictor("http://127.0.0.1:1", SCHEMA, concurrency=0)
