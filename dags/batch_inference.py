@@ -51,7 +51,9 @@ def _event_extra() -> dict[str, Any] | None:
 @dag(
     dag_id="batch_inference",
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
+        # run_immediately=0: the first timed run is the next 02:00, not one at unpause.
+        timetable=CronTriggerTimetable("0 2 * * *", timezone="UTC",
+                                       run_immediately=timedelta(0)),
         assets=(SERVING_ASSET | SCORING_ASSET),
     ),
     catchup=False,

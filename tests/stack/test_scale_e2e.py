@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -20,6 +21,8 @@ import pytest
 from celery import Celery
 from tests.stack.support import stop_model_servers
 
+from ctcd.data.producer import produce
+from ctcd.data.spec import load_spec
 from ctcd.settings import PROJECT_ROOT
 from ctcd.stack.airflow_api import AirflowClient
 from ctcd.stack.config import ADMIN_PASSWORD, ADMIN_USER
@@ -58,12 +61,14 @@ def client(stack: Stack) -> Iterator[AirflowClient]:
 
 
 @pytest.fixture(scope="module")
-def trained(client: AirflowClient) -> dict[str, Any]:
-    """One continuous_training run, triggered over the REST API, waited to its end."""
+def trained(stack: Stack, client: AirflowClient) -> dict[str, Any]:
+    """A partition landed, then one continuous_training run, triggered over the REST API,
+    waited to its end."""
+    produce(datetime.now(UTC).date(), 4_000, spec=load_spec("churn"),
+            landing_uri=f"file://{stack.home / 'landing' / 'churn'}/")
     run = client.trigger(
         DAG_ID,
-        {"rows": 4_000, "model_type": "logistic_regression", "min_roc_auc": 0.7,
-         "strategy": "replace"},
+        {"model_type": "logistic_regression", "min_roc_auc": 0.7, "strategy": "replace"},
     )
     final = client.wait_for_run(DAG_ID, run["dag_run_id"], timeout=900)
     return {**final, "task_instances": client.task_instances(DAG_ID, run["dag_run_id"])}
@@ -150,17 +155,20 @@ def test_the_deployed_model_answers_and_is_registered_in_mlflow_on_postgres(
     assert (int(handle["model_version"]),) in versions
 
 
-@pytest.mark.skipif(
-    not (PROJECT_ROOT / "dags" / f"{BATCH_DAG_ID}.py").exists(),
-    reason=f"this build has no {BATCH_DAG_ID} DAG",
-)
 def test_batch_inference_partitions_run_on_both_workers(
-    trained: dict[str, Any], client: AirflowClient
+    stack: Stack, trained: dict[str, Any], client: AirflowClient
 ) -> None:
     assert trained["state"] == "success"  # a champion serves
+    scoring = f"file://{stack.home / 'scoring' / 'churn'}/"
+    today = datetime.now(UTC).date()
+    days = [today - timedelta(days=i) for i in range(4)]
+    for day in days:  # four unlabelled partitions: four mapped tasks, two per worker
+        produce(day, 2_000, spec=load_spec("churn"), labels=False, landing_uri=scoring)
     client.wait_for_dag(BATCH_DAG_ID, timeout=300)
     client.set_paused(BATCH_DAG_ID, False)
-    run = client.trigger(BATCH_DAG_ID)
+    # Parquet output: SQLite, the default predictions database, takes one writer at a time.
+    run = client.trigger(BATCH_DAG_ID, {"partitions": [d.isoformat() for d in days],
+                                        "sink": "parquet"})
     final = client.wait_for_run(BATCH_DAG_ID, run["dag_run_id"], timeout=900)
     task_instances = client.task_instances(BATCH_DAG_ID, run["dag_run_id"])
     assert final["state"] == "success", _hostnames(task_instances)
