@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from ctcd.deployers.base import (
     redact_uri,
 )
 from ctcd.deployers.local import process
+from ctcd.deployers.local.locks import operation_lock
 from ctcd.deployers.local.logs import read_log
 from ctcd.deployers.local.scorers import LocalScorers
 from ctcd.deployers.local.store import ServerRecord, ServerStore, utcnow
@@ -440,24 +441,8 @@ class LocalDeployer:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "locks").mkdir(exist_ok=True)
         digest = hashlib.sha1(server_name.encode()).hexdigest()[:16]
-        return _server_lock(self.dir / "locks" / f"{digest}.lock", timeout, server_name)
-
-
-@contextmanager
-def _server_lock(path: Path, timeout: float, server_name: str) -> Iterator[None]:
-    """A server's lock; says which server waited too long instead of a bare Timeout."""
-    lock = filelock.FileLock(path, timeout=timeout)
-    try:
-        lock.acquire()
-    except filelock.Timeout as err:
-        raise DeploymentError(
-            f"another operation on model server {server_name!r} held its lock for longer "
-            f"than {timeout:.0f}s; try again when it has finished"
-        ) from err
-    try:
-        yield
-    finally:
-        lock.release()
+        return operation_lock(self.dir / "locks" / f"{digest}.lock", timeout,
+                              f"model server {server_name!r}")
 
 
 def _ref(record: ServerRecord) -> process.ProcessRef | None:

@@ -29,13 +29,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import filelock
-
 from ctcd.deployers.base import DEFAULT_TIMEOUT, redact_uri
 from ctcd.deployers.local import process
+from ctcd.deployers.local.locks import operation_lock
 from ctcd.deployers.local.logs import read_log
 from ctcd.deployers.local.store import utcnow
-from ctcd.errors import DeploymentError, InvalidParams, ServerStartFailed, ServerStopFailed
+from ctcd.errors import InvalidParams, ServerStartFailed, ServerStopFailed
 from ctcd.settings import Settings, get_settings
 
 SCHEMA = """
@@ -393,21 +392,8 @@ class LocalScorers:
     def _locked(self, name: str, timeout: float) -> Any:
         (self.dir / "locks").mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha1(f"scorer:{name}".encode()).hexdigest()[:16]
-        return _lock(self.dir / "locks" / f"{digest}.lock", timeout, name)
-
-
-@contextmanager
-def _lock(path: Path, timeout: float, name: str) -> Iterator[None]:
-    lock = filelock.FileLock(path, timeout=timeout)
-    try:
-        lock.acquire()
-    except filelock.Timeout as err:
-        raise DeploymentError(f"another operation on streaming scorer {name!r} held its lock "
-                              f"for longer than {timeout:.0f}s; try again") from err
-    try:
-        yield
-    finally:
-        lock.release()
+        return operation_lock(self.dir / "locks" / f"{digest}.lock", timeout,
+                              f"streaming scorer {name!r}")
 
 
 def _ref(record: ScorerRecord, replica: int) -> process.ProcessRef | None:
