@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import mlflow
 import pandas as pd
+from tests.serving.v2_inputs import v2_columns
 
 from ctcd.data.churn import generate_snapshot
 from ctcd.data.snapshots import split
@@ -95,7 +96,7 @@ def send(model: ServedModel, frame: pd.DataFrame, rows_per_request: int = 50) ->
                                                                    index=False) + "}")
             else:
                 response = client.post(f"/v2/models/{model.name}/infer",
-                                       json={"inputs": _v2_inputs(chunk)})
+                                       json={"inputs": v2_columns(chunk)})
             assert response.status_code == 200, response.text
 
 
@@ -111,12 +112,3 @@ def wait_logged(model: ServedModel, after_rowid: int, rows: int, timeout: float 
         assert time.monotonic() < deadline, f"only {logged} of {rows} rows logged"
         time.sleep(0.2)
 
-
-def _v2_inputs(frame: pd.DataFrame) -> list[dict[str, object]]:
-    inputs = []
-    for name in frame.columns:
-        values = frame[name].to_numpy()
-        datatype = {"i": "INT64", "f": "FP64"}.get(values.dtype.kind, "BYTES")
-        inputs.append({"name": name, "shape": [len(values)], "datatype": datatype,
-                       "data": values.tolist()})
-    return inputs

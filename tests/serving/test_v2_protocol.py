@@ -7,6 +7,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pytest
+from tests.serving.v2_inputs import v2_columns
 
 pytestmark = pytest.mark.anyio
 
@@ -15,15 +16,6 @@ pytestmark = pytest.mark.anyio
 async def churn(make_server: Any, client_for: Any, churn_model: Any) -> Any:
     return client_for(make_server(churn_model.name, {churn_model.version: churn_model.uri}))
 
-
-def _columns(frame: Any) -> list[dict[str, Any]]:
-    out = []
-    for name in frame.columns:
-        values = frame[name].to_numpy()
-        datatype = {"i": "INT64", "f": "FP64"}.get(values.dtype.kind, "BYTES")
-        out.append({"name": name, "shape": [len(values)], "datatype": datatype,
-                    "data": values.tolist()})
-    return out
 
 
 async def test_server_and_model_metadata(churn: Any, churn_model: Any) -> None:
@@ -48,7 +40,7 @@ async def test_infer_matches_pyfunc(churn: Any, churn_model: Any) -> None:
     want = mlflow.pyfunc.load_model(churn_model.uri).predict(frame)
     for path in (f"/v2/models/{churn_model.name}/infer",
                  f"/v2/models/{churn_model.name}/versions/{churn_model.version}/infer"):
-        response = await churn.post(path, json={"id": "req-1", "inputs": _columns(frame)})
+        response = await churn.post(path, json={"id": "req-1", "inputs": v2_columns(frame)})
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["model_name"] == churn_model.name
@@ -64,7 +56,7 @@ async def test_infer_matches_pyfunc(churn: Any, churn_model: Any) -> None:
 
 async def test_infer_accepts_column_tensors_of_shape_n_by_1(churn: Any,
                                                            churn_model: Any) -> None:
-    inputs = _columns(churn_model.example.head(2))
+    inputs = v2_columns(churn_model.example.head(2))
     for item in inputs:
         item["shape"] = [2, 1]
         item["data"] = [[v] for v in item["data"]]
@@ -90,7 +82,7 @@ async def test_one_matrix_tensor_for_a_numeric_model(make_server: Any, client_fo
 
 
 def _bad_cases(example: Any) -> list[tuple[str, Any, tuple[str, ...]]]:
-    good = _columns(example.head(2))
+    good = v2_columns(example.head(2))
 
     def changed(name: str, **fields: Any) -> list[dict[str, Any]]:
         return [dict(i, **fields) if i["name"] == name else i for i in good]
@@ -130,7 +122,7 @@ async def test_unknown_model_or_version_is_404(churn: Any, churn_model: Any) -> 
     assert response.status_code == 404
     assert "other" in response.json()["error"]
     missing = await churn.post(f"/v2/models/{churn_model.name}/versions/99/infer",
-                               json={"inputs": _columns(churn_model.example)})
+                               json={"inputs": v2_columns(churn_model.example)})
     assert missing.status_code == 404
     assert "'99'" in missing.json()["error"]
 
@@ -145,7 +137,7 @@ async def test_not_json_is_400(churn: Any, churn_model: Any) -> None:
 async def test_output_selection_in_json(churn: Any, churn_model: Any) -> None:
     frame = churn_model.example
     path = f"/v2/models/{churn_model.name}/infer"
-    response = await churn.post(path, json={"inputs": _columns(frame),
+    response = await churn.post(path, json={"inputs": v2_columns(frame),
                                              "outputs": [{"name": "predict_proba"}]})
     assert response.status_code == 200, response.text
     (output,) = response.json()["outputs"]
@@ -155,7 +147,7 @@ async def test_output_selection_in_json(churn: Any, churn_model: Any) -> None:
     np.testing.assert_allclose(np.reshape(output["data"], (len(frame), 2)), want)
     for outputs, word in (([{"name": "nope"}], "'nope'"), ([{}], "outputs[0].name"),
                           ({"name": "predict"}, "outputs")):
-        bad = await churn.post(path, json={"inputs": _columns(frame), "outputs": outputs})
+        bad = await churn.post(path, json={"inputs": v2_columns(frame), "outputs": outputs})
         assert bad.status_code == 400, bad.text
         assert word in bad.json()["error"]
     # the MLflow route keeps MLflow's semantics: predictions, whatever V2 offers
