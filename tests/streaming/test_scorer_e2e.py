@@ -174,7 +174,12 @@ def test_a_scorer_killed_mid_batch_loses_nothing(
     assert len(got) >= len(ids)  # duplicates are allowed (at-least-once), loss is not
     by_consumer = Counter(o["consumer"] for o in got)
     assert by_consumer["first"] > 0 and by_consumer["second"] > 0
-    assert "claimed" in second.text()  # the second took over the first's pending entries
+    # The second took over the first's pending entries (its log line may trail the outputs
+    # it wrote, so wait for it).
+    deadline = time.monotonic() + 30
+    while "claimed" not in second.text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "claimed" in second.text()
     # Every answer is the model's, whoever gave it.
     expected = dict(zip(ids, _expected(churn_model.uri, rows), strict=True))
     assert all(o["prediction"] == expected[o["input_id"]] for o in got)
