@@ -110,7 +110,7 @@ def _states(client: AirflowClient, dag_id: str, run_id: str) -> dict[str, list[s
 
 
 def test_triggered_run_with_conf_override_trains_deploys_and_serves(
-    client: AirflowClient, trained: dict[str, Any]
+    client: AirflowClient, stack: Stack, trained: dict[str, Any]
 ) -> None:
     run = trained["triggered"]
     assert run["conf"]["model_type"] == "logistic_regression"
@@ -127,6 +127,12 @@ def test_triggered_run_with_conf_override_trains_deploys_and_serves(
     predictions = response.json()["predictions"]
     assert len(predictions) == 2 and set(predictions) <= {0, 1}
     assert response.headers["X-Model-Version"] == data["model_version"]
+    # The deferred start was recorded pending, then completed when the operator saw it ready.
+    from ctcd.deployers.local.deployer import LocalDeployer
+
+    start = LocalDeployer(Settings(home=stack.home)).history(data["service_id"])[-1]  # first
+    assert (start.strategy, start.outcome) == ("start", "succeeded")
+    assert start.seconds_to_serving is not None and start.seconds_to_serving > 0
 
     train = client.xcom(DAG_ID, run["dag_run_id"], "train")
     assert train["metrics"]["holdout_roc_auc"] >= 0.7
