@@ -5,10 +5,13 @@ Scores the rows of a data set's scoring partitions with the model's champion and
 prediction with the model name, the version that made it, the DAG run id and the scoring time.
 Runs when a new champion goes live (continuous_training's serving Asset,
 `ctcd://models/churn-classifier`; the event's version is used), when a producer lands rows
-to score (`ctcd://datasets/churn/scoring`), every day at 02:00 UTC, or when triggered.
+to score (`ctcd://datasets/churn/scoring`; the event's extra names the partition:
+`{"date": "YYYY-MM-DD"}` or `{"partitions": [...]}`), every day at 02:00 UTC, or when
+triggered.
 
 `plan` (checks the parameters; picks the version and the partitions: those named in
-`partitions`, else the newest `max_partitions` not yet scored by that version) ->
+`partitions`, else those the scoring events name, else the newest `max_partitions` not yet
+scored by that version; a new champion's run adds those to the events' partitions) ->
 `score_partition` (mapped: one task per partition, so a Celery or Kubernetes executor
 spreads them over workers; reads and scores in `chunk_rows` chunks; rows failing the
 signature or the data set's spec go to the rejects table with the reason; the partition's
@@ -39,13 +42,13 @@ SERVING_ASSET = serving_asset()
 SCORING_ASSET = scoring_asset(DATASET)
 
 
-def _event_extra() -> dict[str, Any] | None:
-    """The extra of the newest serving Asset event that started this run, if one did."""
+def _event_extras(asset: Any) -> list[dict[str, Any]]:
+    """The extras of ``asset``'s events that started this run, oldest first."""
     events = get_current_context().get("triggering_asset_events") or {}
-    for asset, found in events.items():
-        if getattr(asset, "uri", None) == SERVING_ASSET.uri and found:
-            return dict(max(found, key=lambda event: event.timestamp).extra or {})
-    return None
+    for key, found in events.items():
+        if getattr(key, "uri", None) == asset.uri:
+            return [dict(event.extra or {}) for event in sorted(found, key=lambda e: e.timestamp)]
+    return []
 
 
 @dag(
@@ -76,9 +79,11 @@ def batch_inference() -> None:
         from ctcd.tracking import get_tracking
 
         context = get_current_context()
+        champions = _event_extras(SERVING_ASSET)
         with fail_without_retry():
-            planned = pipeline.plan(dict(context["params"]), _event_extra(), get_tracking(),
-                                    context["run_id"])
+            planned = pipeline.plan(dict(context["params"]), champions[-1] if champions else None,
+                                    get_tracking(), context["run_id"],
+                                    landed=_event_extras(SCORING_ASSET))
         print(f"Scoring {planned['partitions'] or 'nothing new'} with "
               f"{planned['model_name']} version {planned['version']}")
         return planned

@@ -7,6 +7,7 @@ and settings are put in the environment here, before any test module imports Air
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +32,21 @@ os.environ.setdefault("CTCD_HOME", str(_SESSION_DIR / "ctcd"))
 os.environ["GIT_PYTHON_REFRESH"] = "quiet"
 os.environ.setdefault("CTCD_TRAINING_THREADS", "1")
 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's directory (its Airflow home, MLflow store, CTCD_HOME) after a
+    clean run; keep it for a look when a test failed (the summary says where)."""
+    if session.testsfailed or exitstatus not in (pytest.ExitCode.OK,
+                                                 pytest.ExitCode.NO_TESTS_COLLECTED):
+        return
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _SESSION_DIR.exists():
+        terminalreporter.write_line(f"kept this session's files (Airflow home, MLflow store, "
+                                    f"CTCD_HOME) for the failures: {_SESSION_DIR}")
 
 
 @pytest.fixture(scope="session")

@@ -4,16 +4,20 @@ real Airflow connection and ``common.sql`` hook; Parquet in a temporary director
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
-from datetime import UTC, date, datetime
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pandas as pd
 import pytest
 
 from ctcd.batch.score import ScoredChunk
-from ctcd.batch.sinks import ParquetSink, SqlSink
+from ctcd.batch.sinks import ParquetSink, PredictionsLocked, SqlSink
 from ctcd.errors import InvalidParams
 
 DAY = date(2026, 11, 20)
@@ -96,3 +100,70 @@ def test_parquet_partition_is_replaced_atomically(tmp_path: Path) -> None:
     assert len(pd.read_parquet(predictions)) == 3 and not rejects.exists()
     assert sink.scored("4") == {DAY}
     assert sorted(p.name for p in predictions.parent.iterdir()) == ["predictions.parquet"]
+
+
+def _write_slowly(conn_id: str, day: date, chunks: int, pause: float, start: Any) -> None:
+    """One mapped task's write: a partition in ``chunks`` chunks, ``pause`` s of scoring each."""
+    sink = SqlSink(conn_id, dataset="churn", run_id=f"run-{day}", id_column="customer_id")
+    start.wait(60)
+    with sink.partition(day) as writer:
+        for _ in range(chunks):
+            time.sleep(pause)
+            writer.write(_chunk(50, rejects=1))
+
+
+def test_sql_sqlite_partitions_written_by_concurrent_processes_all_land(
+    sink: SqlSink, tmp_path: Path
+) -> None:
+    # Three processes score a partition each, at once, for longer than SQLite's default 5 s
+    # busy wait; each holds its rows until its partition is complete.
+    context = multiprocessing.get_context("fork")
+    start = context.Event()
+    days = [DAY - timedelta(days=i) for i in range(3)]
+    writers = [context.Process(target=_write_slowly, args=(sink.conn_id, day, 4, 1.6, start))
+               for day in days]
+    for writer in writers:
+        writer.start()
+    start.set()
+    for writer in writers:
+        writer.join(180)
+    assert [w.exitcode for w in writers] == [0, 0, 0]
+    with sqlite3.connect(tmp_path / "p.db") as conn:
+        rows = conn.execute("SELECT partition_date, COUNT(*), COUNT(DISTINCT dag_run_id) "
+                            "FROM predictions GROUP BY 1 ORDER BY 1").fetchall()
+    assert rows == [(day.isoformat(), 200, 1) for day in sorted(days)]
+    assert {sink.count("prediction_rejects", day) for day in days} == {4}
+
+
+def test_sql_sqlite_lock_held_through_every_attempt_fails_clearly_and_keeps_the_rows(
+    sink: SqlSink, tmp_path: Path
+) -> None:
+    with sink.partition(DAY) as writer:
+        writer.write(_chunk(7))
+    impatient = SqlSink(sink.conn_id, dataset="churn", run_id="run-2", id_column="customer_id",
+                        busy_timeout=0.2, lock_attempts=2)
+    holder = sqlite3.connect(tmp_path / "p.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another writer that does not let go
+    try:
+        expected = r"locked by other writers through 2 attempts.*rows are kept.*PostgreSQL"
+        with pytest.raises(PredictionsLocked, match=expected), impatient.partition(DAY) as writer:
+            writer.write(_chunk(3))
+    finally:
+        holder.rollback()
+        holder.close()
+    assert sink.count("predictions", DAY) == 7
+
+    # Released while the transaction waits: a later attempt goes through.
+    holder = sqlite3.connect(tmp_path / "p.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(1.0, holder.rollback)
+    release.start()
+    patient = SqlSink(sink.conn_id, dataset="churn", run_id="run-3", id_column="customer_id",
+                      busy_timeout=0.2, lock_attempts=10)
+    try:
+        with patient.partition(DAY) as writer:
+            writer.write(_chunk(3))
+    finally:
+        release.join()
+        holder.close()
+    assert sink.count("predictions", DAY) == 3

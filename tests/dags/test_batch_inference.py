@@ -220,6 +220,41 @@ def test_scheduled_on_the_serving_asset_and_scores_with_the_events_version(
     assert pipeline.plan({}, None, get_tracking())["partitions"] == [DAYS[2].isoformat()]
 
 
+def test_scoring_asset_events_name_exactly_the_partitions_to_score(
+    dag, ctcd_home: Path, db: Path, versions: list[str]
+) -> None:
+    from ctcd.errors import InvalidParams
+    from ctcd.pipelines import batch_inference as pipeline
+    from ctcd.tracking import get_tracking
+
+    for day in DAYS:
+        land(ctcd_home, day, 50)
+    tracking = get_tracking()
+    conf = {"model_version": versions[0]}
+    assert pipeline.plan(conf, None, tracking)["partitions"] == [d.isoformat() for d in DAYS]
+    # A producer's events name the partitions it landed: only those, scored before or not.
+    landed = [{"date": DAYS[1].isoformat()}, {"partitions": [DAYS[0].isoformat()]}]
+    planned = pipeline.plan(conf, None, tracking, landed=landed)
+    assert planned["partitions"] == [DAYS[0].isoformat(), DAYS[1].isoformat()]
+    run = dag.test(run_conf={**conf, "partitions": planned["partitions"]})
+    assert str(run.state) == "success", _states(run)
+    again = pipeline.plan(conf, None, tracking, landed=landed[:1])
+    assert again["partitions"] == [DAYS[1].isoformat()]  # scored by this version: still named
+    # With a new champion's event too, the unscored newest partitions join them.
+    both = pipeline.plan(conf, {"version": versions[0]}, tracking, landed=landed[:1])
+    assert both["partitions"] == [DAYS[1].isoformat(), DAYS[2].isoformat()]
+    # Run params win over events.
+    named = pipeline.plan({**conf, "partitions": [DAYS[2].isoformat()]}, None, tracking,
+                          landed=landed)
+    assert named["partitions"] == [DAYS[2].isoformat()]
+
+    with pytest.raises(InvalidParams, match=r"scoring Asset events' partitions \['2026-01-01'\] "
+                                            r"are not in the source"):
+        pipeline.plan(conf, None, tracking, landed=[{"date": "2026-01-01"}])
+    with pytest.raises(InvalidParams, match=r"names partition 'yesterday', not a YYYY-MM-DD"):
+        pipeline.plan(conf, None, tracking, landed=[{"date": "yesterday"}])
+
+
 def test_bad_params_fail_the_plan_at_once(dag) -> None:
     run = dag.test(run_conf={"max_partition": 3})  # a typo of max_partitions
     states = _states(run)

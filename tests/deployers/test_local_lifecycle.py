@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -220,3 +221,87 @@ def test_concurrent_deploys_serialize_into_one_server(
 
 def _settings(path: Path) -> Settings:
     return Settings(home=path / "ctcd", server_port_range=PORTS)
+
+
+def _outcomes(backend: LocalDeployer, service_id: str) -> list[str]:
+    return [d.outcome for d in backend.history(service_id)]
+
+
+def _status_until(backend: LocalDeployer, service_id: str, wanted: ServiceStatus,
+                  timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while backend.status(service_id) is not wanted:
+        assert time.monotonic() < deadline, f"{service_id} never read {wanted.value}"
+        time.sleep(0.5)
+
+
+def test_deferred_start_is_pending_until_a_status_call_observes_it_ready(
+    deployer: LocalDeployer, churn_model: Any
+) -> None:
+    handle = deployer.deploy_model(config(churn_model), timeout=240, wait=False)
+    [pending] = deployer.history(handle.service_id)  # read before any status call
+    assert pending.outcome == "pending" and pending.seconds_to_serving is None
+    _status_until(deployer, handle.service_id, ServiceStatus.RUNNING, timeout=240)
+    [done] = deployer.history(handle.service_id)
+    assert done.outcome == "succeeded" and done.started_at == pending.started_at
+    assert done.seconds_to_serving is not None and done.seconds_to_serving > 0
+    assert done.finished_at > done.started_at
+    deployer.status(handle.service_id)  # settled once: later calls change nothing
+    assert deployer.history(handle.service_id) == [done]
+
+
+def test_deferred_start_whose_process_ends_or_is_stopped_is_recorded_failed(
+    tmp_path: Path
+) -> None:
+    dying = [sys.executable, "-c", "import time; time.sleep(2); raise SystemExit(3)"]
+    backend = LocalDeployer(_settings(tmp_path), server_command=dying)
+    cfg = DeploymentConfig(model_name="dies", model_uri="models:/dies/1", model_version="1")
+    handle = backend.deploy_model(cfg, timeout=60, wait=False)
+    assert _outcomes(backend, handle.service_id) == ["pending"]
+    deadline = time.monotonic() + 120
+    while _outcomes(backend, handle.service_id) == ["pending"]:  # until the process is gone
+        assert time.monotonic() < deadline
+        backend.status(handle.service_id)
+        time.sleep(0.5)
+    [failed] = backend.history(handle.service_id)
+    assert failed.outcome == "failed" and "ended" in (failed.message or "")
+    assert failed.seconds_to_serving is None
+
+    never_ready = LocalDeployer(_settings(tmp_path),
+                                server_command=[sys.executable, "-c", "import time; "
+                                                "time.sleep(600)"])
+    other = never_ready.deploy_model(
+        DeploymentConfig(model_name="slow", model_uri="models:/slow/1", model_version="1"),
+        timeout=60, wait=False)
+    assert _outcomes(never_ready, other.service_id) == ["pending"]
+    never_ready.stop_model_server(other.service_id, timeout=10, force=True)
+    assert _outcomes(never_ready, other.service_id) == ["failed"]
+    assert "stopped before" in (never_ready.history(other.service_id)[0].message or "")
+
+
+def test_a_registry_made_before_pending_existed_is_migrated_keeping_its_history(
+    tmp_path: Path
+) -> None:
+    from ctcd.deployers.local.store import SCHEMA, ServerStore
+
+    path = tmp_path / "registry.db"
+    old = SCHEMA.replace("""CHECK (outcome IN ('succeeded', 'unchanged', 'failed', 'pending'))""",
+                         """CHECK (outcome IN ('succeeded', 'unchanged', 'failed'))""")
+    assert old != SCHEMA
+    cfg = DeploymentConfig(model_name="m", model_uri="models:/m/1", model_version="1")
+    with sqlite3.connect(path) as db:
+        db.executescript(old)
+        db.execute("INSERT INTO deployments (server_id, config, strategy, outcome, started_at,"
+                   " finished_at) VALUES ('s1', ?, 'start', 'succeeded', 't0', 't1')",
+                   (json.dumps(cfg.to_dict()),))
+    store = ServerStore(path)
+    store.record_deployment("s1", cfg, strategy="start", outcome="pending",
+                            started_at="2026-11-22T00:00:00.000+00:00")
+    assert [d.outcome for d in store.history("s1")] == ["pending", "succeeded"]
+    assert store.settle_pending("s1", "succeeded") == 1
+    assert [d.outcome for d in store.history("s1")] == ["succeeded", "succeeded"]
+    ServerStore(path)  # opening it again changes nothing
+    with sqlite3.connect(path) as db:
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'"
+                                         " AND tbl_name = 'deployments'")] == [
+            "deployments_by_server"]

@@ -166,7 +166,7 @@ def test_batch_inference_partitions_run_on_both_workers(
         produce(day, 2_000, spec=load_spec("churn"), labels=False, landing_uri=scoring)
     client.wait_for_dag(BATCH_DAG_ID, timeout=300)
     client.set_paused(BATCH_DAG_ID, False)
-    # Parquet output: SQLite, the default predictions database, takes one writer at a time.
+    # Parquet output: the files are written by the worker that scores each partition.
     run = client.trigger(BATCH_DAG_ID, {"partitions": [d.isoformat() for d in days],
                                         "sink": "parquet"})
     final = client.wait_for_run(BATCH_DAG_ID, run["dag_run_id"], timeout=900)

@@ -2,8 +2,14 @@
 
 - :class:`SqlSink`: two tables through an Airflow connection's ``common.sql`` hook (SQLite
   by default, PostgreSQL in production). A partition is written in one transaction:
-  ``DELETE`` its previous rows from both tables, ``INSERT`` the new ones chunk by chunk,
-  ``COMMIT``. A re-run replaces, never duplicates; a failed run leaves the previous rows.
+  ``DELETE`` its previous rows from both tables, ``INSERT`` the new ones, ``COMMIT``. A
+  re-run replaces, never duplicates; a failed run leaves the previous rows. On PostgreSQL
+  the rows go in chunk by chunk inside that transaction (row locks: partitions written at
+  once do not wait for each other). SQLite takes one writer at a time for the whole file,
+  so there the chunks are spooled to a private SQLite file while the partition is scored and
+  the transaction only copies them in at the end (``BEGIN IMMEDIATE``, a busy timeout); a
+  transaction that still finds the file locked is retried whole, a bounded number of times
+  with backoff, then fails with :class:`PredictionsLocked`.
 - :class:`ParquetSink`: ``<root>/date=YYYY-MM-DD/predictions.parquet`` and
   ``rejects.parquet`` under a local directory, each written beside itself and renamed into
   place at the end (:class:`ctcd.batch.score.FrameWriter`).
@@ -13,7 +19,12 @@ A sink is used as ``with sink.partition(day) as writer: writer.write(chunk)``.
 
 from __future__ import annotations
 
+import logging
+import random
 import re
+import sqlite3
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -23,7 +34,9 @@ from typing import Any, Protocol
 import pandas as pd
 
 from ctcd.batch.score import FrameWriter, ScoredChunk
-from ctcd.errors import InvalidParams
+from ctcd.errors import CtcdError, InvalidParams
+
+log = logging.getLogger(__name__)
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
@@ -35,6 +48,12 @@ _TYPES = {"dataset": "VARCHAR(200)", "partition_date": "VARCHAR(10)", "input_row
           "row_id": "VARCHAR(200)", "prediction": "DOUBLE PRECISION", "reason": "TEXT",
           "data": "TEXT", "model_name": "VARCHAR(200)", "model_version": "VARCHAR(40)",
           "dag_run_id": "VARCHAR(250)", "scored_at": "TIMESTAMP"}
+
+
+class PredictionsLocked(CtcdError):
+    """A SQLite predictions database stayed locked by other writers through every attempt."""
+
+    status_code = 503
 
 
 class PartitionWriter(Protocol):
@@ -69,13 +88,19 @@ class SqlSink:
     """Prediction and reject tables through Airflow connection ``conn_id``."""
 
     def __init__(self, conn_id: str, *, dataset: str, run_id: str, id_column: str,
-                 table: str = "predictions", rejects_table: str = "prediction_rejects") -> None:
+                 table: str = "predictions", rejects_table: str = "prediction_rejects",
+                 busy_timeout: float = 30.0, lock_attempts: int = 6) -> None:
+        """``busy_timeout`` (seconds) and ``lock_attempts`` bound how long a partition's
+        SQLite transaction waits for other writers: each attempt waits up to
+        ``busy_timeout`` for the lock, then the whole transaction is retried after a backoff."""
         self.conn_id = conn_id
         self.dataset = dataset
         self.run_id = run_id
         self.id_column = id_column
         self.table = _identifier(table, "predictions_table")
         self.rejects_table = _identifier(rejects_table, "rejects_table")
+        self.busy_timeout = busy_timeout
+        self.lock_attempts = lock_attempts
         self._hook: Any = None
 
     @property
@@ -94,13 +119,23 @@ class SqlSink:
                 ) from err
         return self._hook
 
-    def create_tables(self) -> None:
+    @property
+    def is_sqlite(self) -> bool:
+        return getattr(self.hook, "conn_type", "") == "sqlite"
+
+    def _ddl(self) -> list[str]:
+        statements = []
         for table, columns in ((self.table, PREDICTION_COLUMNS),
                                (self.rejects_table, REJECT_COLUMNS)):
             body = ", ".join(f"{c} {_TYPES[c]}" for c in columns)
-            self.hook.run(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
-            self.hook.run(f"CREATE INDEX IF NOT EXISTS {table.replace('.', '_')}_partition "
-                          f"ON {table} (dataset, partition_date)")
+            statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({body})")
+            statements.append(f"CREATE INDEX IF NOT EXISTS {table.replace('.', '_')}_partition "
+                              f"ON {table} (dataset, partition_date)")
+        return statements
+
+    def create_tables(self) -> None:
+        for statement in self._ddl():
+            self.hook.run(statement)
 
     def scored(self, model_version: str) -> set[date]:
         self.create_tables()
@@ -120,6 +155,10 @@ class SqlSink:
 
     @contextmanager
     def partition(self, day: date) -> Iterator[_SqlWriter]:
+        if self.is_sqlite:
+            with self._sqlite_partition(day) as writer:
+                yield writer
+            return
         self.create_tables()
         conn = self.hook.get_conn()
         try:
@@ -138,14 +177,92 @@ class SqlSink:
             conn.close()
 
 
+    # -- SQLite: spool while scoring, then one short replacing transaction -----------------
+    @contextmanager
+    def _sqlite_partition(self, day: date) -> Iterator[_SqlWriter]:
+        with tempfile.TemporaryDirectory(prefix="ctcd-predictions-") as folder:
+            path = Path(folder) / "spool.db"
+            spool = sqlite3.connect(path, isolation_level=None)
+            try:
+                spool.execute("PRAGMA journal_mode = OFF")
+                spool.execute("PRAGMA synchronous = OFF")
+                for table, columns in (("predictions", PREDICTION_COLUMNS),
+                                       ("rejects", REJECT_COLUMNS)):
+                    body = ", ".join(f"{c} {_TYPES[c]}" for c in columns)
+                    spool.execute(f"CREATE TABLE {table} ({body})")
+                spool.execute("BEGIN")
+                yield _SqlWriter(self, spool.cursor(), day,
+                                 tables=("predictions", "rejects"), placeholder="?")
+                spool.execute("COMMIT")
+            finally:
+                spool.close()
+            self._replace_from(path, day)
+
+    def _replace_from(self, spool: Path, day: date) -> None:
+        """Replace partition ``day`` with the spooled rows in one transaction, retried whole
+        while another writer holds the database."""
+        started = time.monotonic()
+        for attempt in range(1, self.lock_attempts + 1):
+            try:
+                self._replace_once(spool, day)
+                return
+            except sqlite3.OperationalError as err:
+                if not _locked(err):
+                    raise
+                if attempt == self.lock_attempts:
+                    raise PredictionsLocked(
+                        f"the SQLite predictions database of connection {self.conn_id!r} "
+                        f"({self.hook.get_uri()}) stayed locked by other writers through "
+                        f"{attempt} attempts over {time.monotonic() - started:.0f} s, so "
+                        f"partition {day.isoformat()} was not written (its previous rows are "
+                        "kept). SQLite takes one writer at a time: score fewer partitions at "
+                        "once, or point output_conn_id at PostgreSQL for parallel workers."
+                    ) from err
+                pause = min(2.0 ** attempt, 30.0) * random.uniform(0.5, 1.0)
+                log.warning("predictions database locked (%s); retrying partition %s in "
+                            "%.1f s (attempt %d of %d)", err, day, pause, attempt,
+                            self.lock_attempts)
+                time.sleep(pause)
+
+    def _replace_once(self, spool: Path, day: date) -> None:
+        conn = self.hook.get_conn()
+        conn.isolation_level = None  # explicit BEGIN IMMEDIATE / COMMIT below
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.execute("ATTACH DATABASE ? AS spool", (str(spool),))
+            conn.execute("BEGIN IMMEDIATE")  # take the write lock now (waits busy_timeout)
+            for statement in self._ddl():
+                conn.execute(statement)
+            for table, source, columns in ((self.table, "predictions", PREDICTION_COLUMNS),
+                                           (self.rejects_table, "rejects", REJECT_COLUMNS)):
+                names = ", ".join(columns)
+                conn.execute(f"DELETE FROM {table} WHERE dataset = ? AND partition_date = ?",
+                             (self.dataset, day.isoformat()))
+                conn.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM spool.{source}")
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.rollback()
+            conn.close()
+
+
+def _locked(err: sqlite3.OperationalError) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(err) or "busy" in str(err)
+
+
 class _SqlWriter:
-    def __init__(self, sink: SqlSink, cursor: Any, day: date) -> None:
+    def __init__(self, sink: SqlSink, cursor: Any, day: date, *,
+                 tables: tuple[str, str] | None = None, placeholder: str | None = None) -> None:
         self.sink, self.cursor, self.day = sink, cursor, day
-        p = sink.hook.placeholder
+        p = placeholder or sink.hook.placeholder
+        table, rejects = tables or (sink.table, sink.rejects_table)
         self._insert = {
-            table: f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join([p] * len(cols))})"
-            for table, cols in ((sink.table, PREDICTION_COLUMNS),
-                                (sink.rejects_table, REJECT_COLUMNS))
+            key: f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({', '.join([p] * len(cols))})"
+            for key, name, cols in ((sink.table, table, PREDICTION_COLUMNS),
+                                    (sink.rejects_table, rejects, REJECT_COLUMNS))
         }
 
     def _frame(self, frame: pd.DataFrame) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -62,12 +62,32 @@ def _server(model_name: str, service_id: str | None = None) -> Any:
     return found[0]
 
 
+def _landed(events: Sequence[Mapping[str, Any]]) -> set[date]:
+    """The partitions named by scoring Asset events' extras (``date`` or ``partitions``)."""
+    days: set[date] = set()
+    for extra in events:
+        named = extra.get("partitions") or ([extra["date"]] if extra.get("date") else [])
+        if isinstance(named, str):
+            named = [named]
+        for value in named:
+            try:
+                days.add(date.fromisoformat(str(value)))
+            except ValueError:
+                raise InvalidParams(
+                    f"a scoring Asset event names partition {value!r}, not a YYYY-MM-DD date: "
+                    "post events with extra {\"date\": \"YYYY-MM-DD\"} or "
+                    "{\"partitions\": [...]}") from None
+    return days
+
+
 def plan(conf: Mapping[str, Any], event: Mapping[str, Any] | None, tracking: Tracking,
-         run_id: str = "") -> dict[str, Any]:
+         run_id: str = "", landed: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """The version to score with and the partitions to score (ISO dates, oldest first).
 
     ``event`` is the extra of the serving Asset event that started the run, if any: its
-    ``version`` is used unless ``model_version`` is given.
+    ``version`` is used unless ``model_version`` is given. ``landed`` are the extras of the
+    scoring Asset events that started it: a run started only by them scores exactly the
+    partitions they name (``date`` or ``partitions``), scored before or not.
     """
     params = parse_params(conf)
     spec = load_spec(params.dataset)
@@ -83,15 +103,17 @@ def plan(conf: Mapping[str, Any], event: Mapping[str, Any] | None, tracking: Tra
             raise InvalidParams(f"model {name!r} has no champion yet: train one "
                                 "(continuous_training) or give model_version")
     days = _source(params, spec).partitions()
-    if params.partitions:
-        missing = sorted(set(params.partitions) - set(days))
-        if missing:
-            raise InvalidParams(f"partitions {[d.isoformat() for d in missing]} are not in the "
-                                f"source (it has {[d.isoformat() for d in days]})")
-        chosen = sorted(set(params.partitions))
-    else:
+    named = set(params.partitions) or _landed(landed)
+    missing = sorted(named - set(days))
+    if missing:
+        origin = "partitions" if params.partitions else "the scoring Asset events' partitions"
+        raise InvalidParams(f"{origin} {[d.isoformat() for d in missing]} are not in the "
+                            f"source (it has {[d.isoformat() for d in days]})")
+    chosen = sorted(named)
+    if not params.partitions and (not named or event):  # the schedule, a trigger, a champion
         done = _sink(params, spec, run_id).scored(version)
-        chosen = [d for d in days if d not in done][-params.max_partitions:]
+        newest = [d for d in days if d not in done][-params.max_partitions:]
+        chosen = sorted(named | set(newest))
     return {"model_name": name, "version": version, "service_id": service_id,
             "partitions": [d.isoformat() for d in chosen]}
 

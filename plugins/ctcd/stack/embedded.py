@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 import psutil
 
@@ -125,6 +126,10 @@ class Stack:
             "GIT_PYTHON_REFRESH": "quiet",
             "PYTHONUNBUFFERED": "1",
             "CTCD_TRAINING_THREADS": os.environ.get("CTCD_TRAINING_THREADS", "1"),
+            # batch_inference's default predictions database (output_conn_id ctcd_predictions).
+            "AIRFLOW_CONN_CTCD_PREDICTIONS": os.environ.get(
+                "AIRFLOW_CONN_CTCD_PREDICTIONS",
+                "sqlite://" + quote(str(self.home / "predictions.db"), safe="")),
         }
 
     # -- pid files -------------------------------------------------------------------------

@@ -127,8 +127,10 @@ class LocalDeployer:
             record = self.store.update(
                 record.id, strategy=plan.name, deployed_at=utcnow(), last_error=None
             )
+            # Not waited for: pending until a status call observes it ready (or gone).
             self.store.record_deployment(
-                record.id, config, strategy="start", outcome="succeeded", started_at=started_at,
+                record.id, config, strategy="start", started_at=started_at,
+                outcome="succeeded" if wait else "pending",
                 seconds_to_serving=time.monotonic() - t0 if wait else None,
             )
             return self._handle(record)
@@ -268,6 +270,7 @@ class LocalDeployer:
         record = self.store.resolve(service_id)
         with self._locked(record.name, timeout):
             self._stop(self.store.resolve(record.id), timeout, force)
+            self.store.settle_pending(record.id, "failed", "stopped before it was observed ready")
 
     def delete_model_server(
         self, service_id: str, timeout: float = DEFAULT_TIMEOUT, force: bool = False
@@ -419,8 +422,13 @@ class LocalDeployer:
 
     def _observe(self, record: ServerRecord) -> ServiceStatus:
         if not self._alive(record):
+            self.store.settle_pending(record.id, "failed", "the server process ended (or was "
+                                      "stopped) before it was observed ready; see its log")
             return ServiceStatus.UNREACHABLE
-        return probe(record.endpoint, record.config.model_name)
+        status = probe(record.endpoint, record.config.model_name)
+        if status is ServiceStatus.RUNNING:
+            self.store.settle_pending(record.id, "succeeded")
+        return status
 
     def _handle(self, record: ServerRecord) -> ServiceHandle:
         config = record.config

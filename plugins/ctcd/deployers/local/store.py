@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS deployments (
     server_id    TEXT NOT NULL,
     config       TEXT NOT NULL,
     strategy     TEXT NOT NULL,
-    outcome      TEXT NOT NULL CHECK (outcome IN ('succeeded', 'unchanged', 'failed')),
+    outcome      TEXT NOT NULL
+                 CHECK (outcome IN ('succeeded', 'unchanged', 'failed', 'pending')),
     message      TEXT,
     started_at   TEXT NOT NULL,
     finished_at  TEXT NOT NULL,
@@ -91,6 +92,7 @@ class ServerStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(SCHEMA)
+            _allow_pending(db)
         path.chmod(0o600)  # holds admin tokens
 
     @contextmanager
@@ -183,6 +185,8 @@ class ServerStore:
         self, server_id: str, config: DeploymentConfig, *, strategy: str, outcome: str,
         started_at: str, message: str | None = None, seconds_to_serving: float | None = None,
     ) -> None:
+        """Append a deployment. ``pending``: launched, readiness not yet observed (its
+        ``finished_at`` is the launch time until :meth:`settle_pending` completes it)."""
         with self._connect() as db:
             db.execute(
                 "INSERT INTO deployments (server_id, config, strategy, outcome, message,"
@@ -190,3 +194,51 @@ class ServerStore:
                 (server_id, json.dumps(config.to_dict()), strategy, outcome, message,
                  started_at, utcnow(), seconds_to_serving),
             )
+
+    def settle_pending(self, server_id: str, outcome: str, message: str | None = None) -> int:
+        """Complete the server's ``pending`` deployments as ``outcome`` (``succeeded`` when
+        readiness was observed, ``failed`` when the process ended first); returns how many.
+        ``seconds_to_serving`` is the time from the start to the observation."""
+        with self._connect() as db:
+            if db.execute("SELECT 1 FROM deployments WHERE server_id = ? AND outcome = 'pending'"
+                          " LIMIT 1", (server_id,)).fetchone() is None:
+                return 0  # the usual case: a read, no write lock
+            db.execute("BEGIN IMMEDIATE")
+            rows = db.execute("SELECT seq, started_at FROM deployments WHERE server_id = ? AND"
+                              " outcome = 'pending'", (server_id,)).fetchall()
+            now = datetime.now(UTC)
+            for seq, started_at in rows:
+                seconds = (now - datetime.fromisoformat(started_at)).total_seconds()
+                db.execute(
+                    "UPDATE deployments SET outcome = ?, message = ?, finished_at = ?,"
+                    " seconds_to_serving = ? WHERE seq = ?",
+                    (outcome, message, now.isoformat(timespec="milliseconds"),
+                     seconds if outcome == "succeeded" else None, seq),
+                )
+            db.execute("COMMIT")
+            return len(rows)
+
+
+def _allow_pending(db: sqlite3.Connection) -> None:
+    """Registries made before ``pending`` existed: rebuild the deployments table with the
+    new CHECK constraint, keeping its rows (SQLite cannot alter a constraint)."""
+    def current() -> bool:
+        row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'deployments'").fetchone()
+        return "'pending'" in row[0]
+
+    if current():
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if not current():  # another process may have migrated it meanwhile
+            db.execute("ALTER TABLE deployments RENAME TO deployments_before_pending")
+            create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS deployments"):]
+            db.execute(create[:create.index(";")])
+            db.execute("INSERT INTO deployments SELECT * FROM deployments_before_pending")
+            db.execute("DROP TABLE deployments_before_pending")
+            db.execute("CREATE INDEX IF NOT EXISTS deployments_by_server"
+                       " ON deployments (server_id, seq)")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
