@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-import httpx
-
 from ctcd.serving.errors import ModelLoadError
+
+if TYPE_CHECKING:  # imported when a model is fetched: a local directory needs no httpx
+    import httpx
 
 _MODELS = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
 _LOGGED = re.compile(r"^models:/(?P<id>m-[0-9a-f]+)/?$")
@@ -44,6 +46,8 @@ def fetch(model_uri: str, dst: Path, tracking_uri: str | None = None) -> Path | 
     tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
     if urlparse(tracking_uri).scheme not in ("http", "https"):
         return None
+    import httpx
+
     with httpx.Client(base_url=tracking_uri.rstrip("/"), headers=_auth_headers(),
                       auth=_basic_auth(), timeout=60) as client:
         artifact_uri = _artifact_uri(client, model_uri)
@@ -81,6 +85,8 @@ def _artifact_uri(client: httpx.Client, model_uri: str) -> str | None:
 
 
 def _get(client: httpx.Client, model_uri: str, path: str, params: dict[str, str]) -> dict:
+    import httpx
+
     try:
         response = client.get(path, params=params)
     except httpx.HTTPError as err:
@@ -96,6 +102,8 @@ def _get(client: httpx.Client, model_uri: str, path: str, params: dict[str, str]
 
 
 def _download_tree(client: httpx.Client, model_uri: str, root: str, dst: Path) -> None:
+    import httpx
+
     listing = _get(client, model_uri, _PROXY, {"path": root}).get("files", [])
     if not listing:
         raise ModelLoadError(model_uri, f"no artifacts at mlflow-artifacts:/{root}")

@@ -17,8 +17,6 @@ Two ways to call a model, with the same answers:
 from __future__ import annotations
 
 import logging
-import os
-import pickle
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -32,11 +30,9 @@ import yaml
 from ctcd.serving.errors import InvalidInput, ModelLoadError, ModelRejectedInput
 from ctcd.serving.fetch import fetch
 from ctcd.serving.schema import InputSchema, Table, check_columns, check_tensor
+from ctcd.serving.sklearn_flavor import load_estimator
 
 log = logging.getLogger(__name__)
-
-SKLEARN_FORMATS = ("skops", "pickle", "cloudpickle")
-
 
 @dataclass
 class LoadedModel:
@@ -130,7 +126,7 @@ def load(model_uri: str, *, download_dir: Path | None = None) -> LoadedModel:
         except (OSError, yaml.YAMLError) as err:
             raise ModelLoadError(model_uri, f"unreadable MLmodel file: {err}") from err
         schema = InputSchema.from_signature_json((meta.get("signature") or {}).get("inputs"))
-        estimator = _load_native(model_uri, local, meta) if schema is not None else None
+        estimator = load_estimator(model_uri, local, meta) if schema is not None else None
         native = _predict_fn(model_uri, estimator, meta) if estimator is not None else None
         pyfunc = None if native is not None else _load_pyfunc(model_uri, local)
         example = _load_example(model_uri, local, meta, schema)
@@ -169,41 +165,6 @@ def _load_pyfunc(model_uri: str, local: Path) -> Any:
         raise ModelLoadError(model_uri, err.message) from err
     except (OSError, ValueError, ImportError) as err:
         raise ModelLoadError(model_uri, f"{type(err).__name__}: {err}") from err
-
-
-def _load_native(model_uri: str, local: Path, meta: dict[str, Any]) -> Any:
-    """The scikit-learn model, deserialized as mlflow.sklearn would; None when the model
-    is not a plain scikit-learn one."""
-    flavors = meta.get("flavors") or {}
-    pyfunc_conf, conf = flavors.get("python_function") or {}, flavors.get("sklearn")
-    if (not conf or pyfunc_conf.get("loader_module") != "mlflow.sklearn"
-            or pyfunc_conf.get("code") or conf.get("code")):
-        return None
-    fmt = conf.get("serialization_format", "pickle")
-    path = local / str(pyfunc_conf.get("model_path") or conf.get("pickled_model"))
-    if fmt not in SKLEARN_FORMATS or not path.is_file():
-        return None
-    if os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true").lower() in ("false", "0"):
-        raise ModelLoadError(model_uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION is false, so "
-                             "scikit-learn models may not be deserialized here")
-    try:
-        if fmt == "skops":
-            import skops.io
-
-            model = skops.io.load(path, trusted=conf.get("skops_trusted_types"))
-        elif fmt == "cloudpickle":
-            import cloudpickle
-
-            with open(path, "rb") as f:
-                model = cloudpickle.load(f)
-        else:
-            with open(path, "rb") as f:
-                model = pickle.load(f)
-    except (OSError, ValueError, TypeError, ImportError, AttributeError,
-            pickle.UnpicklingError) as err:
-        raise ModelLoadError(model_uri, f"cannot deserialize {path.name}: "
-                             f"{type(err).__name__}: {err}") from err
-    return model
 
 
 def _predict_fn(model_uri: str, model: Any, meta: dict[str, Any]) -> Callable[[Any], Any]:

@@ -14,14 +14,22 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from ctcd.serving.errors import ServingError
-from ctcd.serving.handlers import BatchConfig, ModelServer
-from ctcd.serving.rest import AppConfig, create_app
 from ctcd.serving.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from ctcd.serving.handlers import ModelServer
+    from ctcd.serving.model import LoadedModel
+    from ctcd.serving.rest import AppConfig
+
+# Imports are where a cold start goes (scikit-learn's own is most of it), so the modules
+# that pull in prometheus_client, the model libraries and gRPC are imported only on the
+# path that needs them: a supervisor (--workers N) must set the metrics directory before
+# prometheus_client is imported, and gRPC is imported only with --grpc-port.
 
 log = logging.getLogger("ctcd.serving")
 
@@ -62,17 +70,26 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def build(settings: ServerSettings) -> tuple[ModelServer, AppConfig]:
-    """Load and warm the first version (weight 1) and build the server around it."""
+def build(settings: ServerSettings,
+          preloaded: LoadedModel | None = None) -> tuple[ModelServer, AppConfig]:
+    """Load (unless ``preloaded``) and warm the first version (weight 1) and build the
+    server around it."""
     from ctcd.serving import model as model_module
+    from ctcd.serving.handlers import BatchConfig, ModelServer
     from ctcd.serving.reqlog import RequestLog
+    from ctcd.serving.rest import AppConfig
 
     sink = None
     if settings.request_log_sample_rate > 0:
         sink = RequestLog.open(settings.request_log_path, settings.request_log_sample_rate)
+    first = {settings.model_uri: preloaded} if preloaded is not None else {}
+
+    def loader(uri: str) -> LoadedModel:  # the first load takes the preloaded model
+        return first.pop(uri, None) or model_module.load(uri)
+
     server = ModelServer(
         settings.model_name,
-        loader=model_module.load,
+        loader=loader,
         batching=BatchConfig(settings.batching, settings.max_batch_rows,
                              settings.max_batch_wait_ms),
         sink=sink,
@@ -105,29 +122,58 @@ def serve(settings: ServerSettings) -> int:
     if settings.tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = settings.tracking_uri
     display = f"[{settings.host}]" if ":" in settings.host else settings.host
-    worker = settings.worker_index is not None
-    if settings.workers > 1 and not worker:
-        from ctcd.serving.workers import supervise
+    if settings.workers > 1 and settings.worker_index is None:
+        return _failing_clearly(_supervise, settings, display)
+    return _failing_clearly(run, settings, display)
 
-        reserved = None
-        if settings.grpc_port is not None:  # one gRPC port for all workers
-            reserved = bind(settings.host, settings.grpc_port, reuse_port=True)
-            settings = settings.model_copy(update={"grpc_port": reserved.getsockname()[1]})
-        try:
-            announce = READY_LINE.format(host=display, port="{port}")
-            if reserved is not None:
-                announce += "\n" + GRPC_READY_LINE.format(host=display,
-                                                          port=settings.grpc_port)
-            return supervise(settings, announce,
-                             lambda: bind(settings.host, settings.port, reuse_port=True))
-        finally:
-            if reserved is not None:
-                reserved.close()
+
+def _failing_clearly(start: Callable[..., int], *args: Any) -> int:
+    """``start(*args)``, or 2 and the reason on stderr when the model cannot be served."""
     try:
-        server, app_config = build(settings)
+        return start(*args)
     except ServingError as err:
         print(f"ctcd model server: {err.message}", file=sys.stderr, flush=True)
         return 2
+
+
+def _supervise(settings: ServerSettings, display: str) -> int:
+    """``--workers N``: load the model once, fork N workers from it (workers.py)."""
+    from ctcd.serving.workers import supervise
+
+    loaded: list[LoadedModel] = []
+
+    def preload() -> LoadedModel:
+        from ctcd.serving import model as model_module
+        from ctcd.serving import rest  # noqa: F401  (the workers inherit the imports)
+
+        loaded.append(model_module.load(settings.model_uri))
+        return loaded[0]
+
+    held = []
+    if settings.grpc_port is not None:  # one gRPC port for all workers
+        held.append(bind(settings.host, settings.grpc_port, reuse_port=True))
+        settings = settings.model_copy(update={"grpc_port": held[0].getsockname()[1]})
+    try:
+        announce = READY_LINE.format(host=display, port="{port}")
+        if held:
+            announce += "\n" + GRPC_READY_LINE.format(host=display, port=settings.grpc_port)
+        return supervise(settings, announce,
+                         lambda: bind(settings.host, settings.port, reuse_port=True),
+                         preload, lambda worker, model: _failing_clearly(run, worker, display,
+                                                                          model), held)
+    finally:
+        for sock in held:
+            sock.close()
+        for model in loaded:
+            model.close()  # the workers hold their own copy of it
+
+
+def run(settings: ServerSettings, display: str, preloaded: LoadedModel | None = None) -> int:
+    """Serve in this process: one server, or one worker of a supervisor (preloaded)."""
+    from ctcd.serving.rest import create_app
+
+    worker = settings.worker_index is not None
+    server, app_config = build(settings, preloaded)
     sockets = [bind(settings.host, settings.port, reuse_port=worker)]
     port = sockets[0].getsockname()[1]
     on_ready: Callable[[], None] = lambda: print(  # noqa: E731
