@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import numpy as np
 import orjson
+import yaml
 
 from ctcd.serving.errors import InvalidInput, UnsupportedMediaType
 from ctcd.serving.protocols import ScoringRequest
@@ -92,7 +93,7 @@ def model_metadata(name: str, slots: Sequence[Any]) -> dict[str, Any]:
              "shape": [-1]}
             for c in schema.columns
         ]
-    outputs = [{"name": "predict", "datatype": "FP64", "shape": [-1]}]
+    outputs = [{"name": "predict", "datatype": predict_datatype(model), "shape": [-1]}]
     for output, (_, classes) in (model.extra_outputs if model is not None else {}).items():
         outputs.append({"name": output, "datatype": "FP64", "shape": [-1, classes]})
     return {
@@ -102,6 +103,31 @@ def model_metadata(name: str, slots: Sequence[Any]) -> dict[str, Any]:
         "inputs": inputs,
         "outputs": outputs,
     }
+
+
+def predict_datatype(model: Any) -> str:
+    """The datatype of the ``predict`` output: a classifier answers its labels
+    (``classes_``: INT64 for integer labels, BYTES for strings), as the responses do;
+    otherwise the output signature the model was logged with; else FP64."""
+    if model is None:
+        return "FP64"
+    estimator = getattr(getattr(model, "native", None), "__self__", None)  # its model
+    classes = getattr(estimator, "classes_", None)
+    if isinstance(classes, np.ndarray):
+        return output_datatype(classes)
+    try:
+        meta = yaml.safe_load((model.local_path / "MLmodel").read_text())
+        specs = orjson.loads(((meta or {}).get("signature") or {}).get("outputs") or "[]")
+    except (OSError, yaml.YAMLError, orjson.JSONDecodeError, AttributeError):
+        return "FP64"
+    if len(specs) != 1 or not isinstance(specs[0], dict):
+        return "FP64"
+    spec = specs[0]
+    if spec.get("type") == "tensor":
+        dtype = str((spec.get("tensor-spec") or {}).get("dtype"))
+    else:
+        dtype = KIND_DTYPES.get(str(spec.get("type")), "float64")
+    return output_datatype(np.empty(0, dtype=dtype)) if dtype in DATATYPES.values() else "FP64"
 
 
 def decode(body: bytes, content_type: str | None, schema: InputSchema | None,
