@@ -186,3 +186,33 @@ async def test_predict_datatype_in_metadata_is_the_one_answered(churn: Any, chur
         {"name": c, "shape": [4], "datatype": "FP64", "data": x[c].tolist()} for c in x]})
     (output,) = answer.json()["outputs"]
     assert (output["datatype"], output["data"]) == ("BYTES", labels.predict(x).tolist())
+
+
+def test_clean_columns_build_what_the_checked_path_builds(churn_model: Any) -> None:
+    """The one-pass path for clean JSON columns gives the arrays the column-by-column
+    checks give, and leaves anything else to those checks."""
+    from ctcd.serving.model import load
+    from ctcd.serving.protocols import v2
+
+    schema = load(churn_model.uri).schema
+    assert schema is not None
+    inputs = v2_columns(churn_model.example)
+    fast = v2.clean_columns(inputs, schema)
+    assert fast is not None
+    tensors = [v2.tensor_from_json(i, item) for i, item in enumerate(inputs)]
+    checked = v2.to_request(tensors, schema).table
+    assert checked is not None and fast.rows == checked.rows == len(churn_model.example)
+    assert list(fast.arrays) == list(checked.arrays) == list(schema.names)
+    for name, array in checked.arrays.items():
+        assert fast.arrays[name].dtype == array.dtype, name
+        assert fast.arrays[name].tolist() == array.tolist(), name
+    numbers = next(i for i in inputs if i["datatype"] == "FP64")
+    texts = next(i for i in inputs if i["datatype"] == "BYTES")
+    n = len(numbers["data"])
+    for changed in ({**numbers, "datatype": "FP32"}, {**numbers, "data": [1] * n},
+                    {**numbers, "shape": [n, 2]}, {**numbers, "data": numbers["data"][:-1]},
+                    {**texts, "data": [1] * n}, {**texts, "datatype": "INT64"}):
+        swapped = [changed if i["name"] == changed["name"] else i for i in inputs]
+        assert v2.clean_columns(swapped, schema) is None, changed
+    assert v2.clean_columns(inputs[:-1], schema) is None
+    assert v2.clean_columns([*inputs[:-1], inputs[0]], schema) is None

@@ -75,6 +75,10 @@ class InputSchema:
         return tuple(c.name for c in self.columns)
 
     @cached_property
+    def by_name(self) -> dict[str, ColumnSpec]:
+        return {c.name: c for c in self.columns}
+
+    @cached_property
     def numeric_plan(self) -> tuple[tuple[str, np.dtype[Any], bool], ...] | None:
         """(name, dtype, integral) per column when every column is a number, else None."""
         if not self.columns or any(c.kind not in _INT_KINDS and c.kind not in _FLOAT_KINDS
