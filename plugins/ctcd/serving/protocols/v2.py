@@ -352,8 +352,10 @@ def tensor_from_json(index: int, item: Any) -> Tensor:
     return tensor_from_values(name, datatype, shape, _flatten(data))
 
 
-def tensor_from_values(name: str, datatype: str, shape: list[int], flat: Sequence[Any]) -> Tensor:
-    """A tensor from its flat list of values, checked against its datatype and shape."""
+def tensor_from_values(name: str, datatype: str, shape: list[int],
+                       flat: Sequence[Any] | np.ndarray) -> Tensor:
+    """A tensor from its flat values (a list, or an array of the wire's type), checked
+    against its datatype and shape."""
     where = f"inputs.{name}"
     if len(flat) != math.prod(shape):
         raise InvalidInput(f"{where}.data", f"has {len(flat)} values but shape {shape} needs "
