@@ -49,6 +49,9 @@ DATATYPES: Final[dict[str, str]] = {
     "FP16": "float16", "FP32": "float32", "FP64": "float64", "BYTES": "object",
 }
 _NUMPY_TO_V2: Final = {v: k for k, v in DATATYPES.items()}
+# by dtype object: an output's ``dtype.name`` is computed in Python on every access
+_DTYPE_TO_V2: Final[dict[np.dtype[Any], str]] = {
+    np.dtype(v): ("FP32" if k == "FP16" else k) for k, v in DATATYPES.items() if k != "BYTES"}
 _FLOAT_COLUMNS: Final = frozenset({("double", "FP64"), ("float", "FP64")})
 _KIND_DATATYPES: Final[dict[str, frozenset[str]]] = {
     "boolean": frozenset({"BOOL"}),
@@ -434,7 +437,9 @@ def encode(model_name: str, version: str, request: ScoringRequest, output: Any) 
 
 
 def output_datatype(array: np.ndarray) -> str:
-    datatype = _NUMPY_TO_V2.get(array.dtype.name, "BYTES")
+    datatype = _DTYPE_TO_V2.get(array.dtype)
+    if datatype is None:  # text, objects, or a non-native byte order
+        datatype = _NUMPY_TO_V2.get(array.dtype.name, "BYTES")
     return "FP32" if datatype == "FP16" else datatype
 
 
