@@ -114,18 +114,31 @@ class FakeModel:
     ``a * 10``; rows with ``b == "refuse"`` are refused (a 4xx), ``b == "crash"`` raise.
     ``delay`` makes each predict slow so that concurrent requests queue and merge."""
 
-    def __init__(self, delay: float = 0.0, uri: str = "fake://model") -> None:
+    def __init__(self, delay: float = 0.0, uri: str = "fake://model", *,
+                 proba: bool = False) -> None:
         self.uri = uri
         self.schema: InputSchema | None = InputSchema(
             columns=(ColumnSpec("a", "long"), ColumnSpec("b", "string")))
         self.example = None
         self.delay = delay
         self.calls: list[int] = []
+        self.proba_calls: list[int] = []  # rows of each predict_proba call
         self.row_aligned = True
-        self.output_names = ("predict",)
-        self.extra_outputs: dict[str, Any] = {}
+        # with ``proba``: a classifier whose predict_proba of a row is [1 - a/1000, a/1000]
+        self.extra_outputs: dict[str, Any] = {"predict_proba": (self._proba, 2)} if proba else {}
+        self.output_names = ("predict", *self.extra_outputs)
 
-    def predict(self, data: Any, params: Any = None) -> Any:
+    def _proba(self, frame: Any) -> Any:
+        if self.delay:
+            time.sleep(self.delay)
+        self.proba_calls.append(len(frame))
+        share = frame["a"].to_numpy() / 1000
+        return np.column_stack([1 - share, share])
+
+    def predict(self, data: Any, params: Any = None, outputs: tuple[str, ...] = ()) -> Any:
+        if outputs:
+            return {name: self._proba(data) if name == "predict_proba"
+                    else self.predict(data, params) for name in outputs}
         if self.delay:
             time.sleep(self.delay)
         frame = data
@@ -149,11 +162,11 @@ class FakeModel:
         self.predict_table(self.schema.synthetic_rows())
 
 
-def fake_loader(delay: float = 0.0) -> Callable[[str], FakeModel]:
+def fake_loader(delay: float = 0.0, *, proba: bool = False) -> Callable[[str], FakeModel]:
     def loader(uri: str) -> FakeModel:
         if uri.startswith("missing"):
             raise ModelLoadError(uri, "no such model")
-        return FakeModel(delay, uri)
+        return FakeModel(delay, uri, proba=proba)
 
     return loader
 

@@ -111,3 +111,70 @@ async def test_real_model_batched_equals_unbatched(make_server: Any, client_for:
                                                    json={"dataframe_records": [row]})
                                        for row in rows))
     assert [r.json()["predictions"][0] for r in responses] == want
+
+
+def _v2(values: list[int], outputs: list[str] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"inputs": [
+        {"name": "a", "shape": [len(values)], "datatype": "INT64", "data": values},
+        {"name": "b", "shape": [len(values)], "datatype": "BYTES", "data": ["x"] * len(values)}]}
+    if outputs is not None:
+        body["outputs"] = [{"name": name} for name in outputs]
+    return body
+
+
+async def test_predict_proba_requests_share_batches(make_server: Any, client_for: Any) -> None:
+    """Requests for predict_proba, predict, or both merge into one batch; each output is
+    computed once per batch, on every row of it."""
+    server = make_server("fake", {"1": "fake://v1"}, loader=fake_loader(delay=0.02, proba=True))
+    client = client_for(server)
+    kinds = [["predict_proba"], None, ["predict", "predict_proba"], ["predict"]]
+    asked = [(list(range(i, i + 1 + i % 3)), kinds[i % 4]) for i in range(40)]
+    responses = await asyncio.gather(*(client.post("/v2/models/fake/infer", json=_v2(v, o))
+                                       for v, o in asked))
+    for (values, outputs), response in zip(asked, responses, strict=True):
+        assert response.status_code == 200, response.text
+        got = {o["name"]: o for o in response.json()["outputs"]}
+        assert list(got) == (outputs or ["predict"])
+        if "predict" in got:
+            assert got["predict"]["data"] == [v * 10 for v in values]
+        if "predict_proba" in got:
+            proba = got["predict_proba"]
+            assert (proba["datatype"], proba["shape"]) == ("FP64", [len(values), 2])
+            assert proba["data"] == [p for v in values for p in (1 - v / 1000, v / 1000)]
+    model = server.registry.get("1").model
+    wanting = sum(len(v) for v, o in asked if o and "predict_proba" in o)
+    assert len(model.proba_calls) < sum(1 for _, o in asked if o and "predict_proba" in o)
+    assert sum(model.proba_calls) >= wanting  # whole batches, not only the rows asking
+    assert sum(model.calls[1:]) >= sum(len(v) for v, o in asked if not o or "predict" in o)
+    assert len(model.calls[1:]) < 30  # predict merged as well
+
+
+async def test_lone_predict_proba_request_calls_only_predict_proba(make_server: Any,
+                                                                    client_for: Any) -> None:
+    server = make_server("fake", {"1": "fake://v1"}, loader=fake_loader(proba=True))
+    client = client_for(server)
+    response = await client.post("/v2/models/fake/infer", json=_v2([5, 6], ["predict_proba"]))
+    assert response.status_code == 200, response.text
+    model = server.registry.get("1").model
+    assert (model.proba_calls, model.calls[1:]) == ([2], [])
+
+
+async def test_refused_proba_request_does_not_fail_its_batch(make_server: Any,
+                                                             client_for: Any) -> None:
+    server = make_server("fake", {"1": "fake://v1"}, loader=fake_loader(delay=0.02, proba=True))
+    client = client_for(server)
+    bodies = []
+    for i in range(12):
+        body = _v2([i], ["predict", "predict_proba"] if i % 2 else None)
+        if i == 5:
+            body["inputs"][1]["data"] = ["refuse"]
+        bodies.append(body)
+    responses = await asyncio.gather(*(client.post("/v2/models/fake/infer", json=b)
+                                       for b in bodies))
+    for i, response in enumerate(responses):
+        if i == 5:
+            assert response.status_code == 422, response.text
+            assert "refuse" in response.json()["error"]
+        else:
+            assert response.status_code == 200, response.text
+            assert response.json()["outputs"][0]["data"] == [i * 10]

@@ -154,3 +154,65 @@ async def test_output_selection_in_json(churn: Any, churn_model: Any) -> None:
     mlflow_answer = await churn.post("/invocations", json={"dataframe_split": {
         "columns": list(frame.columns), "data": frame.to_numpy().tolist()}})
     assert mlflow_answer.json()["predictions"] == np.argmax(want, axis=1).tolist()
+
+
+async def test_predict_datatype_in_metadata_is_the_one_answered(churn: Any, churn_model: Any,
+                                                                make_server: Any,
+                                                                client_for: Any,
+                                                                tmp_path: Any) -> None:
+    """Integer labels are INT64 and text labels BYTES, in the metadata and the answers."""
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from ctcd.serving.model import load
+
+    meta = (await churn.get(f"/v2/models/{churn_model.name}")).json()
+    assert meta["outputs"][0] == {"name": "predict", "datatype": "INT64", "shape": [-1]}
+    frame = churn_model.example
+    answer = await churn.post(f"/v2/models/{churn_model.name}/infer",
+                              json={"inputs": v2_columns(frame)})
+    assert answer.json()["outputs"][0]["datatype"] == "INT64"
+
+    x = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
+    labels = LogisticRegression().fit(x, ["no", "yes", "no", "yes"])
+    mlflow.sklearn.save_model(labels, str(tmp_path / "labels"), input_example=x.head(2),
+                              signature=mlflow.models.infer_signature(x, labels.predict(x)))
+    server = make_server("labels", {"1": str(tmp_path / "labels")}, loader=load)
+    client = client_for(server)
+    meta = (await client.get("/v2/models/labels")).json()
+    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [
+        ("predict", "BYTES"), ("predict_proba", "FP64")]
+    answer = await client.post("/v2/models/labels/infer", json={"inputs": [
+        {"name": c, "shape": [4], "datatype": "FP64", "data": x[c].tolist()} for c in x]})
+    (output,) = answer.json()["outputs"]
+    assert (output["datatype"], output["data"]) == ("BYTES", labels.predict(x).tolist())
+
+
+def test_clean_columns_build_what_the_checked_path_builds(churn_model: Any) -> None:
+    """The one-pass path for clean JSON columns gives the arrays the column-by-column
+    checks give, and leaves anything else to those checks."""
+    from ctcd.serving.model import load
+    from ctcd.serving.protocols import v2
+
+    schema = load(churn_model.uri).schema
+    assert schema is not None
+    inputs = v2_columns(churn_model.example)
+    fast = v2.clean_columns(inputs, schema)
+    assert fast is not None
+    tensors = [v2.tensor_from_json(i, item) for i, item in enumerate(inputs)]
+    checked = v2.to_request(tensors, schema).table
+    assert checked is not None and fast.rows == checked.rows == len(churn_model.example)
+    assert list(fast.arrays) == list(checked.arrays) == list(schema.names)
+    for name, array in checked.arrays.items():
+        assert fast.arrays[name].dtype == array.dtype, name
+        assert fast.arrays[name].tolist() == array.tolist(), name
+    numbers = next(i for i in inputs if i["datatype"] == "FP64")
+    texts = next(i for i in inputs if i["datatype"] == "BYTES")
+    n = len(numbers["data"])
+    for changed in ({**numbers, "datatype": "FP32"}, {**numbers, "data": [1] * n},
+                    {**numbers, "shape": [n, 2]}, {**numbers, "data": numbers["data"][:-1]},
+                    {**texts, "data": [1] * n}, {**texts, "datatype": "INT64"}):
+        swapped = [changed if i["name"] == changed["name"] else i for i in inputs]
+        assert v2.clean_columns(swapped, schema) is None, changed
+    assert v2.clean_columns(inputs[:-1], schema) is None
+    assert v2.clean_columns([*inputs[:-1], inputs[0]], schema) is None

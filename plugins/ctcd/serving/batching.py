@@ -14,8 +14,16 @@ half of them, which is where closed-loop traffic settles without the wait: two c
 alternating, each half the size. Batches never exceed ``max_rows``. ``max_wait_ms`` > 0
 instead holds every batch open that long (a fixed timer).
 
-Each caller gets back its own rows, in order. If a merged batch fails with a client-side
-error, its requests are retried one by one so one bad request cannot fail the others.
+Requests that name their outputs (V2 ``outputs``, e.g. ``predict_proba``) join the same
+queue: a batch makes one call per output any of its requests asked for, each on the whole
+merged batch (one ``predict_proba`` call however many requests want it, one ``predict``
+call for the rest). One queue, rather than one per output kind, keeps the concurrency
+count above whole (a queue per kind would wait for requests that sit in the other one)
+and merges the input once; a mixed batch pays the two model calls that two queues would.
+
+Each caller gets back its own rows of each output it asked for, in order. If a merged
+batch fails with a client-side error, its requests are retried one by one so one bad
+request cannot fail the others.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -44,7 +52,7 @@ class Batcher:
         model: LoadedModel,
         *,
         enabled: bool = True,
-        max_rows: int = 1024,
+        max_rows: int = 4096,
         max_wait_ms: float = 0.0,
         observe: BatchObserver | None = None,
     ) -> None:
@@ -86,7 +94,7 @@ class Batcher:
         if not self._batchable(request):
             self._observe(1, request.rows)
             call = partial(self.model.predict, request.model_input(), request.params)
-            if request.outputs:  # named outputs (V2): scored alone
+            if request.outputs:
                 call = partial(call, outputs=request.outputs)
             return await loop.run_in_executor(self._executor, call)
         future: asyncio.Future[Any] = loop.create_future()
@@ -116,7 +124,6 @@ class Batcher:
             self.enabled
             and request.table is not None
             and not request.params
-            and not request.outputs
             and self.model.row_aligned
             and request.rows < self.max_rows
         )
@@ -185,10 +192,10 @@ class Batcher:
         loop = asyncio.get_running_loop()
         tables: list[Table] = [r.table for r, _ in batch]  # type: ignore[misc]
         merged = Table.concat(tables)
+        outputs = _union(r.outputs for r, _ in batch)
         self._observe(len(batch), merged.rows)
         try:
-            result = await loop.run_in_executor(self._executor, self._timed,
-                                                self.model.predict_table, merged)
+            result = await loop.run_in_executor(self._executor, self._timed, merged, outputs)
         except ServingError as err:
             if len(batch) == 1:
                 _settle(batch[0][1], error=err)
@@ -197,8 +204,7 @@ class Batcher:
                 try:
                     assert request.table is not None  # only tables are batched
                     one = await loop.run_in_executor(
-                        self._executor, partial(self.model.predict_table, request.table)
-                    )
+                        self._executor, self._call, request.table, request.outputs)
                 except Exception as single_err:
                     _settle(future, error=single_err)
                 else:
@@ -211,17 +217,45 @@ class Batcher:
         start = 0
         for request, future in batch:
             stop = start + request.rows
-            _settle(future, result=take(result, start, stop))
+            if not outputs:
+                part = take(result, start, stop)
+            elif request.outputs:
+                part = {name: take(result[name], start, stop) for name in request.outputs}
+            else:
+                part = take(result["predict"], start, stop)
+            _settle(future, result=part)
             start = stop
 
+    def _call(self, table: Table, outputs: tuple[str, ...]) -> Any:
+        """The model's default output (``outputs`` empty), else a dict of each named one."""
+        if not outputs:
+            return self.model.predict_table(table)
+        return self.model.predict(table.to_model_input(), None, outputs=outputs)
 
-    def _timed(self, predict: Callable[[Table], Any], table: Table) -> Any:
+    def _timed(self, table: Table, outputs: tuple[str, ...]) -> Any:
         started = time.perf_counter()
-        result = predict(table)
+        result = self._call(table, outputs)
         took = time.perf_counter() - started
         average = self._predict_s
         self._predict_s = took if average is None else average + (took - average) * 0.2
         return result
+
+
+def _union(wanted: Iterable[tuple[str, ...]]) -> tuple[str, ...]:
+    """The outputs one call on a batch must produce: () when every request wants only
+    the default ``predict``; else each output named by any request, and ``predict``
+    when some request names none."""
+    names: dict[str, None] = {}
+    plain = False
+    for outputs in wanted:
+        if not outputs:
+            plain = True
+        names.update(dict.fromkeys(outputs))
+    if not names:
+        return ()
+    if plain:
+        names.setdefault("predict")
+    return tuple(names)
 
 
 def _settle(future: asyncio.Future[Any], *, result: Any = None,

@@ -45,7 +45,7 @@ class RequestSink(Protocol):
 @dataclass(frozen=True)
 class BatchConfig:
     enabled: bool = True
-    max_rows: int = 1024
+    max_rows: int = 4096
     max_wait_ms: float = 0.0
 
 

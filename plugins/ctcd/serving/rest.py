@@ -34,7 +34,6 @@ from ctcd.serving.protocols import v2 as v2_protocol
 from ctcd.serving.workers import INTERNAL_HEADER, Peers
 
 JSON = "application/json"
-_VERSION_HEADERS = ("X-Model-Name", "X-Model-Version")
 
 
 @dataclass(frozen=True)
@@ -52,15 +51,33 @@ class OrjsonResponse(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def answer(name: str, result: Answer) -> Response:
-    """A scoring outcome as an HTTP response, with the version that answered."""
-    headers = {**dict(zip(_VERSION_HEADERS, (name, result.version), strict=True)),
-               **result.headers}
-    if result.error is not None:
-        return Response(orjson.dumps({"error": result.error}), status_code=result.status,
-                        media_type=JSON, headers=headers)
-    return Response(result.body, status_code=result.status, media_type=result.media_type,
-                    headers=headers)
+class Scored:
+    """A scoring outcome as ASGI messages: the headers Starlette's ``Response`` would send
+    (content-length, content-type, the version that answered, the protocol's own),
+    without building its header machinery on every prediction."""
+
+    __slots__ = ("body", "raw_headers", "status_code")
+
+    def __init__(self, name: bytes, result: Answer) -> None:
+        if result.error is not None:
+            body, media_type = orjson.dumps({"error": result.error}), JSON
+        else:
+            body, media_type = result.body, result.media_type
+        self.status_code = result.status
+        self.body = body
+        self.raw_headers = [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", media_type.encode("latin-1")),
+            (b"x-model-name", name),
+            (b"x-model-version", result.version.encode("latin-1")),
+            *((k.lower().encode("latin-1"), v.encode("latin-1"))
+              for k, v in result.headers.items()),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -80,6 +97,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlette:
     config = config or AppConfig()
     name = server.name
+    name_header = name.encode("latin-1")
     admin = Admin(server, config.peers)
 
     async def body(request: Request) -> bytes:
@@ -97,7 +115,7 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
     async def mlflow_version(request: Request) -> Response:
         return PlainTextResponse(served_version)
 
-    async def invocations(request: Request) -> Response:
+    async def invocations(request: Request) -> Scored:
         predict_auth(request)
         data = await body(request)
         content_type = request.headers.get("content-type")
@@ -107,7 +125,7 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
             lambda schema: mlflow_protocol.decode(data, content_type, schema),
             lambda _slot, _request, output: mlflow_protocol.encode(output),
         )
-        return answer(name, result)
+        return Scored(name_header, result)
 
     # -- KServe V2 / Open Inference Protocol ---------------------------------------------
     async def v2_server(request: Request) -> Response:
@@ -131,7 +149,7 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
                                    request.path_params.get("version"))
         return OrjsonResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
-    async def v2_infer(request: Request) -> Response:
+    async def v2_infer(request: Request) -> Scored:
         predict_auth(request)
         data = await body(request)
         headers = request.headers
@@ -152,7 +170,7 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
             slot, "v2", decode,
             lambda s, scoring, output: v2_binary.encode(name, s.version, scoring, output),
         )
-        return answer(name, result)
+        return Scored(name_header, result)
 
     # -- admin -------------------------------------------------------------------------
     def admin_auth(request: Request) -> bool:
@@ -249,7 +267,7 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
     return app
 
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response | Scored]]
 
 
 class _App(Starlette):

@@ -75,6 +75,10 @@ class InputSchema:
         return tuple(c.name for c in self.columns)
 
     @cached_property
+    def by_name(self) -> dict[str, ColumnSpec]:
+        return {c.name: c for c in self.columns}
+
+    @cached_property
     def numeric_plan(self) -> tuple[tuple[str, np.dtype[Any], bool], ...] | None:
         """(name, dtype, integral) per column when every column is a number, else None."""
         if not self.columns or any(c.kind not in _INT_KINDS and c.kind not in _FLOAT_KINDS
@@ -157,13 +161,19 @@ class Table:
         return Table({n: np.concatenate([t.arrays[n] for t in tables]) for n in names}, rows)
 
     def to_model_input(self) -> Any:
+        """The model's DataFrame (ndarray for a tensor). Text columns stay numpy object
+        columns, the dtype MLflow's schema enforcement gives a ``string`` column: pandas 3
+        would otherwise convert them to Arrow strings, and scikit-learn's encoders convert
+        them back, both per value (about a tenth of a churn-pipeline predict)."""
         import pandas as pd
 
         if self.block is not None:
             return pd.DataFrame(self.block, columns=self.names, copy=False)
         if "" in self.arrays:
             return self.arrays[""]
-        return pd.DataFrame(dict(self.arrays), copy=False)
+        return pd.DataFrame(
+            {name: pd.Series(array, dtype=object, copy=False) if array.dtype.kind == "O"
+             else array for name, array in self.arrays.items()}, copy=False)
 
 
 def check_columns(schema: InputSchema, raw: Mapping[str, Any], where: str) -> Table:

@@ -37,7 +37,7 @@ class ServerSettings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1,
                                 description="Largest request body accepted (413 above).")
     batching: bool = Field(default=True, description="Merge concurrent requests per version.")
-    max_batch_rows: int = Field(default=1024, ge=1, description="Most rows in one predict call.")
+    max_batch_rows: int = Field(default=4096, ge=1, description="Most rows in one predict call.")
     max_batch_wait_ms: float = Field(
         default=0.0, ge=0, le=1000, description="Extra time a batch waits for more rows; 0 "
         "means adaptive: batch only what queued while the model was busy.")

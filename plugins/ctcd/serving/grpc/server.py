@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import grpc
+import numpy as np
 
 from ctcd.serving import auth
 from ctcd.serving.errors import InvalidInput, ServingError
@@ -37,6 +38,11 @@ _CONTENTS: Final[dict[str, str]] = {
     "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
     "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
     "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}
+_FIELD_DTYPES: Final[dict[str, str]] = {
+    "bool_contents": "bool", "int_contents": "int32", "int64_contents": "int64",
+    "uint_contents": "uint32", "uint64_contents": "uint64", "fp32_contents": "float32",
+    "fp64_contents": "float64",
 }
 
 Method = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
@@ -149,8 +155,11 @@ def decode(request: Any, schema: InputSchema | None,
         if datatype == "FP16":
             raise InvalidInput(f"inputs.{name}.contents", "FP16 travels only in "
                                "raw_input_contents")
-        values = getattr(item.contents, _CONTENTS[datatype])
-        tensors.append(v2.tensor_from_values(name, datatype, shape, list(values)))
+        field = _CONTENTS[datatype]
+        values = getattr(item.contents, field)
+        # numbers straight into an array (in C; a list of Python floats first costs 10x)
+        flat = list(values) if datatype == "BYTES" else np.array(values, _FIELD_DTYPES[field])
+        tensors.append(v2.tensor_from_values(name, datatype, shape, flat))
     outputs = v2.requested_outputs(
         [{"name": o.name, "parameters": {}} for o in request.outputs] or None, available)
     scoring = v2.to_request(tensors, schema, request_id=request.id or None, outputs=outputs)

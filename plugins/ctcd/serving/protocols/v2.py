@@ -25,12 +25,14 @@ from typing import Any, Final
 
 import numpy as np
 import orjson
+import yaml
 
 from ctcd.serving.errors import InvalidInput, UnsupportedMediaType
 from ctcd.serving.protocols import ScoringRequest
 from ctcd.serving.schema import (
     KIND_DTYPES,
     InputSchema,
+    Table,
     check_columns,
     check_matrix,
     check_tensor,
@@ -47,6 +49,10 @@ DATATYPES: Final[dict[str, str]] = {
     "FP16": "float16", "FP32": "float32", "FP64": "float64", "BYTES": "object",
 }
 _NUMPY_TO_V2: Final = {v: k for k, v in DATATYPES.items()}
+# by dtype object: an output's ``dtype.name`` is computed in Python on every access
+_DTYPE_TO_V2: Final[dict[np.dtype[Any], str]] = {
+    np.dtype(v): ("FP32" if k == "FP16" else k) for k, v in DATATYPES.items() if k != "BYTES"}
+_FLOAT_COLUMNS: Final = frozenset({("double", "FP64"), ("float", "FP64")})
 _KIND_DATATYPES: Final[dict[str, frozenset[str]]] = {
     "boolean": frozenset({"BOOL"}),
     "integer": frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32"}),
@@ -92,7 +98,7 @@ def model_metadata(name: str, slots: Sequence[Any]) -> dict[str, Any]:
              "shape": [-1]}
             for c in schema.columns
         ]
-    outputs = [{"name": "predict", "datatype": "FP64", "shape": [-1]}]
+    outputs = [{"name": "predict", "datatype": predict_datatype(model), "shape": [-1]}]
     for output, (_, classes) in (model.extra_outputs if model is not None else {}).items():
         outputs.append({"name": output, "datatype": "FP64", "shape": [-1, classes]})
     return {
@@ -104,14 +110,83 @@ def model_metadata(name: str, slots: Sequence[Any]) -> dict[str, Any]:
     }
 
 
+def predict_datatype(model: Any) -> str:
+    """The datatype of the ``predict`` output: a classifier answers its labels
+    (``classes_``: INT64 for integer labels, BYTES for strings), as the responses do;
+    otherwise the output signature the model was logged with; else FP64."""
+    if model is None:
+        return "FP64"
+    estimator = getattr(getattr(model, "native", None), "__self__", None)  # its model
+    classes = getattr(estimator, "classes_", None)
+    if isinstance(classes, np.ndarray):
+        return output_datatype(classes)
+    try:
+        meta = yaml.safe_load((model.local_path / "MLmodel").read_text())
+        specs = orjson.loads(((meta or {}).get("signature") or {}).get("outputs") or "[]")
+    except (OSError, yaml.YAMLError, orjson.JSONDecodeError, AttributeError):
+        return "FP64"
+    if len(specs) != 1 or not isinstance(specs[0], dict):
+        return "FP64"
+    spec = specs[0]
+    if spec.get("type") == "tensor":
+        dtype = str((spec.get("tensor-spec") or {}).get("dtype"))
+    else:
+        dtype = KIND_DTYPES.get(str(spec.get("type")), "float64")
+    return output_datatype(np.empty(0, dtype=dtype)) if dtype in DATATYPES.values() else "FP64"
+
+
 def decode(body: bytes, content_type: str | None, schema: InputSchema | None,
            outputs: Sequence[str] = ("predict",)) -> ScoringRequest:
     """A JSON inference request; ``outputs``: the output names the model has."""
     if content_type and content_type.split(";")[0].strip().lower() != "application/json":
         raise UnsupportedMediaType(content_type, ("application/json",))
     doc = parse_header(body)
+    table = clean_columns(doc["inputs"], schema)
+    if table is not None:
+        return from_document(doc, [], schema, outputs, table=table)
     tensors = [tensor_from_json(i, item) for i, item in enumerate(doc["inputs"])]
     return from_document(doc, tensors, schema, outputs)
+
+
+def clean_columns(items: list[Any], schema: InputSchema | None) -> Table | None:
+    """The table of JSON column tensors that need no checking beyond their types: one
+    tensor per signature column, each of shape ``[n]`` or ``[n, 1]`` with the same ``n``,
+    ``FP64`` floats for a float column, ``INT64`` integers (within int64) for an integer
+    one, ``BYTES`` strings for a string one. One type pass and one conversion per column,
+    with the same arrays the checked path builds. None for anything else: the checked
+    path then names what is wrong, or converts what it may."""
+    if schema is None or schema.tensor is not None or len(items) != len(schema.columns):
+        return None
+    specs = schema.by_name
+    arrays: dict[str, np.ndarray] = {}
+    rows = -1
+    for item in items:
+        if type(item) is not dict:
+            return None
+        spec = specs.get(item.get("name"))  # type: ignore[arg-type]
+        data, shape = item.get("data"), item.get("shape")
+        if spec is None or spec.name in arrays or type(data) is not list:
+            return None
+        n = len(data)
+        if not n or (rows >= 0 and n != rows) or (shape != [n] and shape != [n, 1]):
+            return None
+        rows = n
+        types = set(map(type, data))
+        pair = (spec.kind, item.get("datatype"))
+        if pair in _FLOAT_COLUMNS and types == {float}:  # JSON has no NaN
+            array = np.array(data, dtype=KIND_DTYPES[spec.kind])
+        elif pair == ("long", "INT64") and types == {int}:
+            try:
+                array = np.array(data, dtype=np.int64)
+            except OverflowError:
+                return None
+        elif pair == ("string", "BYTES") and types == {str}:
+            array = np.empty(n, dtype=object)
+            array[:] = data
+        else:
+            return None
+        arrays[spec.name] = array
+    return Table({name: arrays[name] for name in schema.names}, rows)
 
 
 def parse_header(body: bytes) -> dict[str, Any]:
@@ -138,12 +213,13 @@ def parse_header(body: bytes) -> dict[str, Any]:
 
 
 def from_document(doc: dict[str, Any], tensors: list[Tensor], schema: InputSchema | None,
-                  available: Sequence[str]) -> ScoringRequest:
-    """The checked request of a parsed JSON document (JSON or binary body)."""
+                  available: Sequence[str], *, table: Table | None = None) -> ScoringRequest:
+    """The checked request of a parsed JSON document (JSON or binary body); ``table``:
+    its inputs, already checked (see :func:`clean_columns`)."""
     binary_default = bool((doc.get("parameters") or {}).get("binary_data_output", False))
     requested = requested_outputs(doc.get("outputs"), available, binary_default)
     return to_request(tensors, schema, request_id=doc.get("id"), outputs=requested,
-                      binary_default=binary_default)
+                      binary_default=binary_default, table=table)
 
 
 def requested_outputs(items: Any, available: Sequence[str],
@@ -172,12 +248,15 @@ def requested_outputs(items: Any, available: Sequence[str],
 
 def to_request(tensors: list[Tensor], schema: InputSchema | None, *,
                request_id: str | None = None, outputs: Sequence[RequestedOutput] = (),
-               binary_default: bool = False) -> ScoringRequest:
-    """Decoded input tensors -> a request checked against the signature."""
+               binary_default: bool = False, table: Table | None = None) -> ScoringRequest:
+    """Decoded input tensors (or their ``table``, already checked) -> a request checked
+    against the signature."""
     names = tuple(o.name for o in outputs)
     meta = {"id": request_id or f"{_ID_PREFIX}-{next(_ID_COUNTER)}", "outputs": list(outputs),
             "binary": binary_default}
-    selected = () if names in ((), ("predict",)) else names  # plain predict is batchable
+    selected = () if names in ((), ("predict",)) else names  # plain predict is the default
+    if table is not None:
+        return ScoringRequest(table=table, meta=meta, outputs=selected)
     if schema is None:
         import pandas as pd
 
@@ -229,7 +308,7 @@ def _column(array: np.ndarray, datatype: str) -> np.ndarray:
 
 def _text(array: np.ndarray, where: str) -> np.ndarray:
     """BYTES elements as str (the binary extension and gRPC carry raw bytes)."""
-    if not any(isinstance(v, bytes) for v in array):
+    if not any(issubclass(t, bytes) for t in set(map(type, array))):  # one pass in C
         return array
     try:
         return np.array([v.decode() if isinstance(v, bytes) else v for v in array],
@@ -276,8 +355,10 @@ def tensor_from_json(index: int, item: Any) -> Tensor:
     return tensor_from_values(name, datatype, shape, _flatten(data))
 
 
-def tensor_from_values(name: str, datatype: str, shape: list[int], flat: Sequence[Any]) -> Tensor:
-    """A tensor from its flat list of values, checked against its datatype and shape."""
+def tensor_from_values(name: str, datatype: str, shape: list[int],
+                       flat: Sequence[Any] | np.ndarray) -> Tensor:
+    """A tensor from its flat values (a list, or an array of the wire's type), checked
+    against its datatype and shape."""
     where = f"inputs.{name}"
     if len(flat) != math.prod(shape):
         raise InvalidInput(f"{where}.data", f"has {len(flat)} values but shape {shape} needs "
@@ -356,7 +437,9 @@ def encode(model_name: str, version: str, request: ScoringRequest, output: Any) 
 
 
 def output_datatype(array: np.ndarray) -> str:
-    datatype = _NUMPY_TO_V2.get(array.dtype.name, "BYTES")
+    datatype = _DTYPE_TO_V2.get(array.dtype)
+    if datatype is None:  # text, objects, or a non-native byte order
+        datatype = _NUMPY_TO_V2.get(array.dtype.name, "BYTES")
     return "FP32" if datatype == "FP16" else datatype
 
 
