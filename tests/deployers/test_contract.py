@@ -46,7 +46,7 @@ def test_backends_satisfy_the_contract_and_declare_their_capabilities(tmp_path: 
     assert isinstance(local, SupportsScorers) and isinstance(kubernetes, SupportsScorers)
     assert not isinstance(static, SupportsScorers)
     assert scorers_of(local) is local
-    with pytest.raises(InvalidParams, match=f"deployer {static.name!r} cannot run streaming scorers"):
+    with pytest.raises(InvalidParams, match=f"{static.name!r} cannot run streaming scorers"):
         scorers_of(static)
 
 
