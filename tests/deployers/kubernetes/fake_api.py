@@ -18,8 +18,9 @@ Two controllers stand in for the cluster's:
   resolved), on its own loopback address (127.0.0.N, like a pod IP), and sets ``Ready``
   from the real readiness probe; deleting a pod SIGTERMs it (SIGKILL after the grace
   period, at once for ``gracePeriodSeconds=0``); an image listed in ``unpullable`` gets
-  ``ErrImagePull`` then ``ImagePullBackOff``; a process that exits gets ``CrashLoopBackOff``. Without
-  ``run_containers`` pods are ready at once (object-level tests).
+  ``ErrImagePull`` then ``ImagePullBackOff``; a process that exits gets
+  ``CrashLoopBackOff``. Without ``run_containers`` pods are ready at once (object-level
+  tests).
 
 A ``NodePort`` Service gets a real port on 127.0.0.1 that forwards to its ready pods, as
 kube-proxy would. Faults are injected per test: ``forbid`` (RBAC 403) and
