@@ -3,6 +3,7 @@ score."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -167,12 +168,16 @@ def versions_by_consumer(client: redis.Redis, stream: str) -> dict[str, list[str
 def change_champion_while_sending(
     scorers: SupportsScorers, name: str, client: redis.Redis, stream: str, *,
     model_name: str, old: Any, new: Any, timeout: float = 300.0,
+    change: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Requests flow while the ``champion`` alias of ``model_name`` moves from ``old`` to
-    ``new`` and the scorers are told through the contract (``reload_scorer``). Checks that
-    every request is answered exactly once (nothing died), each by the version that says
-    it answered it (its prediction is that version's), every one sent after the swap by
-    ``new``, and no consumer went back to ``old``. Returns figures for the caller."""
+    """Requests flow while the champion changes from ``old`` to ``new``: by default the
+    ``champion`` alias of ``model_name`` moves and the scorers are told through the
+    contract (``reload_scorer``); ``change`` does it another way (e.g. ``deploy_scorer``
+    with the new version pinned: a rolling update). Checks that every request is answered
+    exactly once (nothing died), each by the version that says it answered it (its
+    prediction is that version's), every one sent once the scorers that held the old
+    version are gone or swapped by ``new``, and no consumer went back to ``old``. Returns
+    figures for the caller."""
     import mlflow
     import pandas as pd
 
@@ -182,11 +187,18 @@ def change_champion_while_sending(
     try:
         wait_until(lambda: len(outputs(client, stream)) >= 100, timeout,
                    f"answers from version {old.version}")
-        mlflow.MlflowClient().set_registered_model_alias(model_name, "champion", new.version)
-        asked = scorers.reload_scorer(name)
-        assert asked >= 1
+        before = {c["name"] for c in client.xinfo_consumers(stream, "ctcd-scorers")}
+        if change is None:
+            mlflow.MlflowClient().set_registered_model_alias(model_name, "champion",
+                                                             new.version)
+            assert scorers.reload_scorer(name) >= 1
+        else:
+            change()
         wait_until(lambda: scorers.describe_scorer(name).model_versions == [new.version],
                    timeout, f"every replica scoring with version {new.version}")
+        # Replaced replicas finish their last batch before leaving the group.
+        wait_until(lambda: not _old_consumers_left(client, stream, before, new.version),
+                   timeout, "the replaced replicas to leave the group")
         swapped_at = sender.count()
         wait_until(lambda: sender.count() >= swapped_at + 100, timeout, "more requests")
     finally:
@@ -206,3 +218,20 @@ def change_champion_while_sending(
     return {"requests": len(ids), "after_swap": len(ids) - swapped_at,
             "by_version": dict(Counter(got[i]["model_version"] for i in ids)),
             "consumers": sorted(runs)}
+
+
+def _old_consumers_left(client: redis.Redis, stream: str, before: set[Any], version: str
+                        ) -> bool:
+    """Whether a consumer from ``before`` that is not scoring with ``version`` is still in
+    the group (a replica being replaced, still finishing its batch)."""
+    from ctcd.streaming.settings import heartbeat_key
+
+    for consumer in before:
+        name = consumer.decode() if isinstance(consumer, bytes) else consumer
+        if not any(c["name"] == consumer for c in client.xinfo_consumers(stream,
+                                                                          "ctcd-scorers")):
+            continue
+        beat = client.get(heartbeat_key(stream, "ctcd-scorers", name))
+        if beat is None or json.loads(beat).get("model_version") != version:
+            return True
+    return False

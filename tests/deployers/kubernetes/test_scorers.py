@@ -272,3 +272,30 @@ def _freeze_holding(cluster: FakeCluster, client: redis.Redis, stream: str, pod:
 def _running_pods(scorers: SupportsScorers, exclude: list[str]) -> int:
     info = scorers.describe_scorer("churn-scorer")
     return sum(r.state == "running" and r.consumer not in exclude for r in info.replicas)
+
+
+@pytest.mark.e2e
+def test_a_pinned_new_version_rolls_out_without_losing_requests(
+    pod_scorers: SupportsScorers, rclient: redis.Redis, redis_server: localredis.LocalRedis,
+    model_factory: Any, mlflow_server: str,
+) -> None:
+    """``models:/NAME/VERSION`` does not follow an alias: a new version is a new config,
+    deployed as a rolling update (new pods ready first; old ones finish and leave)."""
+    old = model_factory(name="churn-k8s-pinned", kind="logistic_regression")
+    new = model_factory(name="churn-k8s-pinned", kind="random_forest")
+    stream = "pinned-requests"
+    config = ScorerConfig(name="pinned-scorer", model_uri=old.uri, stream=stream,
+                          redis_url=redis_server.url, replicas=2, tracking_uri=mlflow_server,
+                          options={"batch_size": "32"})
+    first = pod_scorers.deploy_scorer(config, timeout=300)
+
+    def roll() -> None:
+        info = pod_scorers.deploy_scorer(
+            ScorerConfig(**{**config.to_dict(), "model_uri": new.uri}), timeout=300)
+        assert info.config.model_uri == new.uri
+
+    figures = change_champion_while_sending(pod_scorers, "pinned-scorer", rclient, stream,
+                                            model_name=old.name, old=old, new=new,
+                                            change=roll)
+    assert len(figures["consumers"]) == 4  # two pods of each version
+    assert {r.consumer for r in first.replicas} <= set(figures["consumers"])
