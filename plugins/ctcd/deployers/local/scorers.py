@@ -1,5 +1,6 @@
-"""Streaming scorers run by the ``local`` backend, with the machinery it runs model servers
-with: detached processes (own session, outliving the task that started them), identified
+"""Streaming scorers run by the ``local`` backend (its
+:class:`ctcd.deployers.base.SupportsScorers` methods hand over to :class:`LocalScorers`),
+with the machinery it runs model servers with: detached processes (own session, outliving the task that started them), identified
 by pid + start time, a record of the desired state in the backend's registry
 (``registry.db``, table ``scorers``), a file lock per scorer, logs under ``servers_dir``.
 
