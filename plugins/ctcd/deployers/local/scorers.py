@@ -1,8 +1,9 @@
 """Streaming scorers run by the ``local`` backend (its
 :class:`ctcd.deployers.base.SupportsScorers` methods hand over to :class:`LocalScorers`),
-with the machinery it runs model servers with: detached processes (own session, outliving the task that started them), identified
-by pid + start time, a record of the desired state in the backend's registry
-(``registry.db``, table ``scorers``), a file lock per scorer, logs under ``servers_dir``.
+with the machinery it runs model servers with: detached processes (own session, outliving
+the task that started them), identified by pid + start time, a record of the desired state
+in the backend's registry (``registry.db``, table ``scorers``), a file lock per scorer, logs
+under ``servers_dir``.
 
 A scorer deployment is ``replicas`` processes of ``python -m ctcd.streaming``, consumers
 ``<name>-0``, ``<name>-1``... of one group. Consumer names stay the same across restarts,
