@@ -385,6 +385,14 @@ class ScorerConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def matches(self, scorer_id: str, *, name: str | None = None,
+                model_uri: str | None = None, stream: str | None = None) -> bool:
+        """Whether the scorer ``scorer_id`` with this config passes ``find_scorers``'
+        filters (``name`` matches the name or the id)."""
+        return ((not name or name in (self.name, scorer_id))
+                and (not model_uri or self.model_uri == model_uri)
+                and (not stream or self.stream == stream))
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ScorerConfig:
         known = cls.__dataclass_fields__
@@ -513,6 +521,55 @@ class SupportsScorers(Protocol):
         request waits or is lost. Returns how many replicas were asked. A pinned
         ``models:/NAME/VERSION`` changes only by :meth:`deploy_scorer`."""
         ...
+
+
+class ScorersFrom:
+    """The :class:`SupportsScorers` methods of a backend, each handing over to the object
+    its ``scorers`` property returns (a backend's scorer module: ``deploy``, ``find``,
+    ``get``, ``start``, ``stop``, ``restart``, ``delete``, ``logs``, ``reload``). Mixed into
+    a deployer class, it keeps scorer code out of the deployer's module."""
+
+    @property
+    def scorers(self) -> Any:
+        raise NotImplementedError
+
+    def deploy_scorer(self, config: ScorerConfig, timeout: float = DEFAULT_TIMEOUT
+                      ) -> ScorerInfo:
+        info: ScorerInfo = self.scorers.deploy(config, timeout)
+        return info
+
+    def find_scorers(self, *, name: str | None = None, model_uri: str | None = None,
+                     stream: str | None = None, running: bool = False) -> list[ScorerInfo]:
+        found: list[ScorerInfo] = self.scorers.find(name=name, model_uri=model_uri,
+                                                    stream=stream, running=running)
+        return found
+
+    def describe_scorer(self, name: str) -> ScorerInfo:
+        info: ScorerInfo = self.scorers.get(name)
+        return info
+
+    def start_scorer(self, name: str, timeout: float = DEFAULT_TIMEOUT) -> ScorerInfo:
+        info: ScorerInfo = self.scorers.start(name, timeout)
+        return info
+
+    def stop_scorer(self, name: str, timeout: float = 60.0, force: bool = False) -> None:
+        self.scorers.stop(name, timeout, force)
+
+    def restart_scorer(self, name: str, timeout: float = DEFAULT_TIMEOUT) -> ScorerInfo:
+        info: ScorerInfo = self.scorers.restart(name, timeout)
+        return info
+
+    def delete_scorer(self, name: str, timeout: float = 60.0, force: bool = False) -> None:
+        self.scorers.delete(name, timeout, force)
+
+    def get_scorer_logs(self, name: str, *, replica: int | None = None, follow: bool = False,
+                        tail: int | None = None) -> Iterator[str]:
+        lines: Iterator[str] = self.scorers.logs(name, replica=replica, follow=follow,
+                                                 tail=tail)
+        return lines
+
+    def reload_scorer(self, name: str) -> int:
+        return int(self.scorers.reload(name))
 
 
 def scorers_of(deployer: ModelDeployer) -> SupportsScorers:

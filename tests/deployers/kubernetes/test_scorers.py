@@ -12,6 +12,7 @@ deleted for real: gracefully (SIGTERM) and forced (SIGKILL at once).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -111,13 +112,19 @@ def test_a_scorer_is_a_configmap_a_secret_and_a_deployment_found_by_labels(
     names = {e["name"] for e in after["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "CTCD_SCORER_MIN_IDLE_MS" not in names and "CTCD_SCORER_BATCH_SIZE" in names
 
+    # Deployed again from a process without the password: the stored one is kept.
+    monkeypatch.delenv("CTCD_SCORER_REDIS_URL")
+    scorers.deploy_scorer(ScorerConfig(**{**changed.to_dict(), "replicas": 2}), timeout=60)
+    stored = cluster.get("secrets", f"{NAME}-redis")["data"]["url"]  # type: ignore[index]
+    assert base64.b64decode(stored).decode() == "redis://:s3cret@redis.data:6379/0"
+
     # Stop scales to zero and remembers the replicas; start brings them back.
     scorers.stop_scorer("churn-scorer", timeout=30)
     assert cluster.get("deployments", NAME)["spec"]["replicas"] == 0  # type: ignore[index]
     stopped = scorers.describe_scorer("churn-scorer")
     assert stopped.state == "stopped" and stopped.desired_state == "stopped"
     assert scorers.find_scorers(running=True) == []
-    assert len(scorers.start_scorer("churn-scorer", timeout=60).replicas) == 3
+    assert len(scorers.start_scorer("churn-scorer", timeout=60).replicas) == 2
     restarted = scorers.restart_scorer("churn-scorer", timeout=60)
     template = cluster.get("deployments", NAME)["spec"]["template"]  # type: ignore[index]
     assert ks.RESTARTED_AT in template["metadata"]["annotations"]

@@ -30,6 +30,7 @@ pending and another replica claims them (``XAUTOCLAIM`` after ``min_idle_ms``).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -47,6 +48,7 @@ from ctcd.deployers.base import (
     ScorerConfig,
     ScorerInfo,
     ScorerNotFound,
+    ScorersFrom,
     redact_uri,
 )
 from ctcd.deployers.kubernetes import resources as res
@@ -147,18 +149,9 @@ class KubernetesScorers:
         selector = f"{res.APP}={APP_NAME},{res.MANAGED_BY}=ctcd"
         if name is not None and not _looks_like_uid(name):
             selector += f",{SCORER}={res.label_value(name)}"
-        found = []
-        for obj in self._list(selector):
-            config = _config(obj)
-            if (name and name not in (config.name, obj["metadata"]["uid"])) \
-                    or (model_uri and config.model_uri != model_uri) \
-                    or (stream and config.stream != stream):
-                continue
-            info = self.describe(obj)
-            if running and info.state != "running":
-                continue
-            found.append(info)
-        return found
+        found = [self.describe(o) for o in self._list(selector) if _config(o).matches(
+            o["metadata"]["uid"], name=name, model_uri=model_uri, stream=stream)]
+        return [info for info in found if not running or info.state == "running"]
 
     def get(self, name: str) -> ScorerInfo:
         return self.describe(self._resolve(name))
@@ -352,6 +345,9 @@ class KubernetesScorers:
     def _write_settings(self, resource: str, config: ScorerConfig, what: str) -> None:
         live = os.environ.get(REDIS_URL, "")
         url = live if live and redact_uri(live) == config.redis_url else config.redis_url
+        stored = self._stored_redis_url(resource)
+        if url == config.redis_url and stored and redact_uri(stored) == config.redis_url:
+            url = stored  # the same Redis: keep the password an earlier deploy stored
         self.d._apply("Secret", redis_secret_name(resource), {
             "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": redis_secret_name(resource),
@@ -370,6 +366,15 @@ class KubernetesScorers:
                            self.kube.core.patch_namespaced_config_map, resource, self.ns,
                            {"data": dict.fromkeys(stale)},
                            _content_type="application/merge-patch+json")
+
+    def _stored_redis_url(self, resource: str) -> str | None:
+        try:
+            data = self.kube.json(f"read Secret {self.ns}/{redis_secret_name(resource)}",
+                                  self.kube.core.read_namespaced_secret,
+                                  redis_secret_name(resource), self.ns).get("data") or {}
+        except NotFound:
+            return None
+        return base64.b64decode(data["url"]).decode() if "url" in data else None
 
     def _annotations(self, config: ScorerConfig, template: dict[str, Any] | None
                      ) -> dict[str, str]:
@@ -430,7 +435,7 @@ class KubernetesScorers:
         return Server("Deployment", obj)
 
 
-class ScorerMethods:
+class ScorerMethods(ScorersFrom):
     """:class:`ctcd.deployers.base.SupportsScorers` for :class:`KubernetesDeployer`, each
     method handing over to :class:`KubernetesScorers` (mixed in, so the deployer module
     stays about model servers)."""
@@ -441,37 +446,6 @@ class ScorerMethods:
 
         assert isinstance(self, KubernetesDeployer)
         return KubernetesScorers(self)
-
-    def deploy_scorer(self, config: ScorerConfig, timeout: float = DEFAULT_TIMEOUT
-                      ) -> ScorerInfo:
-        return self.scorers.deploy(config, timeout)
-
-    def find_scorers(self, *, name: str | None = None, model_uri: str | None = None,
-                     stream: str | None = None, running: bool = False) -> list[ScorerInfo]:
-        return self.scorers.find(name=name, model_uri=model_uri, stream=stream,
-                                 running=running)
-
-    def describe_scorer(self, name: str) -> ScorerInfo:
-        return self.scorers.get(name)
-
-    def start_scorer(self, name: str, timeout: float = DEFAULT_TIMEOUT) -> ScorerInfo:
-        return self.scorers.start(name, timeout)
-
-    def stop_scorer(self, name: str, timeout: float = 60.0, force: bool = False) -> None:
-        self.scorers.stop(name, timeout, force)
-
-    def restart_scorer(self, name: str, timeout: float = DEFAULT_TIMEOUT) -> ScorerInfo:
-        return self.scorers.restart(name, timeout)
-
-    def delete_scorer(self, name: str, timeout: float = 60.0, force: bool = False) -> None:
-        self.scorers.delete(name, timeout, force)
-
-    def get_scorer_logs(self, name: str, *, replica: int | None = None, follow: bool = False,
-                        tail: int | None = None) -> Iterator[str]:
-        return self.scorers.logs(name, replica=replica, follow=follow, tail=tail)
-
-    def reload_scorer(self, name: str) -> int:
-        return self.scorers.reload(name)
 
 
 def _config(obj: dict[str, Any]) -> ScorerConfig:

@@ -30,8 +30,7 @@ from ctcd.deployers.base import (
     DEFAULT_TIMEOUT,
     DeploymentConfig,
     DeploymentEvent,
-    ScorerConfig,
-    ScorerInfo,
+    ScorersFrom,
     ServerDescription,
     redact_uri,
 )
@@ -56,8 +55,9 @@ from ctcd.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
-class LocalDeployer:
-    """Model servers as detached processes on this machine (the embedded default)."""
+class LocalDeployer(ScorersFrom):
+    """Model servers as detached processes on this machine (the embedded default), and
+    streaming scorers (:mod:`ctcd.deployers.local.scorers`)."""
 
     name = "local"
 
@@ -86,39 +86,6 @@ class LocalDeployer:
     def scorers(self) -> LocalScorers:
         """The streaming scorers this backend runs (:mod:`ctcd.deployers.local.scorers`)."""
         return LocalScorers(self.settings)
-
-    # -- streaming scorers (SupportsScorers) -----------------------------------------------
-
-    def deploy_scorer(self, config: ScorerConfig, timeout: float = DEFAULT_TIMEOUT
-                      ) -> ScorerInfo:
-        return self.scorers.deploy(config, timeout)
-
-    def find_scorers(self, *, name: str | None = None, model_uri: str | None = None,
-                     stream: str | None = None, running: bool = False) -> list[ScorerInfo]:
-        return self.scorers.find(name=name, model_uri=model_uri, stream=stream,
-                                 running=running)
-
-    def describe_scorer(self, name: str) -> ScorerInfo:
-        return self.scorers.get(name)
-
-    def start_scorer(self, name: str, timeout: float = DEFAULT_TIMEOUT) -> ScorerInfo:
-        return self.scorers.start(name, timeout)
-
-    def stop_scorer(self, name: str, timeout: float = 60.0, force: bool = False) -> None:
-        self.scorers.stop(name, timeout, force)
-
-    def restart_scorer(self, name: str, timeout: float = DEFAULT_TIMEOUT) -> ScorerInfo:
-        return self.scorers.restart(name, timeout)
-
-    def delete_scorer(self, name: str, timeout: float = 60.0, force: bool = False) -> None:
-        self.scorers.delete(name, timeout, force)
-
-    def get_scorer_logs(self, name: str, *, replica: int | None = None, follow: bool = False,
-                        tail: int | None = None) -> Iterator[str]:
-        return self.scorers.logs(name, replica=replica, follow=follow, tail=tail)
-
-    def reload_scorer(self, name: str) -> int:
-        return self.scorers.reload(name)
 
     # -- deploy ----------------------------------------------------------------------------
 

@@ -102,18 +102,9 @@ class LocalScorers:
              stream: str | None = None, running: bool = False) -> list[ScorerInfo]:
         if not (self.dir / "registry.db").exists():
             return []
-        found = []
-        for record in self._all():
-            config = record.config
-            if (name and name not in (record.name, record.id)) \
-                    or (model_uri and config.model_uri != model_uri) \
-                    or (stream and config.stream != stream):
-                continue
-            info = self.describe(record)
-            if running and info.state != "running":
-                continue
-            found.append(info)
-        return found
+        found = [self.describe(r) for r in self._all() if r.config.matches(
+            r.id, name=name, model_uri=model_uri, stream=stream)]
+        return [info for info in found if not running or info.state == "running"]
 
     def get(self, name: str) -> ScorerInfo:
         return self.describe(self._resolve(name))
