@@ -305,7 +305,7 @@ class KubernetesScorers:
         stopped = current["spec"].get("replicas", 0) == 0
         if (previous == config and not stopped
                 and notes.get(res.TEMPLATE_HASH) == res.template_hash(template)):
-            return self._wait(resource, deadline, stop_on_failure=True)
+            return self._wait(resource, deadline)  # unchanged: wait, never stop what runs
         what = f"update streaming scorer {config.name!r} in namespace {self.ns!r}"
         old_template = current["spec"]["template"]
         self._write_settings(resource, config, what)
