@@ -39,6 +39,7 @@ from tests.streaming.scorers import (
 from ctcd.deployers import ScorerConfig, ScorerNotFound, SupportsScorers, scorers_of
 from ctcd.deployers.kubernetes import KubernetesDeployer
 from ctcd.deployers.kubernetes import scorers as ks
+from ctcd.deployers.kubernetes.errors import ImagePullFailed
 from ctcd.errors import DeploymentError
 from ctcd.streaming import localredis
 
@@ -149,6 +150,26 @@ def test_a_deployment_that_is_not_a_scorer_is_left_alone(
     config = ScorerConfig(name="churn-scorer", model_uri="models:/churn/1", stream="s")
     with pytest.raises(DeploymentError, match="exists but is not a ctcd streaming scorer"):
         deployer.deploy_scorer(config, timeout=30)
+
+
+def test_a_failed_rollout_puts_the_previous_settings_back(
+    cluster: FakeCluster, make_deployer: Any
+) -> None:
+    config = ScorerConfig(name="churn-scorer", model_uri="models:/churn/1", stream="s",
+                          tracking_uri="http://mlflow:5000")
+    good = scorers_of(make_deployer(cluster))
+    good.deploy_scorer(config, timeout=60)
+    cluster.unpullable.add("broken:1")
+    bad = scorers_of(make_deployer(cluster, image="broken:1"))
+    changed = ScorerConfig(**{**config.to_dict(), "model_uri": "models:/churn/2"})
+    with pytest.raises(ImagePullFailed, match="rolled back to its previous settings"):
+        bad.deploy_scorer(changed, timeout=60)
+    info = good.describe_scorer("churn-scorer")
+    assert info.config == config and info.last_error and "broken:1" in info.last_error
+    data = cluster.get("configmaps", NAME)["data"]  # type: ignore[index]
+    assert data["CTCD_SCORER_MODEL_URI"] == "models:/churn/1"
+    wait_until(lambda: good.describe_scorer("churn-scorer").state == "running", 30,
+               "the old pods serving alone again")
 
 
 # -- end to end: real scorer processes as pods -------------------------------------------------
