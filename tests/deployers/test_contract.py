@@ -16,13 +16,18 @@ from ctcd.cli import build
 from ctcd.deployers import (
     DeploymentConfig,
     ModelDeployer,
+    ScorerConfig,
     SupportsRollback,
+    SupportsScorers,
     get_deployer,
     redact_uri,
+    scorers_of,
 )
 from ctcd.deployers.cli import milliseconds, percent
 from ctcd.deployers.examples.static import StaticDeployer
+from ctcd.deployers.kubernetes import KubernetesDeployer
 from ctcd.deployers.local import LocalDeployer
+from ctcd.errors import InvalidParams
 from ctcd.settings import Settings
 from ctcd.stack.processes import free_port
 
@@ -36,6 +41,29 @@ def test_backends_satisfy_the_contract_and_declare_their_capabilities(tmp_path: 
     assert isinstance(local, ModelDeployer) and isinstance(static, ModelDeployer)
     assert isinstance(local, SupportsRollback)
     assert not isinstance(static, SupportsRollback)
+    kubernetes = KubernetesDeployer(Settings(home=tmp_path))
+    assert isinstance(kubernetes, ModelDeployer) and isinstance(kubernetes, SupportsRollback)
+    assert isinstance(local, SupportsScorers) and isinstance(kubernetes, SupportsScorers)
+    assert not isinstance(static, SupportsScorers)
+    assert scorers_of(local) is local
+    with pytest.raises(InvalidParams, match=f"{static.name!r} cannot run streaming scorers"):
+        scorers_of(static)
+
+
+def test_a_scorer_config_records_no_secret_and_refuses_options_the_backend_sets() -> None:
+    config = ScorerConfig(name="s", model_uri="models:/m@champion", stream="in",
+                          redis_url="redis://:hunter2@redis:6379/0",
+                          tracking_uri="http://u:pw@mlflow:5000", options={"batch_size": 64})
+    assert config.redis_url == "redis://redis:6379/0"
+    assert config.tracking_uri == "http://mlflow:5000"
+    assert config.options == {"batch_size": "64"}
+    assert ScorerConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    for managed in ("consumer", "redis_url", "health_port"):
+        with pytest.raises(InvalidParams, match=f"scorer option '{managed}' is not one"):
+            ScorerConfig(name="s", model_uri="models:/m/1", stream="in",
+                         options={managed: "x"})
+    with pytest.raises(InvalidParams, match="replicas must be at least 1"):
+        ScorerConfig(name="s", model_uri="models:/m/1", stream="in", replicas=0)
 
 
 @pytest.mark.parametrize(
@@ -107,6 +135,11 @@ def test_cli_and_operator_work_with_a_backend_that_has_only_the_base_contract(
     operator = ModelServerLifecycleOperator(task_id="rb", action="rollback", service="m")
     with pytest.raises(AirflowFailException, match="cannot roll back"):
         operator.execute({})
+
+    for command in (["list"], ["start", "s"], ["reload", "s"], ["logs", "s"]):
+        streaming = runner.invoke(app, ["streaming", *command])
+        assert streaming.exit_code == 1, streaming.output
+        assert f"deployer {STATIC!r} cannot run streaming scorers" in streaming.output
 
 
 @pytest.mark.parametrize(

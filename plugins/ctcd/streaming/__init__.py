@@ -26,6 +26,11 @@ Why a process of its own rather than a route of the model server:
 What it shares with the server is everything that decides an answer: the model is loaded
 by ``ctcd.serving.model`` and rows are checked by ``ctcd.serving.schema``, so a request
 the server refuses is dead-lettered here with the same reason, and one it scores gets the
-same prediction. The local deployer runs scorers like model servers (detached process,
-pid + start time, a registry record, logs), see ``ctcd streaming --help``.
+same prediction. The cost is memory: each scorer holds its own copy of the model.
+
+Deployers run scorers like model servers, through the contract's optional
+:class:`ctcd.deployers.base.SupportsScorers` capability: the ``local`` backend as detached
+processes (pid + start time, a registry record, logs), the ``kubernetes`` backend as a
+Deployment with probes on the scorer's health port (:mod:`ctcd.streaming.health`); see
+``ctcd streaming --help``.
 """

@@ -47,6 +47,13 @@ Loader = Callable[[str, str], ScoringModel]  # (name, version) -> loaded model
 Resolver = Callable[[ModelRef], str]  # reference -> version it names now
 
 READY_LINE = "ctcd streaming scorer ready: {consumer} in group {group} on {stream}"
+# Remove a consumer from its group only if it holds no pending entry (atomically: DELCONSUMER
+# would drop the entries it held).
+_LEAVE_IF_IDLE = """
+local held = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #held > 0 then return -1 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+"""
 
 
 @dataclass
@@ -88,6 +95,8 @@ class Scorer:
         self._next_claim = 0.0
         self._next_beat = 0.0
         self._key = heartbeat_key(settings.stream, settings.group, settings.consumer)
+        self.ready = False  # the model is loaded and the stream is read (``/readyz``)
+        self.last_turn = time.monotonic()  # the loop's last turn (``/healthz``)
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -102,10 +111,12 @@ class Scorer:
         log.info("scoring %s with %s version %s", self.settings.stream, self.ref.name, version)
         self._beat(force=True)
         self._recover_own()
+        self.ready = True
 
     def serve(self) -> None:
         backoff = 0.5
         while not self.stopping:
+            self.last_turn = time.monotonic()
             try:
                 self.step()
                 backoff = 0.5
@@ -137,9 +148,16 @@ class Scorer:
         return self.handle(entries, recheck=False) if entries else 0
 
     def close(self) -> None:
+        """Stop loading, drop the heartbeat, and leave the group if this consumer holds
+        nothing (consumers named after pods would otherwise pile up in the group)."""
+        self.ready = False
         self._pool.shutdown(wait=False, cancel_futures=True)
+        s = self.settings
         with contextlib.suppress(redis.RedisError):  # the key expires by itself anyway
             self.redis.delete(self._key)
+            if self.redis.eval(_LEAVE_IF_IDLE, 1, s.stream, s.group, s.consumer) == -1:
+                log.info("%s still holds pending entries; it stays in group %s for a "
+                         "restart or another consumer to finish them", s.consumer, s.group)
 
     def stop(self, *_: Any) -> None:
         self.stopping = True
@@ -356,12 +374,20 @@ def run(settings: ScorerSettings, *, resolve: Resolver, load: Loader,
         (signal.SIGTERM, scorer.stop), (signal.SIGINT, scorer.stop),
         (signal.SIGHUP, scorer.reload))}
     limits = threadpool_limits(limits=settings.threads)
+    probes = None
+    if settings.health_port is not None:
+        from ctcd.streaming.health import serve
+
+        probes = serve(scorer, settings.stall_seconds, settings.health_host,
+                       settings.health_port)
     try:
         scorer.start()
         print(READY_LINE.format(consumer=settings.consumer, group=settings.group,
                                 stream=settings.stream), flush=True)
         scorer.serve()
     finally:
+        if probes is not None:
+            probes.shutdown()
         limits.restore_original_limits()
         scorer.close()
         for sig, handler in previous.items():

@@ -62,6 +62,16 @@ class ScorerSettings(BaseSettings):
         "`0` (every entry already in the stream) or `$` (only new ones).")
     tracking_uri: str | None = Field(
         default=None, description="MLflow tracking URI; default: MLFLOW_TRACKING_URI.")
+    health_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Serve `GET /healthz` (the loop turned "
+        "within `stall_seconds`), `GET /readyz` (the model is loaded and the stream is read) "
+        "and `POST /reload` (check the model alias now, as SIGHUP does) on this port; the "
+        "Kubernetes backend's probes and reload use it. Default: no HTTP.")
+    health_host: str = Field(default="127.0.0.1", description="Address of the health port.")
+    stall_seconds: float = Field(
+        default=300.0, ge=1, description="`/healthz` fails when the loop has not turned for "
+        "this long (a hung predict or Redis call), so Kubernetes restarts the scorer; its "
+        "entries are then claimed by the others.")
     log_level: str = Field(default="info", description="Log level.")
 
     @property

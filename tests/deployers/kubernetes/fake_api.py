@@ -14,11 +14,13 @@ Two controllers stand in for the cluster's:
   ``maxUnavailable: 0``, status (observed generation, updated/ready/available replicas) and
   the ``Progressing`` condition with ``ProgressDeadlineExceeded``;
 * a kubelet: with ``run_containers`` it runs each pod's container command for real, as a
-  local process with the pod's environment (ConfigMap and Secret references resolved), on
-  its own loopback address (127.0.0.N, like a pod IP), and sets ``Ready`` from the real
-  readiness probe; an image listed in ``unpullable`` gets ``ErrImagePull`` then
-  ``ImagePullBackOff``; a process that exits gets ``CrashLoopBackOff``. Without
-  ``run_containers`` pods are ready at once (object-level tests).
+  local process with the pod's environment (ConfigMap, Secret and downward-API references
+  resolved), on its own loopback address (127.0.0.N, like a pod IP), and sets ``Ready``
+  from the real readiness probe; deleting a pod SIGTERMs it (SIGKILL after the grace
+  period, at once for ``gracePeriodSeconds=0``); an image listed in ``unpullable`` gets
+  ``ErrImagePull`` then ``ImagePullBackOff``; a process that exits gets
+  ``CrashLoopBackOff``. Without ``run_containers`` pods are ready at once (object-level
+  tests).
 
 A ``NodePort`` Service gets a real port on 127.0.0.1 that forwards to its ready pods, as
 kube-proxy would. Faults are injected per test: ``forbid`` (RBAC 403) and
@@ -357,7 +359,10 @@ class FakeCluster:
         if verb == "get":
             return JSONResponse(self._scale_view(current) if sub == "scale" else current)
         if verb == "delete":
-            self._delete(plural, ns, name)
+            grace = request.query_params.get("gracePeriodSeconds")
+            if grace is None and isinstance(body, dict):
+                grace = body.get("gracePeriodSeconds")
+            self._delete(plural, ns, name, grace=None if grace is None else int(grace))
             return JSONResponse({"kind": "Status", "status": "Success"})
         return self._patch(plural, ns, name, sub, body, request.headers.get("content-type", ""))
 
@@ -455,10 +460,10 @@ class FakeCluster:
                 "spec": {"replicas": deployment["spec"].get("replicas", 1)},
                 "status": {"replicas": (deployment.get("status") or {}).get("replicas", 0)}}
 
-    def _delete(self, plural: str, ns: str, name: str) -> None:
+    def _delete(self, plural: str, ns: str, name: str, grace: int | None = None) -> None:
         obj = self.objects.pop((plural, ns, name))
         if plural == "pods":
-            self._kill(self.pods.pop(name, None))
+            self._kill(self.pods.pop(name, None), grace)
         if plural == "deployments":  # the garbage collector removes its pods
             for pod in self.items("pods", ns):
                 if pod["metadata"]["labels"].get("fake/deployment") == name:
@@ -667,7 +672,9 @@ class FakeCluster:
                 env[item["name"]] = item["value"]
                 continue
             ref = item["valueFrom"]
-            if "configMapKeyRef" in ref:
+            if "fieldRef" in ref:  # the downward API
+                env[item["name"]] = _field(obj, ref["fieldRef"]["fieldPath"])
+            elif "configMapKeyRef" in ref:
                 cm = self.get("configmaps", ref["configMapKeyRef"]["name"], ns) or {}
                 env[item["name"]] = cm.get("data", {})[ref["configMapKeyRef"]["key"]]
             else:
@@ -675,8 +682,8 @@ class FakeCluster:
                 value = secret.get("data", {})[ref["secretKeyRef"]["key"]]
                 env[item["name"]] = base64.b64decode(value).decode()
         # The pod's network: its own address; the container port is the fake's pod port.
-        env["CTCD_SERVER_HOST"] = pod.ip
-        env["CTCD_SERVER_PORT"] = str(self.pod_port)
+        env["CTCD_SERVER_HOST"] = env["CTCD_SCORER_HEALTH_HOST"] = pod.ip
+        env["CTCD_SERVER_PORT"] = env["CTCD_SCORER_HEALTH_PORT"] = str(self.pod_port)
         command = [sys.executable if c == "python" else c
                    for c in [*container.get("command", []), *container.get("args", [])]]
         assert pod.log is not None
@@ -685,16 +692,21 @@ class FakeCluster:
             return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
 
-    def _kill(self, pod: Pod | None) -> None:
-        """SIGTERM the pod's process group (the grace period is waited for off the loop)."""
+    def _kill(self, pod: Pod | None, grace: int | None = None) -> None:
+        """SIGTERM the pod's process group, SIGKILL after the grace period (default 15 s,
+        waited for off the loop); ``grace=0`` (a forced delete) SIGKILLs at once."""
         if pod is None or pod.process is None or pod.process.poll() is not None:
             return
         process = pod.process
 
         def reap() -> None:
             try:
+                if grace == 0:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=5)
+                    return
                 os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=15)
+                process.wait(timeout=15 if grace is None else grace)
             except ProcessLookupError:
                 return
             except subprocess.TimeoutExpired:
@@ -740,6 +752,14 @@ class FakeCluster:
         self.proxies[service] = server
         assert self._loop is not None
         self._tasks.append(self._loop.create_task(server.serve()))
+
+
+def _field(obj: dict[str, Any], path: str) -> str:
+    """A downward-API ``fieldPath`` (``metadata.name``, ``status.podIP``) of a pod."""
+    value: Any = obj
+    for part in path.split("."):
+        value = value[part]
+    return str(value)
 
 
 def _ready(pod: dict[str, Any]) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -96,6 +96,28 @@ class Kube:
         if err.status == 409:
             return ConcurrentModification(f"{what}: conflict ({message})")
         return KubernetesError(f"{what}: the API server answered {err.status} ({message})")
+
+    def pod_log(self, pod: str, container: str, *, follow: bool = False,
+                tail: int | None = None) -> Iterator[str]:
+        """Lines of one container's log (without line ends); nothing if the pod is gone.
+        With ``follow``, until the container stops."""
+        kwargs: dict[str, Any] = {"container": container, "follow": follow}
+        if tail is not None:
+            kwargs["tail_lines"] = tail
+        try:
+            response = self.call(f"read the log of Pod {self.namespace}/{pod}",
+                                 self.core.read_namespaced_pod_log, pod, self.namespace,
+                                 _preload_content=False, **kwargs)
+        except NotFound:
+            return
+        pending = b""
+        for chunk in response.stream(4096):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line.decode(errors="replace")
+        if pending:
+            yield pending.decode(errors="replace")
 
     def update(
         self, what: str, read: Callable[[], dict[str, Any]],

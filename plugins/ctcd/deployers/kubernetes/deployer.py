@@ -48,6 +48,7 @@ from ctcd.deployers.kubernetes.rollout import (
     progress,
     rollout_done,
 )
+from ctcd.deployers.kubernetes.scorers import ScorerMethods
 from ctcd.deployers.strategies import Rollout, Strategy, StrategySpec, resolve_strategy
 from ctcd.errors import (
     CtcdError,
@@ -100,8 +101,9 @@ class Server:
         return list(json.loads(self.annotations.get(res.HISTORY, "[]")))
 
 
-class KubernetesDeployer:
-    """Model servers in a Kubernetes namespace (``CTCD_K8S_*`` settings)."""
+class KubernetesDeployer(ScorerMethods):
+    """Model servers in a Kubernetes namespace (``CTCD_K8S_*`` settings); streaming scorers
+    too (:mod:`.scorers`)."""
 
     name = "kubernetes"
 
@@ -423,23 +425,8 @@ class KubernetesDeployer:
         for pod in pods:
             pod_name = pod["metadata"]["name"]
             prefix = f"[{pod_name}] " if len(pods) > 1 else ""
-            what = f"read the log of Pod {self.ns}/{pod_name}"
-            kwargs: dict[str, Any] = {"container": container, "follow": follow}
-            if tail is not None:
-                kwargs["tail_lines"] = tail
-            try:
-                response = self.kube.call(what, self.kube.core.read_namespaced_pod_log,
-                                          pod_name, self.ns, _preload_content=False, **kwargs)
-            except NotFound:
-                continue
-            pending = b""
-            for chunk in response.stream(4096):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    yield prefix + line.decode(errors="replace")
-            if pending:
-                yield prefix + pending.decode(errors="replace")
+            for line in self.kube.pod_log(pod_name, container, follow=follow, tail=tail):
+                yield prefix + line
 
     # -- internals: reading ------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from ctcd.deployers.base import (
     DEFAULT_TIMEOUT,
     DeploymentConfig,
     DeploymentEvent,
+    ScorersFrom,
     ServerDescription,
     redact_uri,
 )
@@ -54,8 +55,9 @@ from ctcd.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
-class LocalDeployer:
-    """Model servers as detached processes on this machine (the embedded default)."""
+class LocalDeployer(ScorersFrom):
+    """Model servers as detached processes on this machine (the embedded default), and
+    streaming scorers (:mod:`ctcd.deployers.local.scorers`)."""
 
     name = "local"
 

@@ -1,7 +1,9 @@
-"""Streaming scorers run by the ``local`` backend, with the machinery it runs model servers
-with: detached processes (own session, outliving the task that started them), identified
-by pid + start time, a record of the desired state in the backend's registry
-(``registry.db``, table ``scorers``), a file lock per scorer, logs under ``servers_dir``.
+"""Streaming scorers run by the ``local`` backend (its
+:class:`ctcd.deployers.base.SupportsScorers` methods hand over to :class:`LocalScorers`),
+with the machinery it runs model servers with: detached processes (own session, outliving
+the task that started them), identified by pid + start time, a record of the desired state
+in the backend's registry (``registry.db``, table ``scorers``), a file lock per scorer, logs
+under ``servers_dir``.
 
 A scorer deployment is ``replicas`` processes of ``python -m ctcd.streaming``, consumers
 ``<name>-0``, ``<name>-1``... of one group. Consumer names stay the same across restarts,
@@ -23,13 +25,20 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ctcd.deployers.base import DEFAULT_TIMEOUT, redact_uri
+from ctcd.deployers.base import (
+    DEFAULT_TIMEOUT,
+    ReplicaStatus,
+    ScorerConfig,
+    ScorerInfo,
+    ScorerNotFound,
+    redact_uri,
+)
 from ctcd.deployers.local import process
 from ctcd.deployers.local.locks import operation_lock
 from ctcd.deployers.local.logs import read_log
@@ -50,50 +59,12 @@ CREATE TABLE IF NOT EXISTS scorers (
 );
 """
 REDIS_URL_VARIABLE = "CTCD_SCORER_REDIS_URL"
-# Options the deployer sets per replica itself.
-_MANAGED = frozenset({"model_uri", "redis_url", "stream", "group", "consumer", "tracking_uri"})
 
 
-class ScorerNotFound(InvalidParams):
-    status_code = 404
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"no streaming scorer {name!r}; `ctcd streaming list` shows them")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ScorerConfig:
-    """What a scorer deployment runs. ``options`` are the scorer's other settings
-    (:class:`ctcd.streaming.settings.ScorerSettings` names: ``batch_size``,
-    ``min_idle_ms``, ``reload_interval``, ``dataset``...)."""
-
-    name: str
-    model_uri: str
-    stream: str
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    group: str = "ctcd-scorers"
-    replicas: int = 1
-    tracking_uri: str | None = None
-    options: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name in ("name", "model_uri", "stream", "group"):
-            if not str(getattr(self, name)).strip():
-                raise InvalidParams(f"ScorerConfig.{name} must be a non-empty string")
-        if self.replicas < 1:
-            raise InvalidParams("ScorerConfig.replicas must be at least 1")
-        from ctcd.streaming.settings import ScorerSettings
-
-        for key in self.options:
-            if key in _MANAGED or key not in ScorerSettings.model_fields:
-                raise InvalidParams(f"scorer option {key!r} is not one to set here; options "
-                                    f"are {sorted(set(ScorerSettings.model_fields) - _MANAGED)}")
-        object.__setattr__(self, "redis_url", redact_uri(self.redis_url))
-        if self.tracking_uri:
-            object.__setattr__(self, "tracking_uri", redact_uri(self.tracking_uri))
-
-    def consumers(self) -> list[str]:
-        return [f"{self.name}-{i}" for i in range(self.replicas)]
+def consumers(config: ScorerConfig) -> list[str]:
+    """The replicas' consumer names: ``<name>-0``, ``<name>-1``..., the same across
+    restarts."""
+    return [f"{config.name}-{i}" for i in range(config.replicas)]
 
 
 @dataclass(frozen=True)
@@ -111,37 +82,8 @@ class ScorerRecord:
     def from_row(cls, row: sqlite3.Row) -> ScorerRecord:
         data: dict[str, Any] = dict(row)
         data["processes"] = tuple(tuple(p) for p in json.loads(data["processes"]))
-        data["config"] = ScorerConfig(**json.loads(data["config"]))
+        data["config"] = ScorerConfig.from_dict(json.loads(data["config"]))
         return cls(**data)
-
-
-@dataclass(frozen=True)
-class ReplicaStatus:
-    consumer: str
-    state: str  # running | starting (alive, no heartbeat yet) | stopped
-    pid: int | None
-    heartbeat: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class ScorerInfo:
-    record: ScorerRecord
-    replicas: tuple[ReplicaStatus, ...]
-
-    @property
-    def state(self) -> str:
-        states = {r.state for r in self.replicas}
-        if states == {"running"}:
-            return "running"
-        if states == {"stopped"}:
-            return "stopped"
-        return "degraded" if "running" in states else "starting"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.record.id, "name": self.record.name, "state": self.state,
-                "desired_state": self.record.desired_state, "config": asdict(self.record.config),
-                "last_error": self.record.last_error,
-                "replicas": [asdict(r) for r in self.replicas]}
 
 
 class LocalScorers:
@@ -160,17 +102,9 @@ class LocalScorers:
              stream: str | None = None, running: bool = False) -> list[ScorerInfo]:
         if not (self.dir / "registry.db").exists():
             return []
-        found = []
-        for record in self._all():
-            config = record.config
-            if (name and record.name != name) or (model_uri and config.model_uri != model_uri) \
-                    or (stream and config.stream != stream):
-                continue
-            info = self.describe(record)
-            if running and info.state != "running":
-                continue
-            found.append(info)
-        return found
+        found = [self.describe(r) for r in self._all() if r.config.matches(
+            r.id, name=name, model_uri=model_uri, stream=stream)]
+        return [info for info in found if not running or info.state == "running"]
 
     def get(self, name: str) -> ScorerInfo:
         return self.describe(self._resolve(name))
@@ -179,15 +113,21 @@ class LocalScorers:
         """Observed now: each replica's process and heartbeat."""
         beats = self._heartbeats(record)
         replicas = []
-        for i, consumer in enumerate(record.config.consumers()):
+        for i, consumer in enumerate(consumers(record.config)):
             ref = _ref(record, i)
             alive = process.alive(ref)
             beat = beats.get(consumer)
             live_beat = beat if alive and beat and ref and beat.get("pid") == ref.pid else None
             state = "running" if live_beat else ("starting" if alive else "stopped")
-            replicas.append(ReplicaStatus(consumer, state, ref.pid if alive and ref else None,
-                                          live_beat))
-        return ScorerInfo(record, tuple(replicas))
+            replicas.append(ReplicaStatus(
+                consumer=consumer, state=state, heartbeat=live_beat,
+                details={"pid": ref.pid if alive and ref else None,
+                         "log": str(self._log_path(record, consumer))}))
+        return ScorerInfo(id=record.id, name=record.name, backend="local",
+                          config=record.config, desired_state=record.desired_state,
+                          replicas=tuple(replicas), last_error=record.last_error,
+                          details={"created_at": record.created_at,
+                                   "updated_at": record.updated_at})
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -204,7 +144,7 @@ class LocalScorers:
                 return self.describe(record)
             else:
                 self._terminate(record, timeout=timeout, force=True)
-                record = self._update(record.id, config=config)
+                record = self._update(record.id, config=config, processes=[])
             return self._start(record, timeout)
 
     def start(self, name: str, timeout: float = DEFAULT_TIMEOUT) -> ScorerInfo:
@@ -233,7 +173,7 @@ class LocalScorers:
         self.stop(record.id, timeout, force)
         with self._locked(record.name, timeout), self._connect() as db:
             db.execute("DELETE FROM scorers WHERE id = ?", (record.id,))
-        for consumer in record.config.consumers():
+        for consumer in consumers(record.config):
             self._log_path(record, consumer).unlink(missing_ok=True)
 
     def reload(self, name: str) -> int:
@@ -249,15 +189,24 @@ class LocalScorers:
                 sent += 1
         return sent
 
-    def logs(self, name: str, *, replica: int = 0, follow: bool = False,
+    def logs(self, name: str, *, replica: int | None = None, follow: bool = False,
              tail: int | None = None) -> Iterator[str]:
+        """Replica ``replica``'s log; ``None``: every replica's, lines prefixed with the
+        consumer (with ``follow``: the first replica's)."""
         record = self._resolve(name)
-        consumers = record.config.consumers()
-        if not 0 <= replica < len(consumers):
-            raise InvalidParams(f"scorer {record.name!r} has replicas 0..{len(consumers) - 1}")
-        return read_log(self._log_path(record, consumers[replica]), follow=follow, tail=tail,
-                        still_running=lambda: process.alive(_ref(self._resolve(record.id),
-                                                                 replica)))
+        names = consumers(record.config)
+        if replica is not None and not 0 <= replica < len(names):
+            raise InvalidParams(f"scorer {record.name!r} has replicas 0..{len(names) - 1}")
+        if replica is None and (follow or len(names) == 1):
+            replica = 0
+        if replica is not None:
+            index = replica
+            return read_log(self._log_path(record, names[index]), follow=follow, tail=tail,
+                            still_running=lambda: process.alive(
+                                _ref(self._resolve(record.id), index)))
+        return (f"[{consumer}] {line}" for consumer in names
+                for line in read_log(self._log_path(record, consumer), follow=False,
+                                     tail=tail, still_running=lambda: False))
 
     # -- internals ------------------------------------------------------------------------
 
@@ -275,7 +224,7 @@ class LocalScorers:
         env[REDIS_URL_VARIABLE] = (live_redis if live_redis and redact_uri(live_redis)
                                    == config.redis_url else config.redis_url)
         try:
-            for i, consumer in enumerate(config.consumers()):
+            for i, consumer in enumerate(consumers(config)):
                 if process.alive(_ref(record, i)):
                     continue
                 argv = [*self.command, "--model-uri", config.model_uri, "--stream",
@@ -327,13 +276,13 @@ class LocalScorers:
         config = record.config
         live = os.environ.get(REDIS_URL_VARIABLE, "")
         url = live if live and redact_uri(live) == config.redis_url else config.redis_url
-        keys = [heartbeat_key(config.stream, config.group, c) for c in config.consumers()]
+        keys = [heartbeat_key(config.stream, config.group, c) for c in consumers(config)]
         try:
             with redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5) as client:
                 values = client.mget(keys)
         except redis.RedisError:
             return {}
-        return {c: json.loads(v) for c, v in zip(config.consumers(), values, strict=True) if v}
+        return {c: json.loads(v) for c, v in zip(consumers(config), values, strict=True) if v}
 
     def _log_path(self, record: ScorerRecord, consumer: str) -> Path:
         path = self.dir / "scorers" / record.id / f"{consumer}.log"
@@ -375,12 +324,12 @@ class LocalScorers:
         with self._connect() as db:
             db.execute("INSERT INTO scorers (id, name, desired_state, config, created_at,"
                        " updated_at) VALUES (?, ?, 'running', ?, ?, ?)",
-                       (scorer_id, config.name, json.dumps(asdict(config)), now, now))
+                       (scorer_id, config.name, json.dumps(config.to_dict()), now, now))
         return self._resolve(scorer_id)
 
     def _update(self, scorer_id: str, **values: Any) -> ScorerRecord:
         if "config" in values:
-            values["config"] = json.dumps(asdict(values["config"]))
+            values["config"] = json.dumps(values["config"].to_dict())
         if "processes" in values:
             values["processes"] = json.dumps(values["processes"])
         values["updated_at"] = utcnow()
@@ -401,8 +350,3 @@ def _ref(record: ScorerRecord, replica: int) -> process.ProcessRef | None:
         return None
     pid, started = record.processes[replica]
     return process.ProcessRef(pid, started) if pid else None
-
-
-def options_from(values: Mapping[str, Any]) -> dict[str, str]:
-    """CLI/DAG values -> recorded options (strings; None left out)."""
-    return {k: str(v) for k, v in values.items() if v is not None}

@@ -1,0 +1,68 @@
+"""The scorer's small HTTP side (``--health-port``), for a process manager that probes:
+``GET /healthz`` (alive: the loop turned within ``stall_seconds``), ``GET /readyz`` (the
+model is loaded and the stream is read) and ``POST /reload`` (check the model alias now,
+as SIGHUP does). Requests carry no input, so the port is safe to expose to the cluster's
+kubelet and to the deployer; it serves nothing else."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+
+
+class Probed(Protocol):
+    """What the probes read of a scorer (:class:`ctcd.streaming.scorer.Scorer`)."""
+
+    ready: bool
+    last_turn: float  # time.monotonic() of the loop's last turn
+
+    def status(self) -> dict[str, Any]: ...
+
+    def reload(self, *_: Any) -> None: ...
+
+
+def serve(scorer: Probed, stall_seconds: float, host: str, port: int) -> ThreadingHTTPServer:
+    """Serve the probes of ``scorer`` on ``host:port`` in a daemon thread; ``shutdown()``
+    stops it. Alive: the loop turned within ``stall_seconds``."""
+
+    def live() -> tuple[bool, float]:
+        since = time.monotonic() - scorer.last_turn
+        return since < stall_seconds, round(since, 3)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            alive, since = live()
+            if self.path == "/healthz":
+                self._send(200 if alive else 503, {"live": alive, "seconds_since_turn": since})
+            elif self.path == "/readyz":
+                ok = scorer.ready and alive
+                self._send(200 if ok else 503, {"ready": ok, **scorer.status()})
+            else:
+                self._send(404, {"error": f"no route {self.path}; use /healthz, /readyz or "
+                                          "POST /reload"})
+
+        def do_POST(self) -> None:
+            if self.path != "/reload":
+                self._send(404, {"error": f"no route {self.path}"})
+                return
+            scorer.reload()
+            self._send(202, {"reload": "requested"})
+
+        def _send(self, code: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # probes every few seconds would drown the scorer's own log
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server
