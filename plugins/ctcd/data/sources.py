@@ -14,12 +14,17 @@ Both copy a partition in bounded memory: record batches go one at a time into a 
 Parquet file (:func:`ctcd.data.snapshots.atomic_path`), never a whole frame. A file that
 cannot be read (truncated Parquet, a CSV in another encoding) stops the run with a
 :class:`DataValidationError` naming the file and what to do.
+
+A CSV line the parser cannot split into the header's fields (too many or too few, or an
+unterminated quote) stops a training run too, naming the line. A scoring job passes
+``on_bad_line`` instead: the line is handed to it (:class:`BadLine`, with its line number)
+and the rest of the file is read.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -36,6 +41,28 @@ if TYPE_CHECKING:
 BATCH_ROWS = 64_000
 PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 SUFFIXES = (".parquet", ".csv")
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A CSV line that does not split into the header's fields."""
+
+    origin: str
+    line: int | None  # physical line number, 1-based (the header is line 1)
+    text: str
+    expected: int
+    found: int
+
+    @property
+    def reason(self) -> str:
+        where = f"line {self.line}" if self.line else "a line"
+        quote = (" (an unterminated quote ran on over the lines after it)"
+                 if "\n" in self.text else "")
+        return (f"unparsable: {where} of {Path(self.origin).name}: {self.found} fields where "
+                f"the header has {self.expected}{quote}")
+
+
+OnBadLine = Callable[[BadLine], None]
 
 
 class Source(Protocol):
@@ -180,14 +207,24 @@ class LandingSource:
             key=lambda f: f.name,
         )
 
-    def batches(self, day: date) -> Iterator[tuple[str, pa.RecordBatch | pa.Schema]]:
+    def batches(self, day: date, *, on_bad_line: OnBadLine | None = None,
+                text_columns: Collection[str] = ()
+                ) -> Iterator[tuple[str, pa.RecordBatch | pa.Schema]]:
+        """Also, for CSV files: ``on_bad_line`` takes lines that do not parse (default: they
+        stop the read); ``text_columns`` are read as text besides the spec's ids, dates and
+        categories (a scoring job reads numeric features as text and parses them row by row,
+        so one bad value rejects its row, not the file)."""
         for path in self.files(day):
             origin = str(path)
             with path.open("rb") as handle:
                 if path.name.endswith(".parquet"):
                     yield from _parquet_batches(handle, origin)
                 else:
-                    yield from _csv_batches(handle, origin, self.spec)
+                    text = [self.spec.id_column, *self.spec.categorical_features, *text_columns]
+                    if self.spec.partition_column:
+                        text.append(self.spec.partition_column)
+                    yield from read_csv(handle, origin, text_columns=text,
+                                        on_bad_line=on_bad_line)
 
 
 def _parquet_batches(handle: Any, origin: str) -> Iterator[tuple[str, Any]]:
@@ -205,26 +242,52 @@ def _parquet_batches(handle: Any, origin: str) -> Iterator[tuple[str, Any]]:
         ) from err
 
 
-def _csv_batches(handle: Any, origin: str, spec: DatasetSpec) -> Iterator[tuple[str, Any]]:
+def read_csv(handle: Any, origin: str, *, text_columns: Collection[str] = (),
+             on_bad_line: OnBadLine | None = None, empty_text_is_null: bool = False,
+             block_size: int = 8 << 20) -> Iterator[tuple[str, Any]]:
+    """(origin, schema) then (origin, record batch) pairs of a CSV file, read block by block.
+
+    ``text_columns`` are read as text whatever they look like (ids, dates, categories); the
+    others are inferred from the first block, so a column of the wrong type reaches
+    validation and is named there. A line with the wrong number of fields goes to
+    ``on_bad_line`` when given; otherwise it stops the read with a DataValidationError naming
+    the line. ``empty_text_is_null``: an empty field of a text column is null, not ``""``.
+    """
     import pyarrow as pa
     from pyarrow import csv
 
-    # Ids, dates and categories are text whatever they look like; numeric columns are
-    # inferred, so a column of the wrong type reaches validation and is named there.
-    text = [spec.id_column, *spec.categorical_features]
-    if spec.partition_column:
-        text.append(spec.partition_column)
-    options = csv.ConvertOptions(column_types={name: pa.string() for name in text})
+    seen: list[BadLine] = []
+
+    def bad_row(row: Any) -> str:
+        line = BadLine(origin, row.number, row.text, row.expected_columns, row.actual_columns)
+        if on_bad_line is None:
+            seen.append(line)
+            return "error"
+        on_bad_line(line)
+        return "skip"
+
+    options = csv.ConvertOptions(column_types={name: pa.string() for name in text_columns},
+                                 strings_can_be_null=empty_text_is_null,
+                                 **({"null_values": [""]} if empty_text_is_null else {}))
     try:
+        # One thread: the parser then knows each line's number (the caller overlaps reading
+        # with its own work in a thread of its own).
         reader = csv.open_csv(
             handle,
-            read_options=csv.ReadOptions(block_size=8 << 20),
+            read_options=csv.ReadOptions(block_size=block_size, use_threads=False),
+            parse_options=csv.ParseOptions(invalid_row_handler=bad_row),
             convert_options=options,
         )
         yield origin, reader.schema
         for batch in reader:
             yield origin, batch
     except pa.ArrowInvalid as err:
+        if seen:
+            raise DataValidationError(
+                f"{origin}: {seen[0].reason.removeprefix('unparsable: ')}: "
+                f"{seen[0].text[:200]!r}. Fix the line (its quoting, or a comma inside an "
+                "unquoted value) and re-run."
+            ) from err
         hint = (
             " Save the file as UTF-8."
             if "utf8" in str(err).lower() or "utf-8" in str(err).lower()
