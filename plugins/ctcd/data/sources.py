@@ -58,8 +58,9 @@ class BadLine:
         where = f"line {self.line}" if self.line else "a line"
         quote = (" (an unterminated quote ran on over the lines after it)"
                  if "\n" in self.text else "")
-        return (f"unparsable: {where} of {Path(self.origin).name}: {self.found} fields where "
-                f"the header has {self.expected}{quote}")
+        fields = f"{self.found} field" + ("" if self.found == 1 else "s")
+        return (f"unparsable: {where} of {Path(self.origin).name}: {fields} where the header "
+                f"has {self.expected}{quote}")
 
 
 OnBadLine = Callable[[BadLine], None]
@@ -257,9 +258,11 @@ def read_csv(handle: Any, origin: str, *, text_columns: Collection[str] = (),
     from pyarrow import csv
 
     seen: list[BadLine] = []
+    lines = _EmptyLines(handle)
 
     def bad_row(row: Any) -> str:
-        line = BadLine(origin, row.number, row.text, row.expected_columns, row.actual_columns)
+        number = lines.physical(row.number) if row.number else None
+        line = BadLine(origin, number, row.text, row.expected_columns, row.actual_columns)
         if on_bad_line is None:
             seen.append(line)
             return "error"
@@ -273,7 +276,7 @@ def read_csv(handle: Any, origin: str, *, text_columns: Collection[str] = (),
         # One thread: the parser then knows each line's number (the caller overlaps reading
         # with its own work in a thread of its own).
         reader = csv.open_csv(
-            handle,
+            lines,
             read_options=csv.ReadOptions(block_size=block_size, use_threads=False),
             parse_options=csv.ParseOptions(invalid_row_handler=bad_row),
             convert_options=options,
@@ -294,6 +297,48 @@ def read_csv(handle: Any, origin: str, *, text_columns: Collection[str] = (),
             else " Check the file's delimiter (a comma), quoting and encoding (UTF-8)."
         )
         raise DataValidationError(f"{origin} is not a readable CSV file ({err}).{hint}") from err
+
+
+_EMPTY_LINE = re.compile(rb"(?<=\n)\r?\n")  # a line end right at a line start
+_LINE_SO_FAR = {b"": b"\n", b"\r": b"\n\r"}  # the current line's start, as text before data
+
+
+class _EmptyLines:
+    """Reads a CSV file for the parser and notes its empty lines: the parser skips them
+    without counting them, so its line numbers are mapped back to the file's own."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.empty: list[int] = []  # line numbers (1-based) of empty lines, ascending
+        self._lines = 1  # the line the next byte is on
+        self._partial = b"x"  # the current line so far, cut to 2 bytes (the header: not empty)
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self.raw.read(size)
+        prefix = _LINE_SO_FAR.get(self._partial, b"x")
+        text = prefix + data
+        line, last = self._lines - prefix.count(b"\n"), 0
+        for match in _EMPTY_LINE.finditer(text):
+            line += text.count(b"\n", last, match.start())
+            last = match.start()
+            self.empty.append(line)
+        self._lines += data.count(b"\n")
+        end = data.rfind(b"\n")
+        self._partial = data[end + 1:end + 3] if end >= 0 else (self._partial + data)[:2]
+        return data
+
+    def physical(self, number: int) -> int:
+        """The file's line number of the parser's line ``number``."""
+        line = number
+        for empty in self.empty:
+            if empty > line:
+                break
+            line += 1
+        return line
+
+    @property
+    def closed(self) -> bool:
+        return bool(getattr(self.raw, "closed", False))
 
 
 # --- a SQL query through an Airflow connection -------------------------------------------
