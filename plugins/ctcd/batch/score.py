@@ -473,6 +473,8 @@ class Pipelined(Generic[T, R]):
                 if item is _END:
                     self._put(self._behind, _END)
                     return
+                if self._stop.is_set():
+                    return
                 if not self._put(self._behind, self._work(item)):
                     return
         except BaseException as err:
