@@ -24,6 +24,7 @@ and the rest of the file is read.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -309,7 +310,8 @@ class _EmptyLines:
 
     def __init__(self, raw: Any) -> None:
         self.raw = raw
-        self.empty: list[int] = []  # line numbers (1-based) of empty lines, ascending
+        self.empty: deque[int] = deque()  # line numbers (1-based) of empty lines, ascending
+        self._skipped = 0  # empty lines before the last line asked about
         self._lines = 1  # the line the next byte is on
         self._partial = b"x"  # the current line so far, cut to 2 bytes (the header: not empty)
 
@@ -328,11 +330,12 @@ class _EmptyLines:
         return data
 
     def physical(self, number: int) -> int:
-        """The file's line number of the parser's line ``number``."""
-        line = number
-        for empty in self.empty:
-            if empty > line:
-                break
+        """The file's line number of the parser's line ``number`` (asked in ascending order,
+        as the parser reports lines: empty lines before it are counted and let go)."""
+        line = number + self._skipped
+        while self.empty and self.empty[0] <= line:
+            self.empty.popleft()
+            self._skipped += 1
             line += 1
         return line
 
