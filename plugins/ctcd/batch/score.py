@@ -311,7 +311,10 @@ def read_chunks(path: Path, chunk_rows: int, schema: InputSchema | None = None
     rejects its row), an empty field is null, and lines that do not parse come with the
     chunk read after them."""
     if file_kind(path) == "parquet":
-        source = pq.ParquetFile(path)
+        # pre_buffer (pyarrow's default) keeps every row group's read buffers until the
+        # file is closed: memory grew with the file (+190 MB over 10 M rows); without it,
+        # reading holds one row group.
+        source = pq.ParquetFile(path, pre_buffer=False)
         for batch in source.iter_batches(batch_size=chunk_rows):
             yield Chunk(batch.to_pandas())
         return

@@ -234,7 +234,9 @@ def _parquet_batches(handle: Any, origin: str) -> Iterator[tuple[str, Any]]:
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(handle)
+        # Without pre_buffer: with it, pyarrow keeps each row group's buffers until the file
+        # is closed, so memory would grow with the file.
+        parquet = pq.ParquetFile(handle, pre_buffer=False)
         yield origin, parquet.schema_arrow
         yield from ((origin, b) for b in parquet.iter_batches(batch_size=BATCH_ROWS))
     except (pa.ArrowInvalid, OSError) as err:
