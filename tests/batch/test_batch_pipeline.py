@@ -12,6 +12,7 @@ from urllib.parse import quote
 import mlflow
 import pandas as pd
 import pytest
+from tests.data.messy_csv import write_messy_csv
 
 from ctcd.data.churn import generate_snapshot
 from ctcd.data.spec import load_spec
@@ -70,3 +71,31 @@ def test_a_partition_not_in_the_source_is_refused(
             "partitions": ["2026-10-01"]}
     with pytest.raises(InvalidParams, match=r"partitions \['2026-10-01'\] are not in the source"):
         pipeline.plan(conf, None, Tracking(mlflow_server))
+
+
+def test_a_landed_csv_partition_with_unparsable_lines_is_scored_around_them(
+    tmp_path: Path, ctcd_home: Path, mlflow_server: str, version: str
+) -> None:
+    day = DAYS[0]
+    frame = generate_snapshot(day, 300).drop(columns=[SPEC.label.name])
+    messy = write_messy_csv(frame, tmp_path / "landing" / f"date={day}" / "rows.csv")
+    tracking = Tracking(mlflow_server)
+    conf = {"source": "landing", "landing_uri": f"file://{tmp_path / 'landing'}/",
+            "sink": "parquet", "model_name": MODEL, "chunk_rows": 100,
+            "max_reject_share": 0.5}
+    planned = pipeline.plan(conf, None, tracking)
+    summary = pipeline.score_partition(conf, planned, day.isoformat(), "run-1", tracking)
+    assert (summary["rows"], summary["scored"], summary["rejected"]) == (300, 296, 4)
+    assert summary["reject_reasons"] == {"unparsable": 3, "age": 1}
+    folder = ctcd_home / "predictions" / "churn" / f"date={day.isoformat()}"
+    out = pd.read_parquet(folder / "predictions.parquet")
+    assert out["customer_id"].tolist() == frame["customer_id"].iloc[messy.good].tolist()
+    rejects = pd.read_parquet(folder / "rejects.parquet")
+    lines = rejects[rejects["reason"].str.startswith("unparsable")]
+    assert [r.split(" of ")[0] for r in lines["reason"]] == [
+        f"unparsable: line {n}" for n in messy.bad_lines]
+    assert lines["data"].tolist() == list(messy.bad_lines.values())
+
+    strict = {**conf, "max_reject_share": 0.01}
+    with pytest.raises(pipeline.TooManyRejects, match=r"4 of 300 rows rejected"):
+        pipeline.score_partition(strict, planned, day.isoformat(), "run-2", tracking)

@@ -9,6 +9,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 import pytest
+from tests.data.messy_csv import write_messy_csv
 from typer.testing import CliRunner
 
 from ctcd.cli import build
@@ -98,3 +99,34 @@ def test_a_missing_model_or_column_is_a_clear_error(tmp_path: Path, churn_model:
     no_model = CliRunner().invoke(build(), ["predict", str(source), "-m", "no-such-model@x"])
     assert no_model.exit_code == 1 and "could not load models:/no-such-model@x" in \
         no_model.output
+
+
+def test_csv_lines_that_do_not_parse_are_rejected_with_their_line_numbers(
+    tmp_path: Path, churn_model: Any,
+) -> None:
+    """A real damaged file: byte-order mark, a field too many, one too few, an empty line,
+    text in a numeric column, an unterminated quote. The rest is scored."""
+    frame = _frame(1200)
+    messy = write_messy_csv(frame, tmp_path / "in.csv")
+    result = CliRunner().invoke(build(), ["predict", str(messy.path), "--model",
+                                          f"{churn_model.name}/{churn_model.version}",
+                                          "--chunk-rows", "500"])
+    assert result.exit_code == 0, result.output
+    assert "scored 1,196 of 1,200 rows" in result.output
+    assert "rejected 4 rows" in result.output and "unparsable (3)" in result.output
+
+    out = pd.read_parquet(tmp_path / "in.csv.predictions.parquet")
+    good = frame.iloc[messy.good]
+    assert out["customer_id"].tolist() == good["customer_id"].tolist()
+    assert out["prediction"].tolist() == _expected(churn_model.uri, good)
+    rejects = pd.read_parquet(tmp_path / "in.csv.rejects.parquet")
+    assert rejects["reason"].tolist() == [
+        "age: expected an integer (long), got 'old'",
+        "unparsable: line 5 of in.csv: 14 fields where the header has 13",
+        "unparsable: line 15 of in.csv: 12 fields where the header has 13",
+        "unparsable: line 1202 of in.csv: 1 field where the header has 13",
+    ]
+    # input_row counts the rows that parsed (one line before it did not); a line has none
+    assert rejects["input_row"].tolist()[0] == messy.text_age - 1
+    assert rejects["input_row"].isna().tolist() == [False, True, True, True]
+    assert rejects["data"].tolist()[1:] == list(messy.bad_lines.values())

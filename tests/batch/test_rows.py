@@ -66,3 +66,15 @@ def test_a_data_set_spec_adds_ranges_and_categories() -> None:
 def test_nothing_good_gives_no_table() -> None:
     checked = check_rows(SCHEMA, {"age": ["x"], "charges": [1.0], "region": ["a"]}, 1)
     assert checked.table is None and list(checked.rejects) == [0]
+
+
+def test_text_numbers_take_null_words_blanks_and_spaces() -> None:
+    schema = InputSchema(columns=(ColumnSpec("charges", "double", required=False),))
+    charges = np.array([" 1.5 ", "NA", None, "", "n/a", "1e3", "12abc", "-"], dtype=object)
+    checked = check_rows(schema, {"charges": charges}, 8, text=True)
+    assert checked.rejects == {6: "charges: expected a number (double), got '12abc'",
+                               7: "charges: expected a number (double), got '-'"}
+    assert checked.table is not None
+    values = checked.table.arrays["charges"].tolist()
+    assert values[0] == 1.5 and values[5] == 1000.0
+    assert all(v != v for v in values[1:5])  # nulls, not rejects

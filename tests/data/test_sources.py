@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
+from tests.data.messy_csv import MessyCsv, write_messy_csv
 
 from ctcd.data.churn import churn_spec, generate_snapshot
-from ctcd.data.sources import LandingSource, SqlSource, copy_partition
+from ctcd.data.sources import BadLine, LandingSource, SqlSource, copy_partition, read_csv
 from ctcd.errors import DataValidationError, InvalidParams
 
 SPEC = churn_spec()
@@ -86,3 +89,48 @@ def test_sql_source_with_no_rows_for_the_day_is_an_empty_partition(
 def test_sql_source_names_a_missing_connection() -> None:
     with pytest.raises(InvalidParams, match="No Airflow connection 'nowhere'"):
         SqlSource("nowhere", "SELECT 1", SPEC).partitions()
+
+
+def _messy_landing(tmp_path: Path, day: date) -> MessyCsv:
+    frame = generate_snapshot(day, 40)
+    return write_messy_csv(frame, tmp_path / "landing" / f"date={day}" / "a.csv")
+
+
+def test_a_training_copy_stops_at_a_csv_line_that_does_not_parse(tmp_path: Path) -> None:
+    day = date(2026, 11, 20)
+    _messy_landing(tmp_path, day)
+    source = LandingSource(f"file://{tmp_path / 'landing'}", SPEC)
+    with pytest.raises(DataValidationError, match=r"a\.csv: line 5 of a\.csv: 15 fields where "
+                       r"the header has 14: '20261120-000003,"):
+        copy_partition(source, day, SPEC, tmp_path / "s.parquet")
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_a_scoring_read_hands_over_bad_lines_with_their_numbers(tmp_path: Path) -> None:
+    """A byte-order mark, an empty line, a field too many or too few, an unterminated quote:
+    the bad lines come with the file's own line numbers, every other row is read."""
+    day = date(2026, 11, 20)
+    messy = _messy_landing(tmp_path, day)
+    bad: list[BadLine] = []
+    source = LandingSource(f"file://{tmp_path / 'landing'}", SPEC)
+    batches = [b for _, b in source.batches(day, on_bad_line=bad.append, text_columns=["age"])
+               if not isinstance(b, pa.Schema)]
+    table = pa.Table.from_batches(batches)
+    assert table.num_rows == 40 - 3
+    assert table.column_names[0] == "customer_id"  # the byte-order mark is not in the name
+    assert table.schema.field("age").type == pa.string()  # text: parsed row by row later
+    assert table.column("age").to_pylist()[messy.text_age - 1] == "old"
+    assert {b.line: b.text for b in bad} == messy.bad_lines
+    assert [b.reason for b in bad][:2] == [
+        "unparsable: line 5 of a.csv: 15 fields where the header has 14",
+        "unparsable: line 15 of a.csv: 13 fields where the header has 14"]
+    assert bad[2].found == 1
+
+
+def test_empty_lines_are_counted_in_line_numbers_across_read_boundaries() -> None:
+    data = b"h,v\r\n1,2\r\n\r\n\r\n3,4,5\r\n\r\n6\r\n"
+    bad: list[BadLine] = []
+    read = [b for _, b in read_csv(io.BytesIO(data), "x.csv", on_bad_line=bad.append,
+                                   block_size=64) if not isinstance(b, pa.Schema)]
+    assert sum(b.num_rows for b in read) == 1
+    assert [(b.line, b.text) for b in bad] == [(5, "3,4,5"), (7, "6")]

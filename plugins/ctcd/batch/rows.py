@@ -25,6 +25,9 @@ from ctcd.serving.errors import InvalidInput
 from ctcd.serving.schema import ColumnSpec, InputSchema, Table, coerce_column
 
 _NUMERIC = frozenset({"integer", "long", "float", "double"})
+# What a numeric field read from text may say for "no value"; text columns keep these words
+# as text (a category may well be "none" or "NA").
+NULL_WORDS = ("", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None", "<NA>", "#N/A")
 
 
 @dataclass(frozen=True)
@@ -160,25 +163,21 @@ def _one_row_reason(err: InvalidInput, name: str) -> str:
 
 
 def _parse_numbers(col: ColumnSpec, values: Any, name: str, bad: dict[int, str]) -> Any:
-    """Text of a numeric column -> numbers; text that is not a number is a reject."""
+    """Text of a numeric column -> numbers (a blank field or a null word is null); text that
+    is not a number is a reject. Vectorized: one pass in C per column."""
     array = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
     if array.dtype.kind in "iufb":
         return array
-    parsed = pd.to_numeric(pd.Series(array, dtype=object), errors="coerce")
-    given = pd.Series(array, dtype=object).map(lambda v: not _blank(v)).to_numpy(dtype=bool)
-    wrong = parsed.isna().to_numpy() & given
+    series = pd.Series(array, dtype=object, copy=False)
+    blank = (series.isna() | series.str.strip().isin(NULL_WORDS)).to_numpy(dtype=bool)
+    parsed = pd.to_numeric(series.mask(blank), errors="coerce")
+    wrong = parsed.isna().to_numpy() & ~blank
     if not wrong.any():
         return parsed.to_numpy()
     expected = "an integer" if col.kind in ("integer", "long") else "a number"
     for i in np.flatnonzero(wrong):
         bad.setdefault(int(i), f"{name}: expected {expected} ({col.kind}), got {array[i]!r}")
     return parsed.mask(wrong, 0).to_numpy()
-
-
-def _blank(value: Any) -> bool:
-    if value is None or (isinstance(value, float) and value != value):
-        return True
-    return isinstance(value, str) and not value.strip()
 
 
 def _kept(rows: int, bad: Mapping[int, str]) -> np.ndarray:

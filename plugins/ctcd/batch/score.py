@@ -1,7 +1,10 @@
 """Score a file, or any stream of frames, in bounded memory: read a chunk -> check its rows
 against the signature (bad ones become rejects with a reason) -> predict the good ones in one
-call -> write. Peak memory is one chunk (and one Parquet row group of the input), whatever
-the input's size.
+call -> write. The three steps overlap (:class:`Pipelined`): a reader thread reads ahead,
+a scoring thread checks and predicts, and the caller's thread builds the output and writes
+it, with a few chunks at most between them, so peak memory stays a few chunks whatever the
+input's size. pyarrow, pandas' I/O and the model's own predict release the GIL in their
+heavy parts, so reading and writing run while a chunk is predicted.
 
 Every output row carries the model name and version that scored it, the scoring time, its
 position in the input (``input_row``) and the input's own columns that are not features (ids,
@@ -12,12 +15,16 @@ file beside the target and renamed at the end: a failed run leaves the previous 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from types import TracebackType
+from typing import Any, Final, Generic, TypeVar
 
 import numpy as np
 import orjson
@@ -27,6 +34,7 @@ import pyarrow.parquet as pq
 
 from ctcd.batch.model import ScoringModel
 from ctcd.batch.rows import check_rows
+from ctcd.data.sources import BadLine, read_csv
 from ctcd.data.spec import DatasetSpec
 from ctcd.errors import InvalidParams
 from ctcd.serving.errors import ModelRejectedInput
@@ -35,11 +43,22 @@ from ctcd.serving.schema import InputSchema, Table
 DEFAULT_CHUNK_ROWS: Final = 100_000
 PARQUET: Final = (".parquet", ".pq")
 CSV: Final = (".csv", ".csv.gz")
-# What a CSV numeric field may say for "no value"; text columns keep these words as text
-# (a category may well be "none" or "NA").
-_CSV_NULLS: Final = ["", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None", "<NA>", "#N/A"]
+PIPELINE_DEPTH: Final = 2  # chunks waiting between two steps
+MAX_LINE_CHARS: Final = 10_000  # of an unparsable line kept in its reject
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Rows read (``frame``; ``text``: its values came from text, as in CSV) and the lines
+    around them that did not parse (they become rejects)."""
+
+    frame: pd.DataFrame
+    text: bool = False
+    bad_lines: tuple[BadLine, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,24 @@ class ScoredChunk:
 
     predictions: pd.DataFrame
     rejects: pd.DataFrame
+
+    @property
+    def rows(self) -> int:
+        """Input rows the chunk stands for: each is scored or rejected."""
+        return len(self.predictions) + len(self.rejects)
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """A chunk after checking and predicting, before its output frames are built."""
+
+    frame: pd.DataFrame
+    first_row: int
+    kept: np.ndarray
+    output: dict[str, np.ndarray]
+    rejects: dict[int, str]
+    bad_lines: tuple[BadLine, ...] = ()
+    versions: np.ndarray | None = None  # the version that answered each kept row, if known
 
 
 @dataclass
@@ -80,6 +117,14 @@ def score_chunk(
 ) -> ScoredChunk:
     """Score one frame: rows failing the signature (or the spec's ranges and categories, or
     refused by the model) become rejects; the rest are predicted in one call."""
+    predicted = predict_chunk(model, frame, first_row=first_row, spec=spec, text=text)
+    return assemble(model, predicted, scored_at or datetime.now(UTC), extra)
+
+
+def predict_chunk(model: ScoringModel, frame: pd.DataFrame, *, first_row: int = 0,
+                  spec: DatasetSpec | None = None, text: bool = False,
+                  bad_lines: tuple[BadLine, ...] = ()) -> Predicted:
+    """Check ``frame``'s rows and predict the good ones in one call."""
     schema = model.schema
     require_columns(schema, frame.columns, "input")
     rows = len(frame)
@@ -88,6 +133,9 @@ def score_chunk(
     rejects = dict(checked.rejects)
     kept = checked.kept
     output: dict[str, np.ndarray] = {}
+    answered: list[np.ndarray] | None = getattr(model.model, "answered", None)
+    if answered is not None:
+        answered.clear()  # a remote predictor records the version of each row it scores
     if checked.table is not None:
         result, refused = predict_isolating(model, checked.table)
         if refused:
@@ -97,19 +145,34 @@ def score_chunk(
             keep[list(refused)] = False
             kept = kept[keep]
         output = result
-    when = scored_at or datetime.now(UTC)
-    passthrough = [c for c in frame.columns if c not in set(schema.names)]
+    versions = np.concatenate(answered) if answered else None
+    return Predicted(frame, first_row, kept, output, rejects, bad_lines, versions)
+
+
+def assemble(model: ScoringModel, predicted: Predicted, when: datetime,
+             extra: Mapping[str, Any] | None = None) -> ScoredChunk:
+    """The output frames of a predicted chunk: predictions (input order, with the input's
+    columns that are not features) and rejects (row checks first, then unparsable lines)."""
+    frame, kept = predicted.frame, predicted.kept
+    passthrough = [c for c in frame.columns if c not in set(model.schema.names)]
     out = frame.iloc[kept][passthrough].reset_index(drop=True) if passthrough else pd.DataFrame(
         index=pd.RangeIndex(len(kept)))
-    out.insert(0, "input_row", kept.astype("int64") + first_row)
-    for name, values in output.items():
+    out.insert(0, "input_row", kept.astype("int64") + predicted.first_row)
+    for name, values in predicted.output.items():
         out[name] = values
     out["model_name"] = _constant(model.name, len(out))
-    out["model_version"] = _constant(model.version, len(out))
+    if predicted.versions is not None and len(predicted.versions) == len(out):
+        out["model_version"] = predicted.versions
+    else:
+        out["model_version"] = _constant(model.version, len(out))
     out["scored_at"] = pd.Timestamp(when)
     for key, value in (extra or {}).items():
         out[key] = _constant(value, len(out)) if isinstance(value, str) else value
-    return ScoredChunk(out, rejects_frame(frame, rejects, first_row, model, when, extra))
+    rejects = rejects_frame(frame, predicted.rejects, predicted.first_row, model, when, extra)
+    if predicted.bad_lines:
+        lines = unparsable_frame(predicted.bad_lines, model, when, extra)
+        rejects = pd.concat([rejects, lines], ignore_index=True) if len(rejects) else lines
+    return ScoredChunk(out, rejects)
 
 
 def _constant(value: str, rows: int) -> Any:
@@ -168,6 +231,23 @@ def rejects_frame(frame: pd.DataFrame, rejects: Mapping[int, str], first_row: in
         "data": [orjson.dumps(r, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode()
                  for r in records],
     })
+    return _stamp(out, model, when, extra)
+
+
+def unparsable_frame(lines: tuple[BadLine, ...], model: ScoringModel, when: datetime,
+                     extra: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """One reject per line that did not parse: no row position (it is not a row), the line
+    number in the reason, the line's text as ``data``."""
+    out = pd.DataFrame({
+        "input_row": pd.array([None] * len(lines), dtype="Int64"),
+        "reason": [line.reason for line in lines],
+        "data": [line.text[:MAX_LINE_CHARS] for line in lines],
+    })
+    return _stamp(out, model, when, extra)
+
+
+def _stamp(out: pd.DataFrame, model: ScoringModel, when: datetime,
+           extra: Mapping[str, Any] | None) -> pd.DataFrame:
     out["model_name"] = model.name
     out["model_version"] = model.version
     out["scored_at"] = pd.Timestamp(when)
@@ -225,18 +305,49 @@ def count_rows(path: Path) -> int | None:
 
 
 def read_chunks(path: Path, chunk_rows: int, schema: InputSchema | None = None
-                ) -> Iterator[pd.DataFrame]:
-    """Frames of at most ``chunk_rows`` rows, read lazily."""
+                ) -> Iterator[Chunk]:
+    """Chunks of at most ``chunk_rows`` rows, read lazily. In a CSV file the signature's
+    columns are read as text (numbers are parsed row by row when checked, so one bad value
+    rejects its row), an empty field is null, and lines that do not parse come with the
+    chunk read after them."""
     if file_kind(path) == "parquet":
-        source = pq.ParquetFile(path)
+        # pre_buffer (pyarrow's default) keeps every row group's read buffers until the
+        # file is closed: memory grew with the file (+190 MB over 10 M rows); without it,
+        # reading holds one row group.
+        source = pq.ParquetFile(path, pre_buffer=False)
         for batch in source.iter_batches(batch_size=chunk_rows):
-            yield batch.to_pandas()
+            yield Chunk(batch.to_pandas())
         return
-    text = {c.name for c in (schema.columns if schema else ()) if c.kind == "string"}
-    header = pd.read_csv(path, nrows=0).columns
-    nulls = {c: ([""] if c in text else _CSV_NULLS) for c in header}
-    yield from pd.read_csv(path, chunksize=chunk_rows, keep_default_na=False,
-                           na_values=nulls, dtype={c: str for c in text if c in header})
+    bad: list[BadLine] = []
+    text = [c.name for c in (schema.columns if schema else ())]
+    with pa.input_stream(str(path)) as stream:  # .gz is decompressed on the fly
+        yield from chunks_of(read_csv(stream, str(path), text_columns=text,
+                                      on_bad_line=bad.append, empty_text_is_null=True),
+                             chunk_rows, bad)
+
+
+def chunks_of(items: Iterable[tuple[str, pa.RecordBatch | pa.Schema]], chunk_rows: int,
+              bad: list[BadLine]) -> Iterator[Chunk]:
+    """Record batches (each file's schema first, as sources yield them) as chunks of at most
+    ``chunk_rows`` rows; ``bad`` collects the lines a CSV reader could not parse, and they go
+    with the next chunk (or one with no rows of its own)."""
+    schema: pa.Schema | None = None
+    text = False
+    for origin, item in items:
+        if isinstance(item, pa.Schema):
+            schema, text = item, origin.lower().endswith(CSV)
+            continue
+        lines, bad[:] = tuple(bad), []
+        if not item.num_rows:
+            if lines:
+                yield Chunk(item.to_pandas(), text, lines)
+            continue
+        for lo in range(0, item.num_rows, chunk_rows):
+            yield Chunk(item.slice(lo, chunk_rows).to_pandas(), text, lines)
+            lines = ()
+    if bad and schema is not None:
+        yield Chunk(schema.empty_table().to_pandas(), text, tuple(bad))
+        bad.clear()
 
 
 class FrameWriter:
@@ -281,6 +392,132 @@ class FrameWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+class Pipelined(Generic[T, R]):
+    """``work(item)`` for each item, in order, as three overlapping steps: a reader thread
+    pulls ``items``, a worker thread applies ``work``, and the caller iterates the results.
+    At most ``depth`` items wait between two steps, so memory stays bounded.
+
+    ``with Pipelined(items, work) as results: for r in results: ...``. An error in the
+    reader or the worker is raised from the results iterator in the caller's thread (so a
+    sink there rolls back); leaving the block early stops both threads. The caller's thread
+    keeps what must stay in it: database connections, Airflow's task context.
+    """
+
+    def __init__(self, items: Iterable[T], work: Callable[[T], R], *,
+                 depth: int = PIPELINE_DEPTH) -> None:
+        self._items, self._work = items, work
+        self._ahead: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._behind: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._threads = [threading.Thread(target=self._read, name="ctcd-score-read", daemon=True),
+                         threading.Thread(target=self._run, name="ctcd-score-work", daemon=True)]
+
+    def __enter__(self) -> Iterator[R]:
+        for thread in self._threads:
+            thread.start()
+        return self._results()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _results(self) -> Iterator[R]:
+        while True:
+            item = self._get(self._behind)
+            if item is _END:
+                return
+            yield item
+
+    def _get(self, source: queue.Queue[Any]) -> Any:
+        """The next item; _END when stopped (the caller raises the first error)."""
+        while True:
+            if self._errors:
+                raise self._errors[0]
+            try:
+                return source.get(timeout=_POLL_S)
+            except queue.Empty:
+                if self._stop.is_set() and not self._errors:
+                    return _END
+
+    def _put(self, target: queue.Queue[Any], item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                target.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fail(self, error: BaseException) -> None:
+        self._errors.append(error)
+        self._stop.set()
+
+    def _read(self) -> None:
+        iterator = iter(self._items)
+        try:
+            for item in iterator:
+                if not self._put(self._ahead, item):
+                    return
+            self._put(self._ahead, _END)
+        except BaseException as err:
+            self._fail(err)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._get(self._ahead)
+                if item is _END:
+                    self._put(self._behind, _END)
+                    return
+                if self._stop.is_set():
+                    return
+                if not self._put(self._behind, self._work(item)):
+                    return
+        except BaseException as err:
+            if not self._errors:  # the reader's error is already there
+                self._fail(err)
+
+
+_END: Final = object()
+_POLL_S: Final = 0.05
+
+
+@contextmanager
+def score_chunks(model: ScoringModel, chunks: Iterable[Chunk], *,
+                 spec: DatasetSpec | None = None, scored_at: datetime | None = None,
+                 extra: Mapping[str, Any] | None = None,
+                 depth: int = PIPELINE_DEPTH) -> Iterator[Iterator[ScoredChunk]]:
+    """Scored chunks of ``chunks``, read ahead and predicted in threads (:class:`Pipelined`);
+    the output frames are built in the caller's thread as it iterates."""
+    when = scored_at or datetime.now(UTC)
+    first = 0
+
+    def predict(chunk: Chunk) -> Predicted:  # one worker thread: ``first`` needs no lock
+        nonlocal first
+        predicted = predict_chunk(model, chunk.frame, first_row=first, spec=spec,
+                                  text=chunk.text, bad_lines=chunk.bad_lines)
+        first += len(chunk.frame)
+        return predicted
+
+    with Pipelined(chunks, predict, depth=depth) as predicted:
+        yield (assemble(model, p, when, extra) for p in predicted)
+
+
+def reason_counts(rejects: pd.DataFrame) -> dict[str, int]:
+    """Rejects per field (a reason's text before its first colon)."""
+    if not len(rejects):
+        return {}
+    fields = rejects["reason"].astype(str).str.split(":", n=1).str[0]
+    return {str(k): int(n) for k, n in fields.value_counts().items()}
+
+
 def score_file(
     model: ScoringModel,
     source: Path,
@@ -300,34 +537,34 @@ def score_file(
         raise InvalidParams(f"{source}: no such file")
     output = output or default_output(source)
     rejects = rejects or default_rejects(output)
-    text = file_kind(source) == "csv"
+    file_kind(source)
     file_kind(output)  # refuse unknown output types before any work
     file_kind(rejects)
     summary = Summary(model_name=model.name, model_version=model.version,
                       output=str(output), rejects=str(rejects))
     started, when = time.perf_counter(), datetime.now(UTC)
     out, bad = FrameWriter(output), FrameWriter(rejects)
-    last: pd.DataFrame | None = None
+    empty: pd.DataFrame | None = None  # the columns predictions have, for an all-rejected run
     try:
-        for frame in read_chunks(source, chunk_rows, model.schema):
-            chunk = score_chunk(model, frame, first_row=summary.rows, spec=spec, text=text,
-                                scored_at=when)
-            if len(chunk.predictions):
-                out.write(chunk.predictions)
-            last = chunk.predictions
-            if len(chunk.rejects):
-                bad.write(chunk.rejects)
-                for reason in chunk.rejects["reason"]:
-                    key = str(reason).split(":", 1)[0]
-                    summary.reasons[key] = summary.reasons.get(key, 0) + 1
-            summary.rows += len(frame)
-            summary.scored += len(chunk.predictions)
-            summary.rejected += len(chunk.rejects)
-            summary.chunks += 1
-            if progress is not None:
-                progress(len(frame))
-        if not out.rows and last is not None:
-            out.write(last)  # every row rejected: an empty file with the columns it has
+        with score_chunks(model, read_chunks(source, chunk_rows, model.schema), spec=spec,
+                          scored_at=when) as chunks:
+            for chunk in chunks:
+                if len(chunk.predictions):
+                    out.write(chunk.predictions)
+                elif empty is None:
+                    empty = chunk.predictions.iloc[:0]
+                if len(chunk.rejects):
+                    bad.write(chunk.rejects)
+                    for key, count in reason_counts(chunk.rejects).items():
+                        summary.reasons[key] = summary.reasons.get(key, 0) + count
+                summary.rows += chunk.rows
+                summary.scored += len(chunk.predictions)
+                summary.rejected += len(chunk.rejects)
+                summary.chunks += 1
+                if progress is not None:
+                    progress(chunk.rows)
+        if not out.rows and empty is not None:
+            out.write(empty)  # every row rejected: an empty file with the columns it has
     except BaseException:
         out.abort()
         bad.abort()

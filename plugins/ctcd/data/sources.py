@@ -14,12 +14,18 @@ Both copy a partition in bounded memory: record batches go one at a time into a 
 Parquet file (:func:`ctcd.data.snapshots.atomic_path`), never a whole frame. A file that
 cannot be read (truncated Parquet, a CSV in another encoding) stops the run with a
 :class:`DataValidationError` naming the file and what to do.
+
+A CSV line the parser cannot split into the header's fields (too many or too few, or an
+unterminated quote) stops a training run too, naming the line. A scoring job passes
+``on_bad_line`` instead: the line is handed to it (:class:`BadLine`, with its line number)
+and the rest of the file is read.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -36,6 +42,29 @@ if TYPE_CHECKING:
 BATCH_ROWS = 64_000
 PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 SUFFIXES = (".parquet", ".csv")
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A CSV line that does not split into the header's fields."""
+
+    origin: str
+    line: int | None  # physical line number, 1-based (the header is line 1)
+    text: str
+    expected: int
+    found: int
+
+    @property
+    def reason(self) -> str:
+        where = f"line {self.line}" if self.line else "a line"
+        quote = (" (an unterminated quote ran on over the lines after it)"
+                 if "\n" in self.text else "")
+        fields = f"{self.found} field" + ("" if self.found == 1 else "s")
+        return (f"unparsable: {where} of {Path(self.origin).name}: {fields} where the header "
+                f"has {self.expected}{quote}")
+
+
+OnBadLine = Callable[[BadLine], None]
 
 
 class Source(Protocol):
@@ -180,14 +209,24 @@ class LandingSource:
             key=lambda f: f.name,
         )
 
-    def batches(self, day: date) -> Iterator[tuple[str, pa.RecordBatch | pa.Schema]]:
+    def batches(self, day: date, *, on_bad_line: OnBadLine | None = None,
+                text_columns: Collection[str] = ()
+                ) -> Iterator[tuple[str, pa.RecordBatch | pa.Schema]]:
+        """Also, for CSV files: ``on_bad_line`` takes lines that do not parse (default: they
+        stop the read); ``text_columns`` are read as text besides the spec's ids, dates and
+        categories (a scoring job reads numeric features as text and parses them row by row,
+        so one bad value rejects its row, not the file)."""
         for path in self.files(day):
             origin = str(path)
             with path.open("rb") as handle:
                 if path.name.endswith(".parquet"):
                     yield from _parquet_batches(handle, origin)
                 else:
-                    yield from _csv_batches(handle, origin, self.spec)
+                    text = [self.spec.id_column, *self.spec.categorical_features, *text_columns]
+                    if self.spec.partition_column:
+                        text.append(self.spec.partition_column)
+                    yield from read_csv(handle, origin, text_columns=text,
+                                        on_bad_line=on_bad_line)
 
 
 def _parquet_batches(handle: Any, origin: str) -> Iterator[tuple[str, Any]]:
@@ -195,7 +234,9 @@ def _parquet_batches(handle: Any, origin: str) -> Iterator[tuple[str, Any]]:
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(handle)
+        # Without pre_buffer: with it, pyarrow keeps each row group's buffers until the file
+        # is closed, so memory would grow with the file.
+        parquet = pq.ParquetFile(handle, pre_buffer=False)
         yield origin, parquet.schema_arrow
         yield from ((origin, b) for b in parquet.iter_batches(batch_size=BATCH_ROWS))
     except (pa.ArrowInvalid, OSError) as err:
@@ -205,32 +246,104 @@ def _parquet_batches(handle: Any, origin: str) -> Iterator[tuple[str, Any]]:
         ) from err
 
 
-def _csv_batches(handle: Any, origin: str, spec: DatasetSpec) -> Iterator[tuple[str, Any]]:
+def read_csv(handle: Any, origin: str, *, text_columns: Collection[str] = (),
+             on_bad_line: OnBadLine | None = None, empty_text_is_null: bool = False,
+             block_size: int = 8 << 20) -> Iterator[tuple[str, Any]]:
+    """(origin, schema) then (origin, record batch) pairs of a CSV file, read block by block.
+
+    ``text_columns`` are read as text whatever they look like (ids, dates, categories); the
+    others are inferred from the first block, so a column of the wrong type reaches
+    validation and is named there. A line with the wrong number of fields goes to
+    ``on_bad_line`` when given; otherwise it stops the read with a DataValidationError naming
+    the line. ``empty_text_is_null``: an empty field of a text column is null, not ``""``.
+    """
     import pyarrow as pa
     from pyarrow import csv
 
-    # Ids, dates and categories are text whatever they look like; numeric columns are
-    # inferred, so a column of the wrong type reaches validation and is named there.
-    text = [spec.id_column, *spec.categorical_features]
-    if spec.partition_column:
-        text.append(spec.partition_column)
-    options = csv.ConvertOptions(column_types={name: pa.string() for name in text})
+    seen: list[BadLine] = []
+    lines = _EmptyLines(handle)
+
+    def bad_row(row: Any) -> str:
+        number = lines.physical(row.number) if row.number else None
+        line = BadLine(origin, number, row.text, row.expected_columns, row.actual_columns)
+        if on_bad_line is None:
+            seen.append(line)
+            return "error"
+        on_bad_line(line)
+        return "skip"
+
+    options = csv.ConvertOptions(column_types={name: pa.string() for name in text_columns},
+                                 strings_can_be_null=empty_text_is_null,
+                                 **({"null_values": [""]} if empty_text_is_null else {}))
     try:
+        # One thread: the parser then knows each line's number (the caller overlaps reading
+        # with its own work in a thread of its own).
         reader = csv.open_csv(
-            handle,
-            read_options=csv.ReadOptions(block_size=8 << 20),
+            lines,
+            read_options=csv.ReadOptions(block_size=block_size, use_threads=False),
+            parse_options=csv.ParseOptions(invalid_row_handler=bad_row),
             convert_options=options,
         )
         yield origin, reader.schema
         for batch in reader:
             yield origin, batch
     except pa.ArrowInvalid as err:
+        if seen:
+            raise DataValidationError(
+                f"{origin}: {seen[0].reason.removeprefix('unparsable: ')}: "
+                f"{seen[0].text[:200]!r}. Fix the line (its quoting, or a comma inside an "
+                "unquoted value) and re-run."
+            ) from err
         hint = (
             " Save the file as UTF-8."
             if "utf8" in str(err).lower() or "utf-8" in str(err).lower()
             else " Check the file's delimiter (a comma), quoting and encoding (UTF-8)."
         )
         raise DataValidationError(f"{origin} is not a readable CSV file ({err}).{hint}") from err
+
+
+_EMPTY_LINE = re.compile(rb"(?<=\n)\r?\n")  # a line end right at a line start
+_LINE_SO_FAR = {b"": b"\n", b"\r": b"\n\r"}  # the current line's start, as text before data
+
+
+class _EmptyLines:
+    """Reads a CSV file for the parser and notes its empty lines: the parser skips them
+    without counting them, so its line numbers are mapped back to the file's own."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.empty: deque[int] = deque()  # line numbers (1-based) of empty lines, ascending
+        self._skipped = 0  # empty lines before the last line asked about
+        self._lines = 1  # the line the next byte is on
+        self._partial = b"x"  # the current line so far, cut to 2 bytes (the header: not empty)
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self.raw.read(size)
+        prefix = _LINE_SO_FAR.get(self._partial, b"x")
+        text = prefix + data
+        line, last = self._lines - prefix.count(b"\n"), 0
+        for match in _EMPTY_LINE.finditer(text):
+            line += text.count(b"\n", last, match.start())
+            last = match.start()
+            self.empty.append(line)
+        self._lines += data.count(b"\n")
+        end = data.rfind(b"\n")
+        self._partial = data[end + 1:end + 3] if end >= 0 else (self._partial + data)[:2]
+        return data
+
+    def physical(self, number: int) -> int:
+        """The file's line number of the parser's line ``number`` (asked in ascending order,
+        as the parser reports lines: empty lines before it are counted and let go)."""
+        line = number + self._skipped
+        while self.empty and self.empty[0] <= line:
+            self.empty.popleft()
+            self._skipped += 1
+            line += 1
+        return line
+
+    @property
+    def closed(self) -> bool:
+        return bool(getattr(self.raw, "closed", False))
 
 
 # --- a SQL query through an Airflow connection -------------------------------------------

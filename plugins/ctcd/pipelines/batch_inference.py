@@ -118,27 +118,28 @@ def plan(conf: Mapping[str, Any], event: Mapping[str, Any] | None, tracking: Tra
             "partitions": [d.isoformat() for d in chosen]}
 
 
-def _frames(source: Any, day: date, chunk_rows: int) -> Iterator[tuple[Any, bool]]:
-    """(frame, came from text) of at most ``chunk_rows`` rows, read lazily."""
-    import pyarrow as pa
+def _chunks(source: Any, day: date, chunk_rows: int, columns: tuple[str, ...]) -> Iterator[Any]:
+    """Chunks of at most ``chunk_rows`` rows, read lazily. Lines of a landed CSV file that do
+    not parse come with them (they become rejects, the rest is scored), and its feature
+    columns are read as text and parsed row by row, so a bad value rejects its row."""
+    from ctcd.batch.score import chunks_of
+    from ctcd.data.sources import BadLine, LandingSource
 
-    for origin, item in source.batches(day):
-        if isinstance(item, pa.Schema):
-            continue
-        text = origin.lower().endswith((".csv", ".csv.gz"))
-        for lo in range(0, item.num_rows, chunk_rows):
-            yield item.slice(lo, chunk_rows).to_pandas(), text
+    bad: list[BadLine] = []
+    if isinstance(source, LandingSource):
+        items = source.batches(day, on_bad_line=bad.append, text_columns=columns)
+    else:
+        items = source.batches(day)
+    yield from chunks_of(items, chunk_rows, bad)
 
 
 def score_partition(conf: Mapping[str, Any], planned: Mapping[str, Any], day: str,
                     run_id: str, tracking: Tracking) -> dict[str, Any]:
     """Score partition ``day`` into the sink in one replacing write; returns the counts.
     Raises :class:`TooManyRejects` after writing when the rejected share is too high."""
-    import numpy as np
-
     from ctcd.batch.endpoint import RemotePredictor, endpoint_model
     from ctcd.batch.model import ScoringModel, load_version
-    from ctcd.batch.score import score_chunk
+    from ctcd.batch.score import reason_counts, score_chunks
 
     params = parse_params(conf)
     spec = load_spec(params.dataset)
@@ -158,21 +159,20 @@ def score_partition(conf: Mapping[str, Any], planned: Mapping[str, Any], day: st
     rows = scored = rejected = 0
     versions: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
+    chunks = _chunks(_source(params, spec), partition, params.chunk_rows, model.schema.names)
     try:
-        with _sink(params, spec, run_id).partition(partition) as writer:
-            for frame, text in _frames(_source(params, spec), partition, params.chunk_rows):
-                if remote is not None:
-                    remote.answered.clear()
-                chunk = score_chunk(model, frame, first_row=rows, spec=spec, text=text,
-                                    scored_at=when)
-                if remote is not None and len(chunk.predictions):
-                    chunk.predictions["model_version"] = np.concatenate(remote.answered)
+        # Reading and predicting run in threads, overlapped; the sink (its connection, its
+        # transaction) stays in this thread.
+        with _sink(params, spec, run_id).partition(partition) as writer, \
+                score_chunks(model, chunks, spec=spec, scored_at=when) as scored_chunks:
+            for chunk in scored_chunks:
                 writer.write(chunk)
-                rows += len(frame)
+                rows += chunk.rows
                 scored += len(chunk.predictions)
                 rejected += len(chunk.rejects)
-                versions.update(chunk.predictions["model_version"].astype(str).tolist())
-                reasons.update(str(r).split(":", 1)[0] for r in chunk.rejects["reason"])
+                versions.update({str(v): int(n) for v, n in
+                                 chunk.predictions["model_version"].value_counts().items() if n})
+                reasons.update(reason_counts(chunk.rejects))
     finally:
         if remote is not None:
             remote.close()
