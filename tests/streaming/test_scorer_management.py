@@ -23,9 +23,11 @@ from typer.testing import CliRunner
 
 from ctcd.cli import build
 from ctcd.deployers import ScorerConfig, SupportsScorers, get_deployer, scorers_of
+from ctcd.pipelines.continuous_training import promote
 from ctcd.settings import Settings
 from ctcd.streaming.client import send
 from ctcd.streaming.localredis import LocalRedis
+from ctcd.tracking import get_tracking
 
 pytestmark = pytest.mark.e2e
 
@@ -98,6 +100,16 @@ def test_a_new_champion_reaches_running_scorers_without_losing_requests(
                           stream=stream, redis_url=redis_server.url, replicas=2,
                           options={"batch_size": "32", "reload_interval": "0"})
     local_scorers.deploy_scorer(config, timeout=240)
+    told: list[dict[str, Any]] = []
+
+    def promote_new() -> None:
+        # What continuous_training's promote task runs: the alias moves, and the scorers
+        # following it (reload_interval 0: they never look by themselves) are told.
+        told.append(promote({"model_name": new.name, "version": new.version},
+                            get_tracking()))
+
     figures = change_champion_while_sending(local_scorers, "champion-stream", rclient, stream,
-                                            model_name=old.name, old=old, new=new)
+                                            model_name=old.name, old=old, new=new,
+                                            change=promote_new)
+    assert told == [{"model_name": new.name, "champion": new.version, "scorers_told": 2}]
     assert figures["consumers"] == ["champion-stream-0", "champion-stream-1"]

@@ -315,5 +315,32 @@ def verify(
 
 
 def promote(registered: Mapping[str, Any], tracking: Tracking) -> dict[str, Any]:
+    """Make the verified version the champion, then tell the running streaming scorers
+    that follow ``models:/<name>@champion`` to load it now."""
     tracking.promote(registered["model_name"], registered["version"])
-    return {"model_name": registered["model_name"], "champion": registered["version"]}
+    return {"model_name": registered["model_name"], "champion": registered["version"],
+            "scorers_told": tell_scorers(registered["model_name"])}
+
+
+def tell_scorers(model_name: str) -> int:
+    """Ask every running scorer of the configured deployer that follows ``model_name``'s
+    champion to check the alias now (through the deployer contract's ``reload_scorer``);
+    returns how many replicas were asked. Each one swaps the new version in between batches,
+    so nothing is lost. A scorer that cannot be reached is only logged: the alias has moved,
+    and every scorer also checks it on its own every ``reload_interval``."""
+    from ctcd.deployers import SupportsScorers, get_deployer
+
+    deployer = get_deployer()
+    if not isinstance(deployer, SupportsScorers):
+        return 0
+    told = 0
+    uri = f"models:/{model_name}@champion"
+    for scorer in deployer.find_scorers(model_uri=uri, running=True):
+        try:
+            told += deployer.reload_scorer(scorer.name)
+        except Exception as err:  # one unreachable scorer must not fail promote
+            log.warning("could not tell scorer %s about the new champion (%s); it will "
+                        "load it within its reload interval", scorer.name, err)
+    if told:
+        log.info("told %d scorer replica(s) following %s to load the new champion", told, uri)
+    return told
