@@ -12,10 +12,14 @@ BENCH_SECONDS per cell at concurrency 1, 8 and 32 with 1-row and 100-row request
 protocols (MLflow ``dataframe_split`` on ``/invocations``, V2 tensors on
 ``/v2/models/<name>/infer``). Per cell: rows/s, p50, p99, the server processes' CPU time
 per request, and for ours the rows per predict call it formed (``ctcd_model_batch_rows``)
-and the share of the in-process limit reached (rows/s of calling the model's ``predict``
-directly on batches of that size, in this process). ``mlflow models serve`` runs only
-the cells whose ratio is printed (random forest, MLflow route, 1 row, c=8 and c=32). Then
-our server hot-swaps and canaries a version under load. Ends with one JSON line.
+and the share of the in-process limit reached. The limit of a cell is measured right after
+it, back to back, in a process of its own (``limit.py``, one native thread like the
+servers): rows/s of the model's ``predict``, loaded as the server loads it, called directly
+on the input the server builds, in the mix of batch sizes the server formed in that cell
+(from its histogram's buckets, scaled to its exact mean); both are printed. ``mlflow
+models serve`` runs only the cells whose ratio is printed (random forest, MLflow route, 1
+row, c=8 and c=32). Then our server hot-swaps and canaries a version under load. Ends with
+one JSON line.
 
 Run: ``make bench-serving`` (needs ``wrk``: apt-get install wrk); ``--quick`` for
 development (2 s cells). MLServer is installed on first use into
@@ -286,6 +290,12 @@ def _measure_model(kind: str, model: dict[str, Any], mlserver_bin: Path, work: P
     load on a shared machine drifts over minutes)."""
     name = MODEL_NAME[kind]
     servers = _start_all(kind, model, mlserver_bin, work)
+    try:
+        limit = _Limit(kind, model, work, seconds)
+    except BaseException:
+        for started, _ in servers.values():
+            stop_process_tree(started.proc.pid)
+        raise
     figures: dict[str, dict[str, Any]] = {
         server: {"cold_start_s": started.cold_start_s,
                  "cold_start_s_cpu": started.cold_start_s_cpu}
@@ -311,14 +321,20 @@ def _measure_model(kind: str, model: dict[str, Any], mlserver_bin: Path, work: P
                                          body, rows, concurrency, seconds, started.metrics_url,
                                          driver)
                         cell["runtime"] = started.runtime
+                        if server in ("ctcd", "ctcd_w2"):  # right after the cell
+                            _add_limit(cell, rows, limit, 2 if server == "ctcd_w2" else 1)
                         figures[server][_key(protocol, concurrency, rows)] = cell
                         print(f"  {kind:13s} {server:16s} {protocol:6s} c={concurrency:<3d} "
                               f"rows={rows:<4d} {cell['rows_s']:9.0f} rows/s  p50 "
                               f"{cell['p50_ms']:7.2f} ms  p99 {cell['p99_ms']:7.2f} ms  cpu "
                               f"{cell['cpu_ms_per_req']:.2f} ms/req  batch "
-                              f"{cell.get('batch_rows', 0):.1f}  failed {cell['failed']}",
-                              file=sys.stderr, flush=True)
+                              f"{cell.get('batch_rows', 0):.1f} {_mix(cell)} limit "
+                              f"{cell.get('limit_rows_s', 0):.0f} rows/s ("
+                              f"{cell.get('limit_share', 0):.0%}, CPU "
+                              f"{cell.get('limit_cpu_share', 0):.0%})  failed "
+                              f"{cell['failed']}", file=sys.stderr, flush=True)
     finally:
+        limit.close()
         for started, _ in servers.values():
             stop_process_tree(started.proc.pid)
     # MLServer's two runtimes are one column; its cold start is the faster of the two
@@ -331,10 +347,15 @@ def _measure_model(kind: str, model: dict[str, Any], mlserver_bin: Path, work: P
                                         mlflow_rt["cold_start_s_cpu"])}
     by_server: dict[str, Any] = {**figures, "mlserver": mlserver}
     by_server["same_predictions"] = _same_answers(by_server)
-    by_server["limits"] = _limits(model, by_server)
     by_server["model"] = model["label"]
     by_server["protocols"] = KIND_PROTOCOLS[kind]
     return by_server
+
+
+def _mix(cell: dict[str, Any]) -> str:
+    """The batch sizes a cell formed, as ``[rows x calls, ...]``."""
+    sizes = cell.get("batch_sizes") or []
+    return "[" + ", ".join(f"{rows:.0f}x{calls:.0f}" for rows, calls in sizes) + "]"
 
 
 def _same_answers(by_server: dict[str, Any]) -> bool:
@@ -350,36 +371,57 @@ def _same_answers(by_server: dict[str, Any]) -> bool:
     return same
 
 
-def _limits(model: dict[str, Any], by_server: dict[str, Any]) -> dict[int, float]:
-    """Rows/s of the model's own predict, in this process, on DataFrames of each batch size
-    the server formed (rounded); the share of it each cell reached goes into the cell."""
-    estimator, sample = model["estimator"], model["sample"]
-    limits: dict[int, float] = {}
-    for server in ("ctcd", "ctcd_w2"):
-        for figures in by_server[server].values():
-            if not isinstance(figures, dict) or "batch_rows" not in figures:
-                continue
-            size = max(1, round(figures["batch_rows"]))
-            if size not in limits:
-                limits[size] = _predict_rate(estimator, sample, size)
-            cores = 2 if server == "ctcd_w2" else 1
-            figures["limit_rows_s"] = limits[size] * cores
-            figures["limit_share"] = figures["rows_s"] / figures["limit_rows_s"]
-    return limits
+class _Limit:
+    """The model's in-process limit, measured on request in its own process (``limit.py``):
+    the model the servers load, the input the server builds, one native thread."""
+
+    def __init__(self, kind: str, model: dict[str, Any], work: Path, seconds: float) -> None:
+        # predict time per measurement (split over the batch sizes): a third of a cell
+        self.seconds = max(1.0, seconds / 3)
+        sample = work / f"sample-{kind}.pkl"
+        model["sample"].to_pickle(sample)
+        self.log = work / f"limit-{kind}.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("limit.py")), str(model["dir"]),
+                 str(sample)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                text=True, start_new_session=True)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            self.close()
+            raise RuntimeError(f"limit process did not start; see {self.log}:\n"
+                               f"{self.log.read_text()[-2000:]}")
+
+    def rows_s(self, sizes: list[list[float]]) -> tuple[float, float]:
+        """Rows per second and per CPU second of predict, called back to back on this mix
+        of ``[[rows, calls], ...]``."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"sizes": sizes, "seconds": self.seconds}) + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"limit process died; see {self.log}:\n"
+                               f"{self.log.read_text()[-2000:]}")
+        doc = json.loads(answer)
+        return float(doc["rows_s"]), float(doc["rows_cpu_s"])
+
+    def close(self) -> None:
+        stop_process_tree(self.proc.pid)
 
 
-def _predict_rate(estimator: Any, sample: Any, size: int) -> float:
-    import pandas as pd
-    from threadpoolctl import threadpool_limits
-
-    frame = pd.concat([sample] * (size // len(sample) + 1), ignore_index=True).head(size)
-    with threadpool_limits(1):  # as the servers run (see OMP_NUM_THREADS above)
-        estimator.predict(frame)
-        calls, started = 0, time.perf_counter()
-        while calls < 5 or time.perf_counter() - started < 0.5:
-            estimator.predict(frame)
-            calls += 1
-        return size * calls / (time.perf_counter() - started)
+def _add_limit(cell: dict[str, Any], rows: int, limit: _Limit, cores: int) -> None:
+    """The limit for this cell (measured now, right after it) and the share reached; with
+    ``cores`` worker processes the limit is that many predicts at once. Also the CPU share:
+    predict's CPU per row over the server's CPU per row in the cell, a steadier figure on a
+    shared machine (neither side counts time spent waiting for a core)."""
+    sizes = cell.get("batch_sizes")
+    if not sizes:
+        return
+    rows_s, rows_cpu_s = limit.rows_s(sizes)
+    cell["limit_rows_s"] = rows_s * cores
+    cell["limit_share"] = cell["rows_s"] / cell["limit_rows_s"]
+    server_rows_cpu_s = rows * 1000 / cell["cpu_ms_per_req"]
+    cell["limit_cpu_share"] = server_rows_cpu_s / rows_cpu_s
 
 
 def _swap_under_load(models: dict[str, Any], work: Path, seconds: float) -> dict[str, Any]:
@@ -462,7 +504,8 @@ def _print_table(results: dict[str, Any]) -> None:
     header = (f"{'model':13s} {'route':6s} {'c':>2s} {'rows':>4s} | {'ours rows/s':>11s} "
               f"{'w2 rows/s':>9s} {'MLSrv rows/s':>12s} {'x':>5s} | {'p50 ours/MLSrv ms':>17s} "
               f"| {'p99 ours/MLSrv ms':>17s} | {'cpu ms/req o/M':>14s} {'x':>5s} | "
-              f"{'batch':>5s} {'limit':>5s} | MLServer runtime")
+              f"{'batch':>6s} {'limit rows/s':>12s} {'share':>5s} {'cpu':>4s} | "
+              f"MLServer runtime")
     print(header)
     print("-" * len(header))
     missed: list[str] = []
@@ -479,8 +522,10 @@ def _print_table(results: dict[str, Any]) -> None:
                   f"{w['rows_s']:9.0f} {t['rows_s']:12.0f} {r['rows_s']:5.2f} | "
                   f"{o['p50_ms']:7.2f} / {t['p50_ms']:7.2f} | {o['p99_ms']:7.2f} / "
                   f"{t['p99_ms']:7.2f} | {o['cpu_ms_per_req']:6.2f} /{t['cpu_ms_per_req']:6.2f} "
-                  f"{r['cpu']:5.2f} | {o.get('batch_rows', 0):5.1f} "
-                  f"{(share or 0) * 100:4.0f}% | {t['runtime']}")
+                  f"{r['cpu']:5.2f} | {o.get('batch_rows', 0):6.1f} "
+                  f"{o.get('limit_rows_s', 0):12.0f} {(share or 0) * 100:4.0f}% "
+                  f"{o.get('limit_cpu_share', 0) * 100:3.0f}% | "
+                  f"{t['runtime']}")
         cold = ours["cold_start_s"] / theirs["cold_start_s"]
         if cold > TARGETS["cold_start"]:
             missed.append(f"{kind} cold start x{cold:.2f} > 0.33")
@@ -515,7 +560,7 @@ def _flat(results: dict[str, Any]) -> dict[str, Any]:
                             "workers": 1, "cpus": results["cpus"],
                             "total_s": round(results["total_s"], 1)}
     names = ("req_s", "rows_s", "p50_ms", "p99_ms", "failed", "cpu_ms_per_req", "batch_rows",
-             "limit_share")
+             "limit_rows_s", "limit_share", "limit_cpu_share")
     missed = 0
     for kind, by_server in results["models"].items():
         flat[f"{kind}.same_predictions"] = by_server["same_predictions"]

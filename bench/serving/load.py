@@ -2,8 +2,8 @@
 
 Besides wrk's throughput and latency, a cell records the CPU time the server's processes
 (children included) spent, and the rows per predict call the server formed (from its
-``ctcd_model_batch_rows`` histogram) so the in-process limit can be measured on batches of
-that size.
+``ctcd_model_batch_rows`` histogram: the mean, and the mix of sizes from its buckets) so the
+in-process limit can be measured on batches of those sizes.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ import psutil
 LUA = Path(__file__).with_name("post.lua")
 GRPC_CLIENT = Path(__file__).with_name("grpc_load.py")
 Driver = Callable[[str, Path, int, float], dict[str, Any]]  # (target, body, c, seconds)
-_SAMPLE = re.compile(r"^ctcd_model_batch_rows_(sum|count)\{[^}]*\} ([0-9.e+]+)$", re.MULTILINE)
+_SAMPLE = re.compile(r'^ctcd_model_batch_rows_(sum|count|bucket)\{([^}]*)\} ([0-9.e+]+)$',
+                     re.MULTILINE)
+_LE = re.compile(r'le="([^"]+)"')
 
 
 def cpu_seconds(pid: int) -> float:
@@ -44,15 +46,52 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def batch_rows(metrics_url: str | None) -> tuple[float, float] | None:
-    """(sum, count) of the server's rows-per-predict histogram, over all versions."""
+def batch_histogram(metrics_url: str | None) -> dict[str, Any] | None:
+    """The server's rows-per-predict histogram, summed over versions (and workers):
+    ``{"sum", "count", "buckets": {upper bound: cumulative count}}``."""
     if metrics_url is None:
         return None
-    text = httpx.get(metrics_url, timeout=10).text
-    totals = {"sum": 0.0, "count": 0.0}
-    for part, value in _SAMPLE.findall(text):
-        totals[part] += float(value)
-    return totals["sum"], totals["count"]
+    return parse_batch_histogram(httpx.get(metrics_url, timeout=10).text)
+
+
+def parse_batch_histogram(text: str) -> dict[str, Any]:
+    """:func:`batch_histogram` from a Prometheus exposition text."""
+    totals: dict[str, Any] = {"sum": 0.0, "count": 0.0, "buckets": {}}
+    for part, labels, value in _SAMPLE.findall(text):
+        if part != "bucket":
+            totals[part] += float(value)
+            continue
+        bound = _LE.search(labels)
+        if bound is not None:
+            le = float(bound.group(1))
+            totals["buckets"][le] = totals["buckets"].get(le, 0.0) + float(value)
+    return totals
+
+
+def batch_sizes(before: dict[str, Any], after: dict[str, Any]) -> list[list[float]]:
+    """The batch sizes of the predicts between two histogram readings, as
+    ``[[rows, calls], ...]``: one size per histogram bucket that got calls, the bucket's
+    midpoint, all scaled by one factor so that the mix has the mean the server reported
+    (its exact rows / calls), each kept inside its bucket."""
+    inf = float("inf")
+    cumulative = [(le, after["buckets"][le] - before["buckets"].get(le, 0.0))
+                  for le in sorted(after["buckets"]) if le != inf]
+    cumulative.append((inf, after["count"] - before["count"]))  # above the last bound
+    used: list[tuple[float, float, float]] = []  # (lower bound, upper bound, calls)
+    low = below = 0.0
+    for le, up_to in cumulative:
+        if up_to - below > 0:
+            used.append((low, le, up_to - below))
+        low, below = le, up_to
+    total_calls = after["count"] - before["count"]
+    if not used or total_calls <= 0:
+        return []
+    mean = (after["sum"] - before["sum"]) / total_calls
+    # above the last bound only the mean says how large a batch was
+    mids = [(lo, hi, n, (lo + 1 + hi) / 2 if hi != inf else max(mean, lo + 1))
+            for lo, hi, n in used]
+    scale = mean * sum(n for *_, n, _ in mids) / sum(n * mid for *_, n, mid in mids)
+    return [[float(min(hi, max(lo + 1, round(mid * scale)))), n] for lo, hi, n, mid in mids]
 
 
 def wrk(url: str, body: Path, concurrency: int, seconds: float) -> dict[str, Any]:
@@ -87,9 +126,9 @@ def grpc(target: str, request: Path, concurrency: int, seconds: float) -> dict[s
 
 def cell(pid: int, url: str, body: Path, rows: int, concurrency: int, seconds: float,
          metrics_url: str | None, driver: Driver = wrk) -> dict[str, Any]:
-    """One load run at one concurrency, with the server's CPU per request and mean batch
-    rows."""
-    before_batches = batch_rows(metrics_url)
+    """One load run at one concurrency, with the server's CPU per request, its mean batch
+    rows and the mix of batch sizes it formed (``batch_sizes``)."""
+    before_batches = batch_histogram(metrics_url)
     before_cpu = cpu_seconds(pid)
     started = time.perf_counter()
     figures = driver(url, body, concurrency, seconds)
@@ -97,9 +136,10 @@ def cell(pid: int, url: str, body: Path, rows: int, concurrency: int, seconds: f
         1, figures["requests"])
     figures["wall_s"] = time.perf_counter() - started
     figures["rows_s"] = figures["req_s"] * rows
-    after_batches = batch_rows(metrics_url)
+    after_batches = batch_histogram(metrics_url)
     if before_batches is not None and after_batches is not None:
-        predicts = after_batches[1] - before_batches[1]
+        predicts = after_batches["count"] - before_batches["count"]
         if predicts > 0:
-            figures["batch_rows"] = (after_batches[0] - before_batches[0]) / predicts
+            figures["batch_rows"] = (after_batches["sum"] - before_batches["sum"]) / predicts
+            figures["batch_sizes"] = batch_sizes(before_batches, after_batches)
     return figures

@@ -8,11 +8,13 @@ one.) Under load the batcher
 sizes batches by the concurrency it sees: it counts the requests in flight (received,
 not yet answered), and when fewer than that many are queued as the model becomes free, it
 waits for the rest while they keep arriving (at most one predict's time, and never once
-arrivals pause for ``ARRIVAL_GAP_S``). A predict's fixed cost (a 100-tree forest spends
-about as long on 1 row as on 30) is then paid once per wave of clients instead of once per
-half of them, which is where closed-loop traffic settles without the wait: two cohorts
-alternating, each half the size. Batches never exceed ``max_rows``. ``max_wait_ms`` > 0
-instead holds every batch open that long (a fixed timer).
+arrivals pause for ``ARRIVAL_GAP_S`` or half a predict's time, whichever is longer: a
+client's turnaround, longer over gRPC than HTTP, is not a pause). A predict's fixed cost
+(a 100-tree forest spends about as long on 1 row as on 30) is then paid once per wave of
+clients instead of once per half of them, which is where closed-loop traffic settles
+without the wait: two cohorts alternating, each half the size. Batches never exceed
+``max_rows``. ``max_wait_ms`` > 0 instead holds every batch open that long (a fixed
+timer).
 
 Requests that name their outputs (V2 ``outputs``, e.g. ``predict_proba``) join the same
 queue: a batch makes one call per output any of its requests asked for, each on the whole
@@ -153,7 +155,12 @@ class Batcher:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
-        deadline = loop.time() + min(MAX_WAIT_S, max(ARRIVAL_GAP_S, self._predict_s or 0.0))
+        predict_s = self._predict_s or 0.0
+        deadline = loop.time() + min(MAX_WAIT_S, max(ARRIVAL_GAP_S, predict_s))
+        # a pause in arrivals shorter than a client's turnaround is not the end of a wave:
+        # gRPC's (answer sent, next request accepted, both through its poller thread) is
+        # longer than HTTP's, and grows with the GIL the predict thread holds
+        gap = max(ARRIVAL_GAP_S, predict_s / 2)
         seen = self._arrivals
         handle: asyncio.TimerHandle | None = None
 
@@ -166,9 +173,9 @@ class Batcher:
                 waiter.set_result(None)
                 return
             seen = self._arrivals
-            handle = loop.call_later(ARRIVAL_GAP_S, check)
+            handle = loop.call_later(gap, check)
 
-        handle = loop.call_later(ARRIVAL_GAP_S, check)
+        handle = loop.call_later(gap, check)
         try:
             await waiter
         finally:

@@ -80,8 +80,29 @@ class Scored:
         await send({"type": "http.response.body", "body": self.body})
 
 
+# the request headers the prediction routes read (ASGI header names are lower-case)
+_BINARY_HEADER = v2_binary.HEADER.lower().encode("latin-1")
+_HOT_HEADERS = frozenset((b"authorization", b"content-length", b"content-type",
+                          _BINARY_HEADER))
+
+
+def hot_headers(request: Request) -> dict[bytes, str]:
+    """The headers the prediction routes read, from one pass over the ASGI scope's raw
+    headers (the first of a repeated name, as Starlette's ``Headers.get`` gives), kept in
+    the scope: cheaper per request than building ``Headers`` and scanning it per lookup."""
+    scope = request.scope
+    found: dict[bytes, str] | None = scope.get("ctcd.headers")
+    if found is None:
+        found = {}
+        for key, value in scope["headers"]:
+            if key in _HOT_HEADERS and key not in found:
+                found[key] = value.decode("latin-1")
+        scope["ctcd.headers"] = found
+    return found
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+    declared = hot_headers(request).get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(int(declared), limit)
     chunks: list[bytes] = []
@@ -104,7 +125,8 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
         return await read_body(request, config.max_body_bytes)
 
     def predict_auth(request: Request) -> None:
-        auth.check_token(request.headers.get("authorization"), config.token, "predictions")
+        auth.check_token(hot_headers(request).get(b"authorization"), config.token,
+                         "predictions")
 
     # -- MLflow scoring protocol -------------------------------------------------------
     async def ping(request: Request) -> Response:
@@ -118,7 +140,7 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
     async def invocations(request: Request) -> Scored:
         predict_auth(request)
         data = await body(request)
-        content_type = request.headers.get("content-type")
+        content_type = hot_headers(request).get(b"content-type")
         slot = server.registry.pick()
         result = await server.score(
             slot, "mlflow",
@@ -152,16 +174,16 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
     async def v2_infer(request: Request) -> Scored:
         predict_auth(request)
         data = await body(request)
-        headers = request.headers
+        headers = hot_headers(request)
         # no await between picking the version and scoring on it
         slot = server.slot_for(request.path_params["name"], request.path_params.get("version"),
                                routed=True)
         assert slot is not None
-        content_type = headers.get("content-type")
+        content_type = headers.get(b"content-type")
         outputs = slot.model.output_names
 
         def decode(schema: Any) -> ScoringRequest:
-            length = v2_binary.header_length(headers.get(v2_binary.HEADER), len(data))
+            length = v2_binary.header_length(headers.get(_BINARY_HEADER), len(data))
             if length is None:
                 return v2_protocol.decode(data, content_type, schema, outputs)
             return v2_binary.decode(data, length, content_type, schema, outputs)
