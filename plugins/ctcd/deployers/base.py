@@ -76,6 +76,13 @@ def redact_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+def known_fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The items of ``data`` that are fields of the dataclass ``cls`` (a record written by
+    another release may hold more, or fewer, keys)."""
+    known = cls.__dataclass_fields__  # type: ignore[attr-defined]
+    return {k: v for k, v in data.items() if k in known}
+
+
 @dataclass(frozen=True, kw_only=True)
 class DeploymentConfig:
     """What to serve, where to load it from, and where it came from (lineage).
@@ -132,8 +139,7 @@ class DeploymentConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeploymentConfig:
-        known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**known_fields(cls, data))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -395,8 +401,7 @@ class ScorerConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ScorerConfig:
-        known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**known_fields(cls, data))
 
 
 @dataclass(frozen=True, kw_only=True)
