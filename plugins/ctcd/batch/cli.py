@@ -4,18 +4,15 @@ progress bar; predictions go beside the input with the model name and version in
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ctcd.batch.score import DEFAULT_CHUNK_ROWS, count_rows, score_file
+from ctcd.console import err, fail
 from ctcd.errors import CtcdError
-
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
 
 
 def predict(
@@ -61,8 +58,7 @@ def predict(
                                  chunk_rows=chunk_rows, spec=spec,
                                  progress=lambda n: bar.advance(task, n))
     except CtcdError as error:
-        err.print(f"[red]error:[/red] {error.message}", highlight=False)
-        raise typer.Exit(code=1) from error
+        raise fail(error) from error
     rate = summary.rows / summary.seconds if summary.seconds else 0.0
     err.print(f"scored {summary.scored:,} of {summary.rows:,} rows with {summary.model_name} "
               f"version {summary.model_version} in {summary.seconds:.1f}s ({rate:,.0f} rows/s)"

@@ -6,14 +6,12 @@ Filters are those of ``find_model_server``; output is a table, or JSON with ``--
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from ctcd.console import fail, out
 from ctcd.deployers.base import (
     DEFAULT_TIMEOUT,
     DeploymentEvent,
@@ -27,10 +25,6 @@ from ctcd.services.handle import ServiceStatus
 
 app = typer.Typer(help="Model servers: list, describe, start, stop, delete, logs.",
                   no_args_is_help=True)
-# Piped output (scripts, tests) gets full-width rows instead of truncated cells.
-out = Console(width=None if sys.stdout.isatty() else 240)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
-F = TypeVar("F", bound=Callable[..., Any])
 
 Service = Annotated[str, typer.Argument(help="Service id, unique id prefix, or server name.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -42,11 +36,6 @@ Backend = Annotated[str | None, typer.Option(
 
 def _deployer(name: str | None) -> ModelDeployer:
     return get_deployer(name)
-
-
-def _fail(error: CtcdError) -> typer.Exit:
-    err.print(f"[red]error:[/red] {error.message}", highlight=False)
-    return typer.Exit(code=1)
 
 
 @app.command("list")
@@ -72,7 +61,7 @@ def list_(
         )
         rows = [(h, backend.status(h.service_id)) for h in handles]
     except CtcdError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     if as_json:
         out.print_json(json.dumps([{**h.serialize(), "status": s.value} for h, s in rows]))
         return
@@ -93,7 +82,7 @@ def describe(service: Service, as_json: AsJson = False, deployer: Backend = None
         backend = _deployer(deployer)
         described = backend.describe_model_server(resolve_service(backend, service))
     except CtcdError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     if as_json:  # raw numbers, for scripts
         out.print_json(json.dumps(described.to_dict(), default=str))
         return
@@ -152,7 +141,7 @@ def get_url(service: Service, deployer: Backend = None) -> None:
         backend = _deployer(deployer)
         handle = backend.find_model_server(service_id=resolve_service(backend, service))[0]
     except CtcdError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     out.print(handle.endpoint, highlight=False)
 
 
@@ -163,7 +152,7 @@ def start(service: Service, timeout: Timeout = DEFAULT_TIMEOUT, deployer: Backen
         backend = _deployer(deployer)
         handle = backend.start_model_server(resolve_service(backend, service), timeout=timeout)
     except CtcdError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     out.print(f"{handle.server_name} version {handle.model_version} running at "
               f"{handle.endpoint}", highlight=False)
 
@@ -176,7 +165,7 @@ def stop(service: Service, timeout: Timeout = 60.0, force: Force = False,
         backend = _deployer(deployer)
         backend.stop_model_server(resolve_service(backend, service), timeout=timeout, force=force)
     except CtcdError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     out.print(f"stopped {service}", highlight=False)
 
 
@@ -189,7 +178,7 @@ def delete(service: Service, timeout: Timeout = 60.0, force: Force = False,
         backend.delete_model_server(resolve_service(backend, service), timeout=timeout,
                                     force=force)
     except CtcdError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     out.print(f"deleted {service}", highlight=False)
 
 
@@ -208,7 +197,7 @@ def rollback(service: Service, strategy: Annotated[str, typer.Option()] = "blue_
             resolve_service(backend, service), strategy=strategy, timeout=timeout
         )
     except CtcdError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     out.print(f"{handle.server_name} serves version {handle.model_version} again",
               highlight=False)
 
@@ -226,4 +215,4 @@ def logs(
         for line in backend.get_logs(resolve_service(backend, service), follow=follow, tail=tail):
             print(line, flush=True)
     except CtcdError as error:
-        raise _fail(error) from error
+        raise fail(error) from error

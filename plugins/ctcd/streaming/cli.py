@@ -5,13 +5,12 @@ detached processes; ``kubernetes``: a Deployment)."""
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from ctcd.console import fail, out
 from ctcd.deployers.base import (
     DEFAULT_REDIS_URL,
     DEFAULT_TIMEOUT,
@@ -25,8 +24,6 @@ from ctcd.errors import CtcdError
 
 app = typer.Typer(help="Streaming scorers: start, list, stop, restart, reload, logs.",
                   no_args_is_help=True)
-out = Console(width=None if sys.stdout.isatty() else 240)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
 
 Name = Annotated[str, typer.Argument(help="Scorer name (or id).")]
 Timeout = Annotated[float, typer.Option(help="Seconds to wait.")]
@@ -37,11 +34,6 @@ Backend = Annotated[str | None, typer.Option(
 
 def _backend(name: str | None) -> SupportsScorers:
     return scorers_of(get_deployer(name))
-
-
-def _fail(error: CtcdError) -> typer.Exit:
-    err.print(f"[red]error:[/red] {error.message}", highlight=False)
-    return typer.Exit(code=1)
 
 
 def _summary(info: ScorerInfo) -> str:
@@ -88,7 +80,7 @@ def start(
         else:
             info = scorers.start_scorer(name, timeout=timeout)
     except CtcdError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     out.print(_summary(info), highlight=False)
 
 
@@ -102,7 +94,7 @@ def list_(
     try:
         found = _backend(deployer).find_scorers(running=running)
     except CtcdError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     if as_json:
         out.print_json(json.dumps([i.to_dict() for i in found]))
         return
@@ -125,7 +117,7 @@ def describe(name: Name, deployer: Backend = None) -> None:
     try:
         info = _backend(deployer).describe_scorer(name)
     except CtcdError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     out.print_json(json.dumps(info.to_dict()))
 
 
@@ -137,7 +129,7 @@ def stop(name: Name, timeout: Timeout = 60.0,
     try:
         _backend(deployer).stop_scorer(name, timeout=timeout, force=force)
     except CtcdError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     out.print(f"stopped {name}", highlight=False)
 
 
@@ -147,7 +139,7 @@ def restart(name: Name, timeout: Timeout = DEFAULT_TIMEOUT, deployer: Backend = 
     try:
         info = _backend(deployer).restart_scorer(name, timeout=timeout)
     except CtcdError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     out.print(_summary(info), highlight=False)
 
 
@@ -158,7 +150,7 @@ def reload(name: Name, deployer: Backend = None) -> None:
     try:
         sent = _backend(deployer).reload_scorer(name)
     except CtcdError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     out.print(f"asked {sent} replica(s) of {name} to check their model", highlight=False)
 
 
@@ -169,7 +161,7 @@ def delete(name: Name, timeout: Timeout = 60.0,
     try:
         _backend(deployer).delete_scorer(name, timeout=timeout, force=force)
     except CtcdError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
     out.print(f"deleted {name}", highlight=False)
 
 
@@ -188,7 +180,7 @@ def logs(
                                                        tail=tail):
             print(line, flush=True)
     except CtcdError as error:
-        raise _fail(error) from error
+        raise fail(error) from error
 
 
 def _options(values: dict[str, object]) -> dict[str, str]:
