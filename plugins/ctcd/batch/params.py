@@ -8,9 +8,7 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from ctcd.errors import InvalidParams
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class BatchInferenceParams(BaseModel):
@@ -68,16 +66,6 @@ class BatchInferenceParams(BaseModel):
 
 def parse_params(conf: Mapping[str, Any]) -> BatchInferenceParams:
     """Validate a run's params; raise InvalidParams naming each bad parameter."""
-    try:
-        return BatchInferenceParams.model_validate(dict(conf))
-    except ValidationError as err:
-        problems = []
-        for error in err.errors():
-            name = ".".join(str(part) for part in error["loc"])
-            if error["type"] == "extra_forbidden":
-                problems.append(f"unknown parameter '{name}'")
-            else:
-                problems.append(f"parameter '{name}': {error['msg']} (got {error.get('input')!r})")
-        allowed = ", ".join(BatchInferenceParams.model_fields)
-        raise InvalidParams("Invalid batch_inference configuration: " + "; ".join(problems)
-                            + f". Valid parameters: {allowed}.") from None
+    from ctcd.training.params import validate_params
+
+    return validate_params(BatchInferenceParams, conf, "batch_inference")

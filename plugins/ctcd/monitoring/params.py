@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from ctcd.errors import InvalidParams
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class MonitoringParams(BaseModel):
@@ -56,29 +54,14 @@ class MonitoringParams(BaseModel):
 
 
 def parse_params(conf: Mapping[str, Any]) -> MonitoringParams:
-    try:
-        return MonitoringParams.model_validate(dict(conf))
-    except ValidationError as err:
-        problems = [
-            f"unknown parameter '{'.'.join(map(str, e['loc']))}'" if e["type"] == "extra_forbidden"
-            else f"parameter '{'.'.join(map(str, e['loc']))}': {e['msg']} (got {e.get('input')!r})"
-            for e in err.errors()
-        ]
-        raise InvalidParams(
-            "Invalid monitoring configuration: " + "; ".join(problems)
-            + f". Valid parameters: {', '.join(MonitoringParams.model_fields)}."
-        ) from None
+    """Validate a run's params; raise InvalidParams naming each bad parameter."""
+    from ctcd.training.params import validate_params
+
+    return validate_params(MonitoringParams, conf, "monitoring")
 
 
 def airflow_params() -> dict[str, Any]:
     """Typed Airflow Params (JSON schema per field) built from the pydantic model."""
-    from airflow.sdk import Param
+    from ctcd.training.params import airflow_params as from_model
 
-    schema = MonitoringParams.model_json_schema()["properties"]
-    params: dict[str, Any] = {}
-    for name, field in MonitoringParams.model_fields.items():
-        prop = {k: v for k, v in schema[name].items() if k not in ("default", "title")}
-        if "anyOf" in prop:
-            prop["type"] = [option.get("type") for option in prop.pop("anyOf")]
-        params[name] = Param(field.get_default(), **prop)
-    return params
+    return from_model(MonitoringParams)

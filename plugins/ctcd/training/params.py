@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -104,8 +104,17 @@ class ContinuousTrainingParams(BaseModel):
 
 def parse_params(conf: Mapping[str, Any]) -> ContinuousTrainingParams:
     """Validate a run's params/conf; raise InvalidParams naming each bad parameter."""
+    return validate_params(ContinuousTrainingParams, conf, "run")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_params(model: type[M], conf: Mapping[str, Any], what: str) -> M:
+    """``conf`` as ``model``; else InvalidParams naming each bad parameter (``what``: whose
+    configuration, for the message) and listing the valid ones."""
     try:
-        return ContinuousTrainingParams.model_validate(dict(conf))
+        return model.model_validate(dict(conf))
     except ValidationError as err:
         problems = []
         for error in err.errors():
@@ -116,9 +125,10 @@ def parse_params(conf: Mapping[str, Any]) -> ContinuousTrainingParams:
                 problems.append(f"unknown parameter '{name}'")
             else:
                 problems.append(f"parameter '{name}': {error['msg']} (got {error.get('input')!r})")
-        allowed = ", ".join(ContinuousTrainingParams.model_fields)
+        allowed = ", ".join(model.model_fields)
         raise InvalidParams(
-            "Invalid run configuration: " + "; ".join(problems) + f". Valid parameters: {allowed}."
+            f"Invalid {what} configuration: " + "; ".join(problems)
+            + f". Valid parameters: {allowed}."
         ) from None
 
 
