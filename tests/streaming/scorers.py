@@ -4,6 +4,7 @@ score."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -235,3 +236,41 @@ def _old_consumers_left(client: redis.Redis, stream: str, before: set[Any], vers
         if beat is None or json.loads(beat).get("model_version") != version:
             return True
     return False
+
+
+def freeze_holding(pid: int, client: redis.Redis, stream: str, group: str, consumer: str,
+                   attempts: int = 200) -> list[str]:
+    """SIGSTOP the scorer process ``pid`` at a moment its consumer holds delivered,
+    unacknowledged entries (it is then mid-batch); their ids. The caller kills it.
+
+    A stopped scorer sends nothing more, but what it sent just before (the transaction
+    that acknowledges a batch) may still sit in Redis's socket buffer. So the entries are
+    read once the process is seen stopped and again after a pause; only entries still held
+    then are returned."""
+    for _ in range(attempts):
+        os.kill(pid, signal.SIGSTOP)
+        _wait_stopped(pid)
+        first = _pending_of(client, stream, group, consumer)
+        time.sleep(0.2)
+        held = _pending_of(client, stream, group, consumer)
+        if held and held == first:
+            return held
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.02)
+    raise AssertionError(f"never caught {consumer} holding entries")
+
+
+def _pending_of(client: redis.Redis, stream: str, group: str, consumer: str) -> list[str]:
+    held = client.xpending_range(stream, group, min="-", max="+", count=100_000,
+                                 consumername=consumer)
+    return [h["message_id"].decode() for h in held]
+
+
+def _wait_stopped(pid: int) -> None:
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if stat.read_text().rpartition(")")[2].split()[0] in ("T", "t"):  # the state field
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not stop on SIGSTOP")

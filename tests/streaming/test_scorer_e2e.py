@@ -3,7 +3,6 @@ MLflow server, real scorer processes (``python -m ctcd.streaming``) killed for r
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ from tests.streaming.scorers import (
     ScorerProcess,
     churn_rows,
     dead_letters,
+    freeze_holding,
     outputs,
     start_scorer,
     wait_until,
@@ -156,7 +156,7 @@ def test_a_scorer_killed_mid_batch_loses_nothing(
     first.wait_ready()
     wait_until(lambda: _scored(rclient, stream) >= 1000, 120, "first predictions",
                first.text)
-    held = _freeze_holding_entries(first, rclient, stream)
+    held = len(freeze_holding(first.proc.pid, rclient, stream, "scorers", "first"))
     first.kill()  # SIGKILL while it holds `held` delivered, unacknowledged entries
     assert held > 0
     done_before = _scored(rclient, stream)
@@ -196,7 +196,7 @@ def test_a_restarted_scorer_first_finishes_its_own_pending_entries(
     first.wait_ready()
     wait_until(lambda: _scored(rclient, stream) >= 1000, 120, "first predictions",
                first.text)
-    assert _freeze_holding_entries(first, rclient, stream) > 0
+    assert freeze_holding(first.proc.pid, rclient, stream, "scorers", "same")
     first.kill()
 
     # Same consumer name, claiming disabled in practice (an hour of idle time): only its
@@ -263,27 +263,6 @@ def test_a_new_champion_is_picked_up_between_batches_without_loss(
     assert {got[i]["model_version"] for i in after} == {v2.version}
     expected = _expected(v2.uri, rows[200:])
     assert [got[i]["prediction"] for i in after] == expected
-
-
-def _freeze_holding_entries(scorer: ScorerProcess, client: redis.Redis, stream: str) -> int:
-    """SIGSTOP the scorer at a moment it holds delivered, unacknowledged entries (it is
-    then mid-batch); returns how many. The caller kills it."""
-    for _ in range(200):
-        os.kill(scorer.proc.pid, signal.SIGSTOP)
-        held = _held(client, stream, scorer.consumer)
-        if held:
-            return held
-        os.kill(scorer.proc.pid, signal.SIGCONT)
-        time.sleep(0.02)
-    raise AssertionError("never caught the scorer holding entries")
-
-
-def _held(client: redis.Redis, stream: str, consumer: str) -> int:
-    summary = client.xpending(stream, "scorers")
-    for entry in summary.get("consumers") or []:
-        if entry["name"] in (consumer, consumer.encode()):
-            return int(entry["pending"])
-    return 0
 
 
 def _scored(client: redis.Redis, stream: str) -> int:

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +29,7 @@ from tests.streaming.scorers import (
     Sender,
     change_champion_while_sending,
     churn_rows,
+    freeze_holding,
     outputs,
     wait_until,
 )
@@ -231,7 +229,10 @@ def test_pods_deleted_mid_run_lose_no_request(
         # another replica claims them.
         deployer = cast(KubernetesDeployer, pod_scorers)
         _delete_pod(deployer, first[0], grace=None)
-        held = _freeze_holding(scorer_cluster, rclient, stream, first[1])
+        process = scorer_cluster.pods[first[1]].process
+        assert process is not None
+        held = freeze_holding(process.pid, rclient, stream, "ctcd-scorers", first[1],
+                              attempts=500)
         _delete_pod(deployer, first[1], grace=0)
         wait_until(lambda: _running_pods(pod_scorers, exclude=first) == 2, 300,
                    "two new pods reading the stream")
@@ -279,22 +280,6 @@ def test_a_new_champion_reaches_the_pods_without_losing_requests(
     figures = change_champion_while_sending(pod_scorers, "champion-scorer", rclient, stream,
                                             model_name=old.name, old=old, new=new)
     assert len(figures["consumers"]) == 2
-
-
-def _freeze_holding(cluster: FakeCluster, client: redis.Redis, stream: str, pod: str) -> list[str]:
-    """SIGSTOP the pod's scorer at a moment it holds delivered, unacknowledged entries (it
-    is then mid-batch); their ids. The caller kills it."""
-    process = cluster.pods[pod].process
-    assert process is not None
-    for _ in range(500):
-        os.kill(process.pid, signal.SIGSTOP)
-        held = client.xpending_range(stream, "ctcd-scorers", min="-", max="+", count=1000,
-                                     consumername=pod)
-        if held:
-            return [h["message_id"].decode() for h in held]
-        os.kill(process.pid, signal.SIGCONT)
-        time.sleep(0.02)
-    raise AssertionError(f"never caught pod {pod} holding entries")
 
 
 def _running_pods(scorers: SupportsScorers, exclude: list[str]) -> int:
