@@ -180,6 +180,10 @@ def test_a_scorer_killed_mid_batch_loses_nothing(
     while "claimed" not in second.text() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert "claimed" in second.text()
+    # ...and, once nothing the first held is pending, removed it from the group.
+    wait_until(lambda: "removed departed consumer first" in second.text(), 60,
+               "the killed consumer removed", second.text)
+    assert "first" not in _consumers(rclient, stream)
     # Every answer is the model's, whoever gave it.
     expected = dict(zip(ids, _expected(churn_model.uri, rows), strict=True))
     assert all(o["prediction"] == expected[o["input_id"]] for o in got)
@@ -263,6 +267,10 @@ def test_a_new_champion_is_picked_up_between_batches_without_loss(
     assert {got[i]["model_version"] for i in after} == {v2.version}
     expected = _expected(v2.uri, rows[200:])
     assert [got[i]["prediction"] for i in after] == expected
+
+
+def _consumers(client: redis.Redis, stream: str) -> set[str]:
+    return {c["name"].decode() for c in client.xinfo_consumers(stream, "scorers")}
 
 
 def _scored(client: redis.Redis, stream: str) -> int:

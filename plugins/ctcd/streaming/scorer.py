@@ -93,6 +93,7 @@ class Scorer:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
+        self._next_prune = 0.0
         self._next_beat = 0.0
         self._key = heartbeat_key(settings.stream, settings.group, settings.consumer)
         self.ready = False  # the model is loaded and the stream is read (``/readyz``)
@@ -279,12 +280,36 @@ class Scorer:
         cursor, claimed = _text(reply[0]), reply[1]
         self._claim_cursor = cursor
         if cursor == "0-0":
-            self._next_claim = time.monotonic() + max(s.min_idle_ms / 4000, 0.5)
+            now = time.monotonic()
+            self._next_claim = now + max(s.min_idle_ms / 4000, 0.5)
+            if now >= self._next_prune:
+                self._next_prune = now + max(s.min_idle_ms / 1000, 5.0)
+                self._prune_departed()
         entries = [(_text(i), f) for i, f in claimed]
         if entries:
             self.counters.claimed += len(entries)
             log.info("claimed %d entries idle for over %d ms", len(entries), s.min_idle_ms)
         return entries
+
+    def _prune_departed(self) -> None:
+        """Remove consumers that left without saying goodbye (killed, or pods deleted by
+        force) once nothing they held is pending any more (claimed and finished by the
+        others): no heartbeat, idle for over ``min_idle_ms``. Removal is atomic with the
+        check that the consumer holds nothing, so a consumer that read meanwhile keeps its
+        entries; a live consumer removed by mistake is recreated by its next read."""
+        s = self.settings
+        idle = [c for c in self.redis.xinfo_consumers(s.stream, s.group)
+                if int(c["pending"]) == 0 and int(c["idle"]) > s.min_idle_ms]
+        names = [_text(c["name"]) for c in idle if _text(c["name"]) != s.consumer]
+        if not names:
+            return
+        beating = self.redis.pipeline(transaction=False)
+        for name in names:
+            beating.exists(heartbeat_key(s.stream, s.group, name))
+        for name, alive in zip(names, beating.execute(), strict=True):
+            if not alive and self.redis.eval(_LEAVE_IF_IDLE, 1, s.stream, s.group, name) != -1:
+                log.info("removed departed consumer %s from group %s (no heartbeat, nothing "
+                         "pending)", name, s.group)
 
     def _deliveries(self, ids: Sequence[str]) -> dict[str, int]:
         s = self.settings
