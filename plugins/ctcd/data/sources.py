@@ -23,6 +23,7 @@ and the rest of the file is read.
 
 from __future__ import annotations
 
+import csv as _csv
 import re
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
@@ -57,8 +58,7 @@ class BadLine:
     @property
     def reason(self) -> str:
         where = f"line {self.line}" if self.line else "a line"
-        quote = (" (an unterminated quote ran on over the lines after it)"
-                 if "\n" in self.text else "")
+        quote = " (an unterminated quote)" if self.text.count('"') % 2 else ""
         fields = f"{self.found} field" + ("" if self.found == 1 else "s")
         return (f"unparsable: {where} of {Path(self.origin).name}: {fields} where the header "
                 f"has {self.expected}{quote}")
@@ -256,37 +256,72 @@ def read_csv(handle: Any, origin: str, *, text_columns: Collection[str] = (),
     validation and is named there. A line with the wrong number of fields goes to
     ``on_bad_line`` when given; otherwise it stops the read with a DataValidationError naming
     the line. ``empty_text_is_null``: an empty field of a text column is null, not ``""``.
+
+    An unterminated quote makes the parser run its field on over the lines after it, to the
+    end of the block; with ``on_bad_line``, only the line with the quote is bad, and the
+    lines it swallowed are parsed again (after the batch they were cut from) and read like
+    the others.
     """
+    return _read_csv(handle, origin, text_columns=text_columns, on_bad_line=on_bad_line,
+                     empty_text_is_null=empty_text_is_null, block_size=block_size)
+
+
+def _read_csv(handle: Any, origin: str, *, text_columns: Collection[str],
+              on_bad_line: OnBadLine | None, empty_text_is_null: bool, block_size: int,
+              schema: pa.Schema | None = None, first_line: int = 0
+              ) -> Iterator[tuple[str, Any]]:
+    """``read_csv``; with ``schema``, ``handle`` is lines without a header, read as that
+    schema, whose first line is line ``first_line + 1`` of the file."""
     import pyarrow as pa
     from pyarrow import csv
 
     seen: list[BadLine] = []
-    lines = _EmptyLines(handle)
+    swallowed: list[tuple[int, str]] = []  # (line before them, text) to parse again
+    lines = _EmptyLines(handle, header=schema is None)
+    joined = 0  # line ends inside the bad rows so far: the parser counts rows, not lines
 
     def bad_row(row: Any) -> str:
-        number = lines.physical(row.number) if row.number else None
-        line = BadLine(origin, number, row.text, row.expected_columns, row.actual_columns)
+        nonlocal joined
+        number = first_line + lines.physical(row.number + joined) if row.number else None
+        text, found = row.text, row.actual_columns
+        # (the empty lines among them are counted as empty lines already)
+        joined += text.count("\n") - len(_EMPTY_TEXT_LINE.findall(text))
+        if on_bad_line is not None and number is not None and "\n" in text:
+            text, rest = text.split("\n", 1)
+            text = text.removesuffix("\r")
+            found = len(next(_csv.reader([text])))
+            if rest.strip():
+                swallowed.append((number, rest))
+        line = BadLine(origin, number, text, row.expected_columns, found)
         if on_bad_line is None:
             seen.append(line)
             return "error"
         on_bad_line(line)
         return "skip"
 
-    options = csv.ConvertOptions(column_types={name: pa.string() for name in text_columns},
-                                 strings_can_be_null=empty_text_is_null,
+    if schema is None:
+        types = {name: pa.string() for name in text_columns}
+        read = csv.ReadOptions(block_size=block_size, use_threads=False)
+    else:
+        types = dict(zip(schema.names, schema.types, strict=True))
+        read = csv.ReadOptions(block_size=block_size, use_threads=False,
+                               column_names=schema.names)
+    options = csv.ConvertOptions(column_types=types, strings_can_be_null=empty_text_is_null,
                                  **({"null_values": [""]} if empty_text_is_null else {}))
     try:
         # One thread: the parser then knows each line's number (the caller overlaps reading
         # with its own work in a thread of its own).
-        reader = csv.open_csv(
-            lines,
-            read_options=csv.ReadOptions(block_size=block_size, use_threads=False),
-            parse_options=csv.ParseOptions(invalid_row_handler=bad_row),
-            convert_options=options,
-        )
+        reader = csv.open_csv(lines, read_options=read, convert_options=options,
+                              parse_options=csv.ParseOptions(invalid_row_handler=bad_row))
         yield origin, reader.schema
         for batch in reader:
             yield origin, batch
+            while swallowed:
+                yield from _again(swallowed.pop(0), origin, reader.schema, on_bad_line,
+                                  empty_text_is_null, block_size)
+        while swallowed:
+            yield from _again(swallowed.pop(0), origin, reader.schema, on_bad_line,
+                              empty_text_is_null, block_size)
     except pa.ArrowInvalid as err:
         if seen:
             raise DataValidationError(
@@ -302,7 +337,22 @@ def read_csv(handle: Any, origin: str, *, text_columns: Collection[str] = (),
         raise DataValidationError(f"{origin} is not a readable CSV file ({err}).{hint}") from err
 
 
+def _again(swallowed: tuple[int, str], origin: str, schema: pa.Schema,
+           on_bad_line: OnBadLine | None, empty_text_is_null: bool, block_size: int
+           ) -> Iterator[tuple[str, Any]]:
+    """The record batches of lines an unterminated quote swallowed, read as ``schema``."""
+    import io
+
+    before, text = swallowed
+    parsed = _read_csv(io.BytesIO(text.encode()), origin, text_columns=(),
+                       on_bad_line=on_bad_line, empty_text_is_null=empty_text_is_null,
+                       block_size=block_size, schema=schema, first_line=before)
+    next(parsed)  # the schema: the caller's
+    yield from parsed
+
+
 _EMPTY_LINE = re.compile(rb"(?<=\n)\r?\n")  # a line end right at a line start
+_EMPTY_TEXT_LINE = re.compile(r"(?<=\n)\r?\n")
 _LINE_SO_FAR = {b"": b"\n", b"\r": b"\n\r"}  # the current line's start, as text before data
 
 
@@ -310,12 +360,14 @@ class _EmptyLines:
     """Reads a CSV file for the parser and notes its empty lines: the parser skips them
     without counting them, so its line numbers are mapped back to the file's own."""
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, header: bool = True) -> None:
         self.raw = raw
         self.empty: deque[int] = deque()  # line numbers (1-based) of empty lines, ascending
         self._skipped = 0  # empty lines before the last line asked about
         self._lines = 1  # the line the next byte is on
-        self._partial = b"x"  # the current line so far, cut to 2 bytes (the header: not empty)
+        # the current line so far, cut to 2 bytes (a header is not empty; lines without one
+        # start at a line start)
+        self._partial = b"x" if header else b""
 
     def read(self, size: int = -1) -> bytes:
         data: bytes = self.raw.read(size)
