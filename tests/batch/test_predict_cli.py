@@ -124,7 +124,8 @@ def test_csv_lines_that_do_not_parse_are_rejected_with_their_line_numbers(
         "age: expected an integer (long), got 'old'",
         "unparsable: line 5 of in.csv: 14 fields where the header has 13",
         "unparsable: line 15 of in.csv: 12 fields where the header has 13",
-        "unparsable: line 1202 of in.csv: 1 field where the header has 13",
+        "unparsable: line 1202 of in.csv: 1 field where the header has 13 "
+        "(an unterminated quote)",
     ]
     # input_row counts the rows that parsed (one line before it did not); a line has none
     assert rejects["input_row"].tolist()[0] == messy.text_age - 1

@@ -57,6 +57,9 @@ def predict(
             summary = score_file(scoring, source, output, rejects=rejects,
                                  chunk_rows=chunk_rows, spec=spec,
                                  progress=lambda n: bar.advance(task, n))
+            # the total counted line ends: empty lines, quoted line ends and unparsable
+            # lines are not rows scored; end the bar at what was read
+            bar.update(task, total=summary.rows, completed=summary.rows)
     except CtcdError as error:
         raise fail(error) from error
     rate = summary.rows / summary.seconds if summary.seconds else 0.0
