@@ -114,7 +114,7 @@ def child_endpoint(source: Path, output: Path, chunk_rows: int) -> dict[str, Any
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/ping", timeout=300, process=server, log_path=log)
-        remote = RemotePredictor(url, signature_schema(f"models:/{MODEL}/1"),
+        remote = RemotePredictor(url, signature_schema(f"models:/{MODEL}/1"), model_name=MODEL,
                                  batch_rows=ENDPOINT_BATCH_ROWS, concurrency=ENDPOINT_CONCURRENCY)
         model = ScoringModel(MODEL, "1", remote)  # type: ignore[arg-type]
         summary = score_file(model, source, output, chunk_rows=chunk_rows)

@@ -22,11 +22,14 @@ SCHEMA = InputSchema(columns=(ColumnSpec("x", "double", True),))
 
 
 class Script:
-    """Status codes to answer, in order (then 200s); the rows of every request seen."""
+    """Status codes to answer, in order (then 200s); the rows and route of every request
+    seen."""
 
     def __init__(self) -> None:
         self.statuses: list[int] = []
         self.seen: list[int] = []
+        self.paths: list[str] = []
+        self.bodies: list[dict] = []
         self.lock = threading.Lock()
 
 
@@ -37,11 +40,23 @@ def server() -> Iterator[tuple[str, Script]]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            rows = body["dataframe_split"]["data"]
+            if self.path == "/invocations":
+                xs = [r[0] for r in body["dataframe_split"]["data"]]
+            else:  # V2 column tensors
+                [x] = [i for i in body["inputs"] if i["name"] == "x"]
+                assert x["datatype"] == "FP64" and x["shape"] == [len(x["data"])]
+                xs = x["data"]
             with script.lock:
-                script.seen.append(len(rows))
+                script.seen.append(len(xs))
+                script.paths.append(self.path)
+                script.bodies.append(body)
                 status = script.statuses.pop(0) if script.statuses else 200
-            payload = ({"predictions": [r[0] * 2 for r in rows]} if status == 200
+            doubled = [v * 2 for v in xs]
+            ok = ({"predictions": doubled} if self.path == "/invocations" else
+                  {"model_name": "m", "model_version": "7", "outputs": [
+                      {"name": "predict", "datatype": "FP64", "shape": [len(xs)],
+                       "data": doubled}]})
+            payload = (ok if status == 200
                        else {"error": "x[0]: expected a number" if status < 500 else "boom"})
             data = json.dumps(payload).encode()
             self.send_response(status)
@@ -120,3 +135,25 @@ def test_connection_errors_are_retried_then_reported() -> None:
 def test_refuses_a_nonsense_setting() -> None:
     with pytest.raises(InvalidParams, match="at least 1"):
         RemotePredictor("http://127.0.0.1:1", SCHEMA, concurrency=0)
+
+
+SCHEMA_2 = InputSchema(columns=(ColumnSpec("x", "double", True), ColumnSpec("n", "long", True),
+                                ColumnSpec("t", "string", False)))
+
+
+def test_sends_v2_column_tensors_and_falls_back_where_a_column_has_gaps(server) -> None:
+    endpoint, script = server
+    remote = RemotePredictor(endpoint, SCHEMA_2, model_name="m", batch_rows=3, concurrency=1)
+    table = Table({"x": np.arange(6, dtype="float64"), "n": np.arange(6, dtype="int64"),
+                   "t": np.array(["a", "b", "c", "d", None, "f"], dtype=object)}, 6)
+    try:
+        assert remote.predict_table(table).tolist() == [i * 2.0 for i in range(6)]
+    finally:
+        remote.close()
+    # the second request has a missing optional text value: V2 tensors cannot carry it
+    assert script.paths == ["/v2/models/m/infer", "/invocations"]
+    inputs = {i["name"]: i for i in script.bodies[0]["inputs"]}
+    assert [(n, i["datatype"], i["data"]) for n, i in inputs.items()] == [
+        ("x", "FP64", [0.0, 1.0, 2.0]), ("n", "INT64", [0, 1, 2]), ("t", "BYTES", ["a", "b", "c"])]
+    assert script.bodies[1]["dataframe_split"]["data"][1] == [4.0, 4, None]
+    assert remote.answered[0].tolist() == ["7"] * 6
