@@ -1,15 +1,23 @@
 """
 ### Data producer (demo)
 
-Lands one day's partition of the churn data set in its landing location
-(`date=YYYY-MM-DD/part-0.parquet` under `file://$CTCD_HOME/landing/churn/` by default) and
-updates the data set's Asset `ctcd://datasets/churn`, which starts `continuous_training`.
+Lands one day's partition of the churn data set and updates an Asset (`route` picks the
+task by `purpose`):
+
+- `training` (`land_training`): labelled rows in the landing location
+  (`date=YYYY-MM-DD/part-0.parquet` under `file://$CTCD_HOME/landing/churn/` by default);
+  updates `ctcd://datasets/churn`, which starts `continuous_training`.
+- `scoring` (`land_scoring`): unlabelled rows in the scoring location
+  (`file://$CTCD_HOME/scoring/churn/` by default); updates `ctcd://datasets/churn/scoring`
+  with the partition's date, which starts `batch_inference` on that partition.
+
 Your own feed does the same: write the partition, then update the Asset (from a DAG like
 this one, or `POST /api/v2/assets/events`).
 
-Params: `date` (empty: the run's logical date), `rows`, `drift` (0 to 1), `corruption`
-(a data fault validation must catch), `labels` (false: labels land apart, delayed),
-`landing_uri`, `format` (parquet or csv). The same as a command: `ctcd data produce`.
+Params: `purpose`, `date` (empty: the run's logical date), `rows`, `drift` (0 to 1),
+`corruption` (a data fault validation must catch, or rows scoring must reject), `labels`
+(training; false: labels land apart, delayed), `landing_uri`, `format` (parquet or csv). The
+same as a command: `ctcd data produce [--for scoring]`.
 """
 
 from __future__ import annotations
@@ -19,10 +27,12 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from ctcd.batch.assets import scoring_asset
 from ctcd.data.assets import dataset_asset
 
 DATASET = "churn"
 DATASET_ASSET = dataset_asset(DATASET)
+SCORING_ASSET = scoring_asset(DATASET)
 CORRUPTIONS = ["none", "nulls", "out_of_range", "missing_column", "wrong_type", "unseen_category"]
 
 
@@ -33,6 +43,9 @@ CORRUPTIONS = ["none", "nulls", "out_of_range", "missing_column", "wrong_type", 
     tags=["ctcd", "data", "demo"],
     doc_md=__doc__,
     params={
+        "purpose": Param("training", enum=["training", "scoring"],
+                         description="training: labelled rows, starts continuous_training; "
+                         "scoring: unlabelled rows, starts batch_inference."),
         "date": Param(
             None, type=["string", "null"], format="date", description="Partition date."
         ),
@@ -46,40 +59,57 @@ CORRUPTIONS = ["none", "nulls", "out_of_range", "missing_column", "wrong_type", 
     default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(seconds=10)},
 )
 def data_producer() -> None:
+    @task.branch
+    def route() -> str:
+        purpose = get_current_context()["params"]["purpose"]
+        return "land_scoring" if purpose == "scoring" else "land_training"
+
     @task(outlets=[DATASET_ASSET])
-    def produce() -> dict[str, Any]:
-        from datetime import date
+    def land_training() -> dict[str, Any]:
+        return _land(DATASET_ASSET, "training")
 
-        from ctcd.data.producer import produce as land
-        from ctcd.data.spec import load_spec
+    @task(outlets=[SCORING_ASSET])
+    def land_scoring() -> dict[str, Any]:
+        return _land(SCORING_ASSET, "scoring")
 
-        context = get_current_context()
-        params = context["params"]
-        logical = context.get("logical_date")
-        day = (
-            date.fromisoformat(params["date"])
-            if params.get("date")
-            else (logical.date() if logical else date.today())
-        )
-        produced = land(
-            day,
-            int(params["rows"]),
-            spec=load_spec(DATASET),
-            drift=float(params["drift"]),
-            corruption=params["corruption"],
-            labels=bool(params["labels"]),
-            landing_uri=params["landing_uri"] or None,
-            fmt=params["format"],
-        )
-        print(f"Landed {produced.rows} rows of {DATASET} for {day} at {produced.partition}")
-        context["outlet_events"][DATASET_ASSET].extra = {
-            "date": day.isoformat(),
-            "partition": produced.partition,
-            "rows": produced.rows,
-        }
-        return {"date": day.isoformat(), **produced.__dict__}
+    route() >> [land_training(), land_scoring()]
 
-    produce()
+
+def _land(asset: Any, purpose: str) -> dict[str, Any]:
+    """Land the partition the params describe; put its date, path and rows in ``asset``'s
+    event (``batch_inference`` scores the partition a scoring event names)."""
+    from datetime import date
+
+    from ctcd.data.producer import produce as land
+    from ctcd.data.spec import load_spec
+
+    context = get_current_context()
+    params = context["params"]
+    logical = context.get("logical_date")
+    day = (
+        date.fromisoformat(params["date"])
+        if params.get("date")
+        else (logical.date() if logical else date.today())
+    )
+    produced = land(
+        day,
+        int(params["rows"]),
+        spec=load_spec(DATASET),
+        drift=float(params["drift"]),
+        corruption=params["corruption"],
+        labels=bool(params["labels"]),
+        landing_uri=params["landing_uri"] or None,
+        fmt=params["format"],
+        purpose="scoring" if purpose == "scoring" else "training",
+    )
+    what = "to score" if purpose == "scoring" else "to train on"
+    print(f"Landed {produced.rows} rows of {DATASET} {what} for {day} at {produced.partition}")
+    context["outlet_events"][asset].extra = {
+        "date": day.isoformat(),
+        "partition": produced.partition,
+        "rows": produced.rows,
+    }
+    return {"date": day.isoformat(), **produced.__dict__}
 
 
 data_producer()

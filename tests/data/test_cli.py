@@ -29,6 +29,30 @@ def test_produce_lands_a_partition_and_labels_apart(ctcd_home: Path) -> None:
     assert [p.name for p in landed.parent.iterdir()] == ["part-0.parquet"]  # no partial file
 
 
+def test_produce_for_scoring_lands_unlabelled_rows_where_batch_inference_reads(
+    ctcd_home: Path,
+) -> None:
+    from ctcd.batch.params import BatchInferenceParams
+    from ctcd.data.sources import LandingSource
+    from ctcd.data.spec import load_spec
+    from ctcd.pipelines.batch_inference import _source
+
+    result = runner.invoke(build(), ["data", "produce", "--for", "scoring", "--date",
+                                     "2026-11-21", "--rows", "800", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    landed = ctcd_home / "scoring" / "churn" / "date=2026-11-21" / "part-0.csv"
+    assert json.loads(result.stdout.strip().splitlines()[-1])["labels"] is None
+    frame = pd.read_csv(landed)
+    assert len(frame) == 800 and "churned" not in frame.columns
+    assert not (ctcd_home / "landing").exists() or not any((ctcd_home / "landing").iterdir())
+    source = _source(BatchInferenceParams(), load_spec("churn"))  # the DAG's default source
+    assert isinstance(source, LandingSource)
+    assert [d.isoformat() for d in source.partitions()] == ["2026-11-21"]
+
+    bad = runner.invoke(build(), ["data", "produce", "--for", "serving"])
+    assert bad.exit_code == 2 and "--for" in bad.output
+
+
 def test_produce_refuses_an_unknown_corruption(ctcd_home: Path) -> None:
     result = runner.invoke(build(), ["data", "produce", "--corruption", "gremlins"])
     assert result.exit_code == 2 and "--corruption" in result.output

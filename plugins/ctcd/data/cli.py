@@ -29,13 +29,19 @@ def produce(
     labels: Annotated[bool, typer.Option(
         help="Write the label in the partition (--no-labels: apart, as delayed labels).")] = True,
     landing_uri: Annotated[str | None, typer.Option(
-        help="Landing location; default file://$CTCD_HOME/landing/<dataset>/.")] = None,
+        help="Landing location; default file://$CTCD_HOME/landing/<dataset>/ (scoring: "
+        "file://$CTCD_HOME/scoring/<dataset>/).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    purpose: Annotated[str, typer.Option(
+        "--for", help="training (labelled rows to train on) or scoring (unlabelled rows for "
+        "batch_inference).")] = "training",
     dataset: Dataset = "churn",
 ) -> None:
     """Generate one day's partition and land it (the demo's stand-in for a real feed)."""
     from ctcd.data.producer import produce as land
 
+    if purpose not in ("training", "scoring"):
+        raise typer.BadParameter("must be training or scoring", param_hint="--for")
     if corruption not in CORRUPTIONS:
         raise typer.BadParameter(
             f"must be one of {', '.join(CORRUPTIONS)}", param_hint="--corruption"
@@ -52,6 +58,7 @@ def produce(
             labels=labels,
             landing_uri=landing_uri,
             fmt="csv" if fmt == "csv" else "parquet",
+            purpose="scoring" if purpose == "scoring" else "training",
         )
     except CtcdError as error:
         typer.echo(f"error: {error.message}", err=True)

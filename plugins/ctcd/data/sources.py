@@ -159,9 +159,17 @@ def _fill_partition(table: pa.Table, spec: DatasetSpec, day: date) -> pa.Table:
 
 
 def default_landing_uri(dataset: str) -> str:
+    """Where labelled partitions to train on land by default."""
     from ctcd.settings import get_settings
 
     return f"file://{get_settings().home / 'landing' / dataset}/"
+
+
+def default_scoring_uri(dataset: str) -> str:
+    """Where unlabelled partitions to score land by default (``batch_inference``)."""
+    from ctcd.settings import get_settings
+
+    return f"file://{get_settings().home / 'scoring' / dataset}/"
 
 
 class LandingSource:

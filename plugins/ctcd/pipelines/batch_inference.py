@@ -28,13 +28,12 @@ def _model_name(params: BatchInferenceParams) -> str:
 
 
 def _source(params: BatchInferenceParams, spec: DatasetSpec) -> Any:
-    from ctcd.data.sources import LandingSource, SqlSource
-    from ctcd.settings import get_settings
+    from ctcd.data.sources import LandingSource, SqlSource, default_scoring_uri
 
     if params.source == "sql":
         query = params.sql_query or f"SELECT * FROM {spec.name}_scoring"
         return SqlSource(params.sql_conn_id, query, spec)
-    uri = params.landing_uri or f"file://{get_settings().home / 'scoring' / spec.name}/"
+    uri = params.landing_uri or default_scoring_uri(spec.name)
     return LandingSource(uri, spec, conn_id=params.landing_conn_id or None)
 
 
