@@ -337,7 +337,7 @@ class SupportsRollback(Protocol):
 # Scorer options a backend sets per replica itself, so a config may not.
 SCORER_MANAGED_OPTIONS = frozenset(
     {"model_uri", "redis_url", "stream", "group", "consumer", "tracking_uri", "health_host",
-     "health_port"})
+     "health_port", "reload_token"})
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 

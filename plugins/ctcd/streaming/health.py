@@ -2,10 +2,12 @@
 ``GET /healthz`` (alive: the loop turned within ``stall_seconds``), ``GET /readyz`` (the
 model is loaded and the stream is read) and ``POST /reload`` (check the model alias now,
 as SIGHUP does). Requests carry no input, so the port is safe to expose to the cluster's
-kubelet and to the deployer; it serves nothing else."""
+kubelet and to the deployer; it serves nothing else. With a token, ``POST /reload`` needs
+``Authorization: Bearer <token>`` (the probes stay open: the kubelet sends no headers)."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import threading
 import time
@@ -24,9 +26,12 @@ class Probed(Protocol):
     def reload(self, *_: Any) -> None: ...
 
 
-def serve(scorer: Probed, stall_seconds: float, host: str, port: int) -> ThreadingHTTPServer:
+def serve(scorer: Probed, stall_seconds: float, host: str, port: int,
+          token: str | None = None) -> ThreadingHTTPServer:
     """Serve the probes of ``scorer`` on ``host:port`` in a daemon thread; ``shutdown()``
-    stops it. Alive: the loop turned within ``stall_seconds``."""
+    stops it. Alive: the loop turned within ``stall_seconds``. ``token``: what ``POST
+    /reload`` must carry as a bearer token."""
+    expected = f"Bearer {token}".encode() if token else None
 
     def live() -> tuple[bool, float]:
         since = time.monotonic() - scorer.last_turn
@@ -47,6 +52,11 @@ def serve(scorer: Probed, stall_seconds: float, host: str, port: int) -> Threadi
         def do_POST(self) -> None:
             if self.path != "/reload":
                 self._send(404, {"error": f"no route {self.path}"})
+                return
+            given = (self.headers.get("Authorization") or "").encode()
+            if expected is not None and not hmac.compare_digest(given, expected):
+                self._send(401, {"error": "Authorization: POST /reload needs the scorer's "
+                                          "bearer token (CTCD_SCORER_RELOAD_TOKEN)"})
                 return
             scorer.reload()
             self._send(202, {"reload": "requested"})

@@ -404,7 +404,7 @@ def run(settings: ScorerSettings, *, resolve: Resolver, load: Loader,
         from ctcd.streaming.health import serve
 
         probes = serve(scorer, settings.stall_seconds, settings.health_host,
-                       settings.health_port)
+                       settings.health_port, token=settings.reload_token)
     try:
         scorer.start()
         print(READY_LINE.format(consumer=settings.consumer, group=settings.group,

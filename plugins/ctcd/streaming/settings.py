@@ -68,6 +68,11 @@ class ScorerSettings(BaseSettings):
         "and `POST /reload` (check the model alias now, as SIGHUP does) on this port; the "
         "Kubernetes backend's probes and reload use it. Default: no HTTP.")
     health_host: str = Field(default="127.0.0.1", description="Address of the health port.")
+    reload_token: str | None = Field(
+        default=None, description="Bearer token `POST /reload` requires (set it as "
+        "CTCD_SCORER_RELOAD_TOKEN, not on the command line); the Kubernetes backend generates "
+        "one per scorer and keeps it in the scorer's Secret. Default: none, for a health port "
+        "on loopback.")
     stall_seconds: float = Field(
         default=300.0, ge=1, description="`/healthz` fails when the loop has not turned for "
         "this long (a hung predict or Redis call), so Kubernetes restarts the scorer; its "

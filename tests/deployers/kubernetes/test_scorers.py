@@ -82,6 +82,10 @@ def test_a_scorer_is_a_configmap_a_secret_and_a_deployment_found_by_labels(
     assert env["CTCD_SCORER_CONSUMER"]["valueFrom"] == {
         "fieldRef": {"fieldPath": "metadata.name"}}
     assert env["CTCD_SCORER_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == f"{NAME}-redis"
+    assert env["CTCD_SCORER_RELOAD_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": f"{NAME}-redis", "key": "reload-token"}
+    token = base64.b64decode(secret["data"]["reload-token"]).decode()
+    assert len(token) >= 32 and token not in json.dumps(deployment) + json.dumps(data)
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
@@ -114,8 +118,10 @@ def test_a_scorer_is_a_configmap_a_secret_and_a_deployment_found_by_labels(
     # Deployed again from a process without the password: the stored one is kept.
     monkeypatch.delenv("CTCD_SCORER_REDIS_URL")
     scorers.deploy_scorer(ScorerConfig(**{**changed.to_dict(), "replicas": 2}), timeout=60)
-    stored = cluster.get("secrets", f"{NAME}-redis")["data"]["url"]  # type: ignore[index]
-    assert base64.b64decode(stored).decode() == "redis://:s3cret@redis.data:6379/0"
+    kept = cluster.get("secrets", f"{NAME}-redis")["data"]  # type: ignore[index]
+    assert base64.b64decode(kept["url"]).decode() == "redis://:s3cret@redis.data:6379/0"
+    # and the reload token the running pods started with
+    assert base64.b64decode(kept["reload-token"]).decode() == token
 
     # Stop scales to zero and remembers the replicas; start brings them back.
     scorers.stop_scorer("churn-scorer", timeout=30)

@@ -7,7 +7,8 @@ A scorer named ``N`` is, in the backend's namespace:
   (``CTCD_SCORER_MODEL_URI``, ``_STREAM``, ``_GROUP``, its options, the tracking URI). No
   secret.
 * ``Secret ctcd-scorer-N-redis``: the Redis URL, with its password when the deploying
-  process's ``CTCD_SCORER_REDIS_URL`` has one (the recorded config never does).
+  process's ``CTCD_SCORER_REDIS_URL`` has one (the recorded config never does), and the
+  token ``POST /reload`` needs (generated at the first deploy, kept after).
 * ``Deployment ctcd-scorer-N``: ``replicas`` pods of ``python -m ctcd.streaming``, each a
   consumer of the group named after its pod (downward API). Probes use the scorer's health
   port: startup and readiness ``/readyz`` (model loaded, stream read), liveness ``/healthz``
@@ -35,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -68,6 +70,8 @@ SCORER_CONFIG = res.PREFIX + "scorer-config"  # annotation: ScorerConfig as JSON
 CONFIG_HASH = res.PREFIX + "config-hash"  # pod template annotation
 RESTARTED_AT = res.PREFIX + "restarted-at"  # pod template annotation
 REDIS_URL = "CTCD_SCORER_REDIS_URL"
+RELOAD_TOKEN = "CTCD_SCORER_RELOAD_TOKEN"
+RELOAD_TOKEN_KEY = "reload-token"  # beside the URL in the Secret
 
 
 def resource_name(name: str) -> str:
@@ -114,6 +118,8 @@ def pod_template(resource: str, config: ScorerConfig, deployer: KubernetesDeploy
               for key in sorted(env)),
             {"name": REDIS_URL, "valueFrom": {"secretKeyRef": {
                 "name": redis_secret_name(resource), "key": "url"}}},
+            {"name": RELOAD_TOKEN, "valueFrom": {"secretKeyRef": {
+                "name": redis_secret_name(resource), "key": RELOAD_TOKEN_KEY}}},
             {"name": "CTCD_SCORER_CONSUMER", "valueFrom": {
                 "fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "CTCD_SCORER_HEALTH_HOST", "value": "0.0.0.0"},
@@ -246,11 +252,13 @@ class KubernetesScorers:
     def reload(self, name: str) -> int:
         """``POST /reload`` to every ready pod: each checks its model alias now."""
         obj, asked = self._resolve(name), 0
+        token = self._stored(obj["metadata"]["name"]).get(RELOAD_TOKEN_KEY)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         for pod in self.d._pods(obj["metadata"]["name"]):
             if not _ready(pod):
                 continue
             try:
-                answer = httpx.post(self._pod_url(pod) + "/reload", timeout=10)
+                answer = httpx.post(self._pod_url(pod) + "/reload", timeout=10, headers=headers)
             except httpx.HTTPError as err:
                 log.warning("pod %s did not take the reload: %s", pod["metadata"]["name"], err)
                 continue
@@ -345,14 +353,17 @@ class KubernetesScorers:
     def _write_settings(self, resource: str, config: ScorerConfig, what: str) -> None:
         live = os.environ.get(REDIS_URL, "")
         url = live if live and redact_uri(live) == config.redis_url else config.redis_url
-        stored = self._stored_redis_url(resource)
+        kept = self._stored(resource)
+        stored = kept.get("url")
         if url == config.redis_url and stored and redact_uri(stored) == config.redis_url:
             url = stored  # the same Redis: keep the password an earlier deploy stored
+        # running pods read the token at start: keep the one they have
+        token = kept.get(RELOAD_TOKEN_KEY) or secrets.token_urlsafe(24)
         self.d._apply("Secret", redis_secret_name(resource), {
             "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": redis_secret_name(resource),
                          "labels": labels(resource, config)},
-            "stringData": {"url": url}}, what)
+            "stringData": {"url": url, RELOAD_TOKEN_KEY: token}}, what)
         self.d._apply("ConfigMap", resource, {
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": resource, "labels": labels(resource, config)},
@@ -367,14 +378,15 @@ class KubernetesScorers:
                            {"data": dict.fromkeys(stale)},
                            _content_type="application/merge-patch+json")
 
-    def _stored_redis_url(self, resource: str) -> str | None:
+    def _stored(self, resource: str) -> dict[str, str]:
+        """The scorer's Secret (Redis URL, reload token), decoded; {} when there is none."""
         try:
             data = self.kube.json(f"read Secret {self.ns}/{redis_secret_name(resource)}",
                                   self.kube.core.read_namespaced_secret,
                                   redis_secret_name(resource), self.ns).get("data") or {}
         except NotFound:
-            return None
-        return base64.b64decode(data["url"]).decode() if "url" in data else None
+            return {}
+        return {key: base64.b64decode(value).decode() for key, value in data.items()}
 
     def _annotations(self, config: ScorerConfig, template: dict[str, Any] | None
                      ) -> dict[str, str]:
