@@ -178,3 +178,36 @@ async def test_refused_proba_request_does_not_fail_its_batch(make_server: Any,
         else:
             assert response.status_code == 200, response.text
             assert response.json()["outputs"][0]["data"] == [i * 10]
+
+
+def test_predict_runs_with_one_native_thread_unless_told_otherwise() -> None:
+    """OpenMP's thread count belongs to the calling thread: the predict thread sets its own
+    (``--threads``, 1 by default); 0 leaves the libraries' default (one per core)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    import sklearn.ensemble  # noqa: F401 - loads scikit-learn's OpenMP runtime
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from ctcd.serving.batching import Batcher
+
+    def native(threads: int) -> dict[str, int]:
+        batcher = Batcher(object(), threads=threads)  # type: ignore[arg-type]
+        try:
+            info = batcher._executor.submit(threadpool_info).result()
+        finally:
+            batcher.close()
+        return {i["internal_api"]: i["num_threads"] for i in info}
+
+    with ThreadPoolExecutor(1) as plain:  # what any new thread gets
+        default = {i["internal_api"]: i["num_threads"]
+                   for i in plain.submit(threadpool_info).result()}
+    try:
+        limited = native(1)
+        assert "openmp" in limited and set(limited.values()) == {1}
+        # (BLAS's limit is the whole process's: the server's predict thread is its only user)
+        assert native(0)["openmp"] == default["openmp"]
+        assert default["openmp"] == len(os.sched_getaffinity(0)) > 1 or \
+            "OMP_NUM_THREADS" in os.environ
+    finally:
+        threadpool_limits(limits=default.get("openblas"), user_api="blas")

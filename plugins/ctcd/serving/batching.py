@@ -48,6 +48,14 @@ ARRIVAL_GAP_S = 0.001  # stop waiting for more requests once none arrived for th
 MAX_WAIT_S = 0.010  # never hold a batch longer than this, however slow the model
 
 
+def _limit_native_threads(threads: int) -> None:
+    """Run in the predict thread: OpenMP (scikit-learn's gradient boosting) and BLAS use
+    ``threads`` threads for this thread's calls."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
+
+
 class Batcher:
     def __init__(
         self,
@@ -56,6 +64,7 @@ class Batcher:
         enabled: bool = True,
         max_rows: int = 4096,
         max_wait_ms: float = 0.0,
+        threads: int = 1,
         observe: BatchObserver | None = None,
     ) -> None:
         self.model = model
@@ -63,8 +72,11 @@ class Batcher:
         self.max_rows = max_rows
         self.max_wait = max_wait_ms / 1000.0
         self._observe = observe or (lambda requests, rows: None)
-        # One predict at a time per version: requests queue (and merge) behind it.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        # One predict at a time per version: requests queue (and merge) behind it. OpenMP's
+        # thread count is the calling thread's own, so it is set in that thread.
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="predict",
+            initializer=partial(_limit_native_threads, threads) if threads else None)
         self._queue: collections.deque[tuple[ScoringRequest, asyncio.Future[Any]]] = (
             collections.deque()
         )

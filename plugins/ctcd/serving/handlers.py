@@ -47,6 +47,7 @@ class BatchConfig:
     enabled: bool = True
     max_rows: int = 4096
     max_wait_ms: float = 0.0
+    threads: int = 1  # native threads of each predict (0: the libraries' default)
 
 
 @dataclass
@@ -144,6 +145,7 @@ class ModelServer:
             enabled=self._batching.enabled,
             max_rows=self._batching.max_rows,
             max_wait_ms=self._batching.max_wait_ms,
+            threads=self._batching.threads,
             observe=lambda requests, rows: self.metrics.observe_batch(version, requests, rows),
         )
         slot = VersionSlot(version=version, model=model, batcher=batcher)

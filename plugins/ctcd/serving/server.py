@@ -91,7 +91,7 @@ def build(settings: ServerSettings,
         settings.model_name,
         loader=loader,
         batching=BatchConfig(settings.batching, settings.max_batch_rows,
-                             settings.max_batch_wait_ms),
+                             settings.max_batch_wait_ms, settings.threads),
         sink=sink,
     )
     model = server.load_blocking(settings.model_uri)

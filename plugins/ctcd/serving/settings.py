@@ -38,6 +38,11 @@ class ServerSettings(BaseSettings):
                                 description="Largest request body accepted (413 above).")
     batching: bool = Field(default=True, description="Merge concurrent requests per version.")
     max_batch_rows: int = Field(default=4096, ge=1, description="Most rows in one predict call.")
+    threads: int = Field(
+        default=1, ge=0, le=256, description="Native threads (OpenMP, BLAS) of each predict "
+        "call; 0: the libraries' default, one per core. Batches are small and the server's "
+        "own work needs a core: one thread avoids spin-waiting (a 1-row gradient-boosting "
+        "predict burns twice the CPU on two threads in the same time).")
     max_batch_wait_ms: float = Field(
         default=0.0, ge=0, le=1000, description="Extra time a batch waits for more rows; 0 "
         "means adaptive: batch only what queued while the model was busy.")
