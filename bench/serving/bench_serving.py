@@ -82,7 +82,8 @@ def main() -> int:
            "CTCD_HOME": str(work / "ctcd-home"),
            # one native thread per server for every server: on a 2-core machine a second
            # OpenMP thread of the churn model's HistGradientBoosting makes each predict
-           # wait on a busy core (a 1-row predict took 0.4-1.6 s instead of 15 ms here)
+           # wait on a busy core (a 1-row predict took 0.4-1.6 s instead of 15 ms here).
+           # Ours predicts with one by default (--threads 1); the others get it from here.
            **{f"{lib}_NUM_THREADS": "1" for lib in ("OMP", "OPENBLAS", "MKL")},
            # `mlflow models serve` runs `uvicorn` from PATH
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
