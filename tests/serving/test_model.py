@@ -51,3 +51,50 @@ def test_a_local_directory_is_used_in_place(churn_model: Any, tmp_path: Path) ->
     assert downloaded.local_path.is_dir()
     downloaded.close()
     assert _downloads(tmp_path) == []
+
+
+def test_a_bare_estimator_on_numeric_columns_is_given_arrays(
+    mlflow_server: str, churn_model: Any, tmp_path: Path
+) -> None:
+    """The server checks and orders columns by name, so a bare estimator fitted on exactly
+    the signature's numeric columns gets the ndarray (scikit-learn's own name check of a
+    DataFrame is a quarter of a small forest predict): same answers, no warning. A pipeline
+    keeps its DataFrame (a step may select columns by name)."""
+    import warnings
+
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from sklearn.ensemble import RandomForestClassifier
+
+    from ctcd.serving.schema import Table, check_columns
+    from ctcd.training.model import log_model
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(300, 6)), columns=[f"x{i}" for i in range(6)])
+    labels = (frame["x0"] + frame["x3"] > 0).astype(int)
+    forest = RandomForestClassifier(n_estimators=20, max_depth=5, random_state=0)
+    forest.fit(frame, labels)
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_experiment("ctcd-tests")
+    with mlflow.start_run():
+        log_model(forest, frame.head(5), registered_model_name="arrays-forest")  # type: ignore[arg-type]
+
+    loaded = load("models:/arrays-forest/1", download_dir=tmp_path)
+    assert loaded.takes_arrays
+    assert not hasattr(loaded.native.__self__, "feature_names_in_")  # type: ignore[union-attr]
+    table = check_columns(loaded.schema, {c: frame[c].to_numpy() for c in frame.columns}, "")  # type: ignore[arg-type]
+    block = Table(None, len(frame), block=frame.to_numpy(), names=tuple(frame.columns))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "X does not have valid feature names" would fail
+        assert (loaded.predict_table(table) == forest.predict(frame)).all()
+        assert (loaded.predict_table(block) == forest.predict(frame)).all()
+        outputs = loaded.predict(table.to_model_input(), outputs=("predict", "predict_proba"))
+    assert (outputs["predict"] == forest.predict(frame)).all()
+    assert np.array_equal(outputs["predict_proba"], forest.predict_proba(frame))
+    loaded.close()
+
+    pipeline = load(churn_model.uri, download_dir=tmp_path)
+    assert not pipeline.takes_arrays
+    assert hasattr(pipeline.native.__self__, "feature_names_in_")  # type: ignore[union-attr]
+    pipeline.close()
