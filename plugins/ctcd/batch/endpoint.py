@@ -64,11 +64,10 @@ def v2_columns(schema: InputSchema, table: Table, lo: int, hi: int) -> bytes | N
     for column in schema.columns:
         array = table.arrays[column.name][lo:hi]
         if array.dtype.kind == "O" and column.kind == "string":
-            values = array.tolist()
             if pd.isna(array).any():
                 return None
             inputs.append({"name": column.name, "datatype": "BYTES", "shape": [hi - lo],
-                           "data": values})
+                           "data": array.tolist()})
             continue
         datatype = _V2_DATATYPES.get((array.dtype.kind, array.dtype.itemsize))
         if datatype is None or (array.dtype.kind == "f" and np.isnan(array).any()):

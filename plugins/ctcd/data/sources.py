@@ -24,6 +24,7 @@ and the rest of the file is read.
 from __future__ import annotations
 
 import csv as _csv
+import itertools
 import re
 from collections import deque
 from collections.abc import Callable, Collection, Iterator
@@ -293,7 +294,7 @@ def _read_csv(handle: Any, origin: str, *, text_columns: Collection[str],
         number = first_line + lines.physical(row.number + joined) if row.number else None
         text, found = row.text, row.actual_columns
         # (the empty lines among them are counted as empty lines already)
-        joined += text.count("\n") - len(_EMPTY_TEXT_LINE.findall(text))
+        joined += text.count("\n") - len(_EMPTY_LINE.findall(text.encode()))
         if on_bad_line is not None and number is not None and "\n" in text:
             text, rest = text.split("\n", 1)
             text = text.removesuffix("\r")
@@ -322,14 +323,14 @@ def _read_csv(handle: Any, origin: str, *, text_columns: Collection[str],
         reader = csv.open_csv(lines, read_options=read, convert_options=options,
                               parse_options=csv.ParseOptions(invalid_row_handler=bad_row))
         yield origin, reader.schema
-        for batch in reader:
-            yield origin, batch
+        # the lines a bad row swallowed, after the batch it was cut from (and after the last
+        # block, whose rows may all have been bad)
+        for batch in itertools.chain(reader, [None]):  # lazily: bounded memory
+            if batch is not None:
+                yield origin, batch
             while swallowed:
                 yield from _again(swallowed.pop(0), origin, reader.schema, on_bad_line,
                                   empty_text_is_null, block_size)
-        while swallowed:
-            yield from _again(swallowed.pop(0), origin, reader.schema, on_bad_line,
-                              empty_text_is_null, block_size)
     except pa.ArrowInvalid as err:
         if seen:
             raise DataValidationError(
@@ -360,7 +361,6 @@ def _again(swallowed: tuple[int, str], origin: str, schema: pa.Schema,
 
 
 _EMPTY_LINE = re.compile(rb"(?<=\n)\r?\n")  # a line end right at a line start
-_EMPTY_TEXT_LINE = re.compile(r"(?<=\n)\r?\n")
 _LINE_SO_FAR = {b"": b"\n", b"\r": b"\n\r"}  # the current line's start, as text before data
 
 
