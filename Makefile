@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
+# The system packages each target needs are listed once, in this script (.ci/run uses it too):
+# `ensure` installs what is missing as root, else stops with the command to run.
+SYSTEM := scripts/system-packages.sh
 
 .PHONY: install demo demo-scale stop status test test-fast test-scale lint bench-serving bench-validation bench-batch clean
 
@@ -21,6 +24,7 @@ install: $(VENV)/.installed
 
 ## Start the embedded stack (Airflow, MLflow), run continuous_training, print how to call the model.
 demo: install
+	$(SYSTEM) ensure demo
 	$(PY) -m ctcd.stack demo
 
 ## Stop every process `make demo` started (by pid).
@@ -31,19 +35,23 @@ status: install
 	$(PY) -m ctcd.stack status
 
 test: install
+	$(SYSTEM) ensure test
 	$(PY) -m pytest -m "not scale"
 
 test-fast: install
+	$(SYSTEM) ensure test
 	$(PY) -m pytest -m "not e2e and not scale"
 
 ## The scale profile: the docker-compose layout as local processes (PostgreSQL, Redis, Airflow
 ## with the CeleryExecutor and two workers, MLflow on PostgreSQL), driven over the REST API.
-## Needs PostgreSQL server binaries and redis-server (.ci/run installs them).
+## Needs PostgreSQL server binaries and redis-server (installed here when missing).
 test-scale: install
+	$(SYSTEM) ensure test-scale
 	$(PY) -m pytest -m scale
 
 ## `make demo` on the scale profile (stop it with `make stop`).
 demo-scale: install
+	$(SYSTEM) ensure demo-scale
 	$(PY) -m ctcd.stack demo --profile scale
 
 lint: install
@@ -54,9 +62,10 @@ clean:
 	@if [ -x $(PY) ]; then $(PY) -m ctcd.stack clean; fi
 	rm -rf .state
 
-## Benchmark the model server against MLServer and `mlflow models serve` (needs wrk: apt-get install wrk;
-## installs MLServer into .state/bench on first use). BENCH_ARGS=--quick for short cells.
+## Benchmark the model server against MLServer and `mlflow models serve` (installs wrk when
+## missing, and MLServer into .state/bench on first use). BENCH_ARGS=--quick for short cells.
 bench-serving: install
+	$(SYSTEM) ensure bench-serving
 	$(PY) bench/serving/bench_serving.py $(BENCH_ARGS)
 
 ## Time the Great Expectations checkpoint on 20,000 and 1,000,000 rows.
@@ -67,4 +76,5 @@ bench-validation: install
 ## streaming scorer (msgs/s vs HTTP, messages lost after a kill). Needs redis-server.
 ## BENCH_ARGS=--quick for a short run.
 bench-batch: install
+	$(SYSTEM) ensure bench-batch
 	$(PY) bench/batch/bench_batch.py $(BENCH_ARGS)
