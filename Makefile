@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 # `ensure` installs what is missing as root, else stops with the command to run.
 SYSTEM := scripts/system-packages.sh
 
-.PHONY: install demo demo-scale stop status test test-fast test-scale lint bench-serving bench-validation bench-batch clean
+.PHONY: install demo demo-scale stop status test test-fast test-scale lint docs bench-serving bench-validation bench-batch clean
 
 # Compiled bytecode: with PYTHONDONTWRITEBYTECODE set (as on these machines) every process
 # would otherwise compile airflow, mlflow and scikit-learn from source at each import
@@ -58,9 +58,14 @@ lint: install
 	$(VENV)/bin/ruff check plugins dags tests bench
 	$(VENV)/bin/mypy plugins dags bench
 
+## The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link or anchor,
+## or a page missing from the nav, fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 clean:
 	@if [ -x $(PY) ]; then $(PY) -m ctcd.stack clean; fi
-	rm -rf .state
+	rm -rf .state site
 
 ## Benchmark the model server against MLServer and `mlflow models serve` (installs wrk when
 ## missing, and MLServer into .state/bench on first use). BENCH_ARGS=--quick for short cells.

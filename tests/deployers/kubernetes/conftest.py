@@ -3,7 +3,7 @@
 By default the cluster is the FAKE API server of ``fake_api.py`` (no cluster runs on these
 machines), reached through a kubeconfig by the real ``KubernetesHook`` and ``kubernetes``
 client. With ``CTCD_K8S_TEST_CLUSTER=1`` the same tests run against the current kubeconfig
-context instead (kind or minikube; see the README's Kubernetes section), in a namespace of
+context instead (kind or minikube; see docs/how-to/kubernetes.md), in a namespace of
 their own; tests that need the fake's fault injection are skipped there.
 """
 

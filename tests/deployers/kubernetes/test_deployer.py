@@ -7,7 +7,7 @@ HTTP to the fake, which keeps objects like the API server (resourceVersion, gene
 label selectors, the three patch types, 404/409) and plays the Deployment controller and
 the kubelet. Here pods are ready without running anything (object level); the strategies
 run against real model-server pods in ``test_pods.py``. Run the same tests against a
-real cluster with ``CTCD_K8S_TEST_CLUSTER=1`` (see the README).
+real cluster with ``CTCD_K8S_TEST_CLUSTER=1`` (see docs/how-to/kubernetes.md).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ So the same strategy code, analysis and rollback as the local backend run across
 the deployer loads, weighs and unloads versions on every pod through their admin APIs,
 client load goes through the Service, and pods started later come up with the version
 recorded in the ConfigMap. No cluster runs here: on a real one run these tests with
-``CTCD_K8S_TEST_CLUSTER=1`` and a model-server image (see the README).
+``CTCD_K8S_TEST_CLUSTER=1`` and a model-server image (see docs/how-to/kubernetes.md).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ class Forbidden(KubernetesError):
     def __init__(self, what: str, reason: str) -> None:
         super().__init__(
             f"{what}: forbidden by the cluster's RBAC ({reason}). Grant the Airflow service "
-            "account the Role in the README's Kubernetes section."
+            "account the Role in docs/how-to/kubernetes.md (RBAC)."
         )
 
 
