@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from ctcd.deployers.base import SupportsScorers
+from ctcd.deployers.scorers import SupportsScorers
 from ctcd.stack.processes import spawn, stop_process_tree
 from ctcd.streaming.client import read, send
 

@@ -3,7 +3,8 @@
     from ctcd.deployers import get_deployer, DeploymentConfig
     handle = get_deployer().deploy_model(config, strategy="blue_green", timeout=300)
 
-The contract every backend keeps is :mod:`ctcd.deployers.base`.
+The contract every backend keeps is :mod:`ctcd.deployers.base`; the optional
+streaming-scorer capability is :mod:`ctcd.deployers.scorers`.
 """
 
 from __future__ import annotations
@@ -13,18 +14,20 @@ from ctcd.deployers.base import (
     DeploymentConfig,
     DeploymentEvent,
     ModelDeployer,
+    ServerDescription,
+    SupportsRollback,
+    redact_uri,
+)
+from ctcd.deployers.lookup import load_last_service
+from ctcd.deployers.registry import get_deployer, resolve_service
+from ctcd.deployers.scorers import (
     ReplicaStatus,
     ScorerConfig,
     ScorerInfo,
     ScorerNotFound,
-    ServerDescription,
-    SupportsRollback,
     SupportsScorers,
-    redact_uri,
     scorers_of,
 )
-from ctcd.deployers.lookup import load_last_service
-from ctcd.deployers.registry import get_deployer, resolve_service
 from ctcd.deployers.strategies import (
     STRATEGIES,
     BlueGreen,

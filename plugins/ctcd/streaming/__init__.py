@@ -29,7 +29,7 @@ the server refuses is dead-lettered here with the same reason, and one it scores
 same prediction. The cost is memory: each scorer holds its own copy of the model.
 
 Deployers run scorers like model servers, through the contract's optional
-:class:`ctcd.deployers.base.SupportsScorers` capability: the ``local`` backend as detached
+:class:`ctcd.deployers.scorers.SupportsScorers` capability: the ``local`` backend as detached
 processes (pid + start time, a registry record, logs), the ``kubernetes`` backend as a
 Deployment with probes on the scorer's health port (:mod:`ctcd.streaming.health`); see
 ``ctcd streaming --help``.

@@ -1,5 +1,5 @@
 """``ctcd streaming ...``: run streaming scorers the way ``ctcd models`` runs model servers,
-through the deployer's :class:`ctcd.deployers.base.SupportsScorers` capability (``local``:
+through the deployer's :class:`ctcd.deployers.scorers.SupportsScorers` capability (``local``:
 detached processes; ``kubernetes``: a Deployment)."""
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import typer
 from rich.table import Table
 
 from ctcd.console import fail, out
-from ctcd.deployers.base import (
+from ctcd.deployers.base import DEFAULT_TIMEOUT
+from ctcd.deployers.registry import get_deployer
+from ctcd.deployers.scorers import (
     DEFAULT_REDIS_URL,
-    DEFAULT_TIMEOUT,
     ScorerConfig,
     ScorerInfo,
     SupportsScorers,
     scorers_of,
 )
-from ctcd.deployers.registry import get_deployer
 from ctcd.errors import CtcdError
 
 app = typer.Typer(help="Streaming scorers: start, list, stop, restart, reload, logs.",

@@ -24,7 +24,9 @@ from tests.deployers.kubernetes.fake_api import FakeCluster
 
 from ctcd.deployers import DeploymentConfig, SupportsRollback
 from ctcd.deployers.kubernetes import KubernetesDeployer
+from ctcd.deployers.kubernetes.cluster import instance
 from ctcd.deployers.kubernetes.pods import PodsAdmin
+from ctcd.deployers.kubernetes.resources import PORT, secret_name
 from ctcd.errors import RolledBack
 from ctcd.services import ServiceHandle
 
@@ -52,8 +54,8 @@ def first(model_factory: Any) -> Any:
 
 
 def _serving_on_every_pod(deployer: KubernetesDeployer) -> list[dict[str, float]]:
-    pods = deployer._ready_pods(NAME)
-    token = deployer._admin_token(NAME)
+    pods = deployer.cluster.ready_pods(instance(NAME), PORT)
+    token = deployer.cluster.secret(secret_name(NAME))["token"]
     out = []
     for pod in pods:
         with PodsAdmin([pod], token=token) as admin:

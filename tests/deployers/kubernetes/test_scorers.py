@@ -145,7 +145,7 @@ def test_a_deployment_that_is_not_a_scorer_is_left_alone(
     cluster: FakeCluster, make_deployer: Any
 ) -> None:
     deployer: KubernetesDeployer = make_deployer(cluster)
-    apps = k8s_client.AppsV1Api(deployer.kube.hook.api_client)
+    apps = k8s_client.AppsV1Api(deployer.cluster.kube.hook.api_client)
     apps.create_namespaced_deployment("default", {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": NAME},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x"}},
@@ -210,7 +210,7 @@ def pod_scorers(scorer_cluster: FakeCluster, make_deployer: Any) -> Iterator[Sup
 
 def _delete_pod(deployer: KubernetesDeployer, name: str, grace: int | None) -> None:
     kwargs: dict[str, Any] = {} if grace is None else {"grace_period_seconds": grace}
-    deployer.kube.core.delete_namespaced_pod(name, "default", **kwargs)
+    deployer.cluster.kube.core.delete_namespaced_pod(name, "default", **kwargs)
 
 
 @pytest.mark.e2e

@@ -24,6 +24,8 @@ from ctcd.deployers.kubernetes.errors import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Patch = dict[str, Any] | list[dict[str, Any]]
+Change = Callable[[dict[str, Any]], Patch | None]  # the patch to make to the current object
 STRATEGIC = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -120,23 +122,26 @@ class Kube:
             yield pending.decode(errors="replace")
 
     def update(
-        self, what: str, read: Callable[[], dict[str, Any]],
-        change: Callable[[dict[str, Any]], dict[str, Any] | None],
-        write: Callable[[dict[str, Any]], Any],
+        self, what: str, read: Callable[[], dict[str, Any]], change: Change,
+        write: Callable[[Patch], Any],
     ) -> dict[str, Any] | None:
         """Read-modify-write with optimistic locking: ``change(current)`` returns the patch
-        (``None``: nothing to do), sent with the ``resourceVersion`` it was computed from,
-        so a concurrent writer's change is never overwritten. A 409 re-reads and retries up
-        to ``conflict_retries`` times, then fails naming the resource."""
+        (a merge patch, or a JSON patch's list of operations; ``None``: nothing to do), sent
+        with the ``resourceVersion`` it was computed from, so a concurrent writer's change
+        is never overwritten. A 409 re-reads and retries up to ``conflict_retries`` times,
+        then fails naming the resource."""
         last: ConcurrentModification | None = None
         for attempt in range(self.conflict_retries + 1):
             current = read()
             patch = change(current)
             if patch is None:
                 return current
-            patch.setdefault("metadata", {})["resourceVersion"] = (
-                current["metadata"]["resourceVersion"]
-            )
+            version = current["metadata"]["resourceVersion"]
+            if isinstance(patch, list):
+                patch.append({"op": "replace", "path": "/metadata/resourceVersion",
+                              "value": version})
+            else:
+                patch.setdefault("metadata", {})["resourceVersion"] = version
             try:
                 response = self.call(what, write, patch)
                 result: dict[str, Any] = json.loads(response.data)

@@ -19,35 +19,39 @@ environment). Strategies run unchanged (:mod:`ctcd.deployers.strategies`) agains
 from __future__ import annotations
 
 import contextlib
+import secrets
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ctcd.deployers.admin import AdminClient, VersionStats
 from ctcd.deployers.base import DeploymentConfig
 from ctcd.deployers.kubernetes import resources as res
-from ctcd.deployers.kubernetes.api import MERGE, NotFound
+from ctcd.deployers.kubernetes import servers
+from ctcd.deployers.kubernetes.api import MERGE, Change, NotFound, Patch
+from ctcd.deployers.kubernetes.cluster import Cluster
 from ctcd.deployers.kubernetes.errors import KServeUnavailable, RolloutFailed
 from ctcd.deployers.kubernetes.pods import PodsAdmin
+from ctcd.deployers.kubernetes.servers import STOP, Server
+from ctcd.deployers.strategies import Rollout, Strategy
 from ctcd.errors import CtcdError, DeploymentError, VersionRejected
-
-if TYPE_CHECKING:
-    from ctcd.deployers.kubernetes.deployer import KubernetesDeployer, Server
+from ctcd.services.handle import ServiceHandle
 
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
 REVISION_LABEL = "serving.knative.dev/revision"
 
 
 class KServe:
-    STOP = "serving.kserve.io/stop"
+    """Model servers as InferenceServices, through ``cluster`` (its namespace, API
+    clients and settings)."""
 
-    def __init__(self, deployer: KubernetesDeployer) -> None:
-        self.d = deployer
+    kind = "InferenceService"
+    container = res.KSERVE_CONTAINER
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.kube, self.k8s, self.ns = cluster.kube, cluster.k8s, cluster.ns
         self._installed: bool | None = None
-
-    @property
-    def ns(self) -> str:
-        return self.d.ns
 
     # -- discovery and reading ---------------------------------------------------------------
 
@@ -55,7 +59,7 @@ class KServe:
         """Whether the cluster serves ``serving.kserve.io/v1beta1`` InferenceServices
         (API discovery, which every authenticated client may read)."""
         if self._installed is None:
-            kube = self.d.kube
+            kube = self.kube
             try:
                 found = kube.json("discover KServe's API group", kube.custom.get_api_resources,
                                   res.KSERVE_GROUP, res.KSERVE_VERSION)
@@ -74,9 +78,7 @@ class KServe:
             )
 
     def servers(self, selector: str) -> list[Server]:
-        from ctcd.deployers.kubernetes.deployer import Server
-
-        kube = self.d.kube
+        kube = self.kube
         items = kube.json(f"list InferenceServices in {self.ns}",
                           kube.custom.list_namespaced_custom_object, res.KSERVE_GROUP,
                           res.KSERVE_VERSION, self.ns, res.KSERVE_PLURAL,
@@ -85,15 +87,13 @@ class KServe:
                 if res.CONFIG in (i["metadata"].get("annotations") or {})]
 
     def read(self, name: str) -> Server:
-        from ctcd.deployers.kubernetes.deployer import Server
-
-        kube = self.d.kube
+        kube = self.kube
         return Server("InferenceService", kube.json(
             f"read InferenceService {self.ns}/{name}", kube.custom.get_namespaced_custom_object,
             res.KSERVE_GROUP, res.KSERVE_VERSION, self.ns, res.KSERVE_PLURAL, name))
 
-    def patch(self, name: str, body: dict[str, Any]) -> Any:
-        kube = self.d.kube
+    def patch(self, name: str, body: Patch) -> Any:
+        kube = self.kube
         return kube.call(f"patch InferenceService {self.ns}/{name}",
                          kube.custom.patch_namespaced_custom_object, res.KSERVE_GROUP,
                          res.KSERVE_VERSION, self.ns, res.KSERVE_PLURAL, name, body,
@@ -103,76 +103,92 @@ class KServe:
         address = ((server.obj.get("status") or {}).get("address") or {}).get("url")
         if address:
             return str(address)
-        return self.d.k8s.service_url.format(service=server.name, namespace=self.ns,
+        return self.k8s.service_url.format(service=server.name, namespace=self.ns,
                                              port=80, node_port="")
 
     def pod_selector(self, server: Server) -> str:
         return f"{ISVC_LABEL}={server.name}"
 
+    def handle(self, server: Server) -> ServiceHandle:
+        return servers.handle(server, self.endpoint(server))
+
+    def update(self, name: str, change: Change, what: str) -> None:
+        """Read-modify-write with a resourceVersion precondition (a JSON merge patch:
+        custom resources take no strategic merge patch)."""
+        self.kube.update(what, lambda: self.read(name).obj, change,
+                         lambda body: self.patch(name, body))
+
+    def _record(self, name: str, change: Change) -> None:
+        self.update(name, change, f"record the deployment on InferenceService {self.ns}/{name}")
+
     # -- deploy and lifecycle ----------------------------------------------------------------
 
     def deploy(
-        self, config: DeploymentConfig, plan: Any, deadline: float, *, wait: bool
-    ) -> Any:
-        from ctcd.deployers.kubernetes.deployer import _event, utcnow
-
-        d = self.d
+        self, config: DeploymentConfig, plan: Strategy, deadline: float, *, wait: bool
+    ) -> ServiceHandle:
         name = res.resource_name(config.server_name)
-        started_at = utcnow()
+        started_at = servers.utcnow()
         try:
             current: Server | None = self.read(name)
         except NotFound:
             current = None
         if current is None:
-            d._apply("Secret", res.secret_name(name),
-                     res.secret(name, config, _token(), d._prediction_token(config)),
-                     f"create the model server of {config.server_name!r}")
-            notes = res.server_annotations(config, strategy=plan.name, deployed_at=utcnow(),
-                                    history=[_event(config, "start", "succeeded", started_at)],
-                                    replicas=d.k8s.replicas)
-            body = res.inference_service(name, config, d.k8s, annotations=notes,
-                                         tracking_uri=d._pod_tracking(config))
-            d.kube.call(f"create InferenceService {self.ns}/{name}",
-                        d.kube.custom.create_namespaced_custom_object, res.KSERVE_GROUP,
-                        res.KSERVE_VERSION, self.ns, res.KSERVE_PLURAL, body)
-            if wait:
-                try:
-                    self.wait_ready(name, deadline)
-                except DeploymentError as err:
-                    self.patch(name, {"metadata": {"annotations": {self.STOP: "true"}}})
-                    d._record("InferenceService", name, config, plan.name, "start", "failed",
-                              started_at, message=err.message, replace_last=True)
-                    raise
-            return d._handle(self.read(name))
-        d._check_owned(current, config)
+            return self._create(name, config, plan, deadline, started_at, wait=wait)
+        servers.check_owned(current, config, self.ns)
         if current.replicas == 0:
-            self.patch(name, {"metadata": {"annotations": {self.STOP: None}},
+            self.patch(name, {"metadata": {"annotations": {STOP: None}},
                               "spec": {"predictor": self._predictor(config, None)}})
-            d._record("InferenceService", name, config, plan.name, "start", "succeeded",
-                      started_at, deployed=True)
+            self._record(name, servers.record(config, plan.name, "start", "succeeded", started_at,
+                                              deployed=True))
             return self.start(self.read(name), deadline)
         try:
             with KServeTraffic(self, current, config, deadline) as admin:
                 if admin.serving() == {config.model_version: 1.0}:
-                    d._record("InferenceService", name, config, plan.name, plan.name,
-                              "unchanged", started_at)
-                    return d._handle(current)
-                from ctcd.deployers.strategies import Rollout
-
+                    self._record(name, servers.record(config, plan.name, plan.name, "unchanged",
+                                                      started_at))
+                    return self.handle(current)
                 plan.run(Rollout(admin=admin, model_name=config.model_name,
                                  model_uri=config.model_uri, version=config.model_version,
                                  deadline=deadline))
         except DeploymentError as err:
-            d._record("InferenceService", name, config, plan.name, plan.name, "failed",
-                      started_at, message=err.message)
+            self._record(name, servers.record(config, plan.name, plan.name, "failed", started_at,
+                                              message=err.message))
             raise
-        d._record("InferenceService", name, config, plan.name, plan.name, "succeeded",
-                  started_at, deployed=True)
-        return d._handle(self.read(name))
+        self._record(name, servers.record(config, plan.name, plan.name, "succeeded", started_at,
+                                          deployed=True))
+        return self.handle(self.read(name))
+
+    def _create(
+        self, name: str, config: DeploymentConfig, plan: Strategy, deadline: float,
+        started_at: str, *, wait: bool,
+    ) -> ServiceHandle:
+        self.cluster.apply(
+            "Secret", res.secret_name(name),
+            res.secret(name, config, secrets.token_urlsafe(24),
+                       servers.prediction_token(config)),
+            f"create the model server of {config.server_name!r}")
+        notes = res.server_annotations(
+            config, strategy=plan.name, deployed_at=servers.utcnow(),
+            history=[servers.event(config, "start", "succeeded", started_at)],
+            replicas=self.k8s.replicas)
+        body = res.inference_service(name, config, self.k8s, annotations=notes,
+                                     tracking_uri=config.tracking_uri or "")
+        self.kube.call(f"create InferenceService {self.ns}/{name}",
+                       self.kube.custom.create_namespaced_custom_object, res.KSERVE_GROUP,
+                       res.KSERVE_VERSION, self.ns, res.KSERVE_PLURAL, body)
+        if wait:
+            try:
+                self.wait_ready(name, deadline)
+            except DeploymentError as err:
+                self.patch(name, {"metadata": {"annotations": {STOP: "true"}}})
+                self._record(name, servers.record(config, plan.name, "start", "failed", started_at,
+                                                  message=err.message, replace_last=True))
+                raise
+        return self.handle(self.read(name))
 
     def _predictor(self, config: DeploymentConfig, canary: int | None) -> dict[str, Any]:
-        body = res.inference_service(res.resource_name(config.server_name), config, self.d.k8s,
-                                     annotations={}, tracking_uri=self.d._pod_tracking(config),
+        body = res.inference_service(res.resource_name(config.server_name), config, self.k8s,
+                                     annotations={}, tracking_uri=config.tracking_uri or "",
                                      canary_percent=canary)
         predictor: dict[str, Any] = body["spec"]["predictor"]
         predictor.setdefault("canaryTrafficPercent", None)  # merge patch: None removes it
@@ -197,23 +213,28 @@ class KServe:
             if time.monotonic() >= deadline:
                 raise RolloutFailed(f"InferenceService {self.ns}/{name} was not ready within "
                                     "the timeout; see `kubectl describe inferenceservice`")
-            time.sleep(self.d.k8s.poll_interval)
+            time.sleep(self.k8s.poll_interval)
 
-    def start(self, server: Server, deadline: float) -> Any:
-        if server.annotations.get(self.STOP) == "true":
-            self.patch(server.name, {"metadata": {"annotations": {self.STOP: None}}})
+    def start(self, server: Server, deadline: float) -> ServiceHandle:
+        if server.annotations.get(STOP) == "true":
+            self.patch(server.name, {"metadata": {"annotations": {STOP: None}}})
         self.wait_ready(server.name, deadline)
-        return self.d._handle(self.read(server.name))
+        return self.handle(self.read(server.name))
 
-    def stop(self, server: Server) -> None:
-        self.patch(server.name, {"metadata": {"annotations": {self.STOP: "true"}}})
+    def stop(self, server: Server, timeout: float = 0, force: bool = False) -> None:
+        """KServe scales the predictor to zero itself (the annotation)."""
+        self.patch(server.name, {"metadata": {"annotations": {STOP: "true"}}})
 
-    def delete(self, server: Server) -> None:
-        kube = self.d.kube
+    def delete(self, server: Server, timeout: float = 0, force: bool = False) -> None:
+        kube = self.kube
         with contextlib.suppress(NotFound):
             kube.call(f"delete InferenceService {self.ns}/{server.name}",
                       kube.custom.delete_namespaced_custom_object, res.KSERVE_GROUP,
                       res.KSERVE_VERSION, self.ns, res.KSERVE_PLURAL, server.name)
+        self.cluster.delete("Secret", res.secret_name(server.name))
+
+    def pods(self, server: Server) -> list[dict[str, Any]]:
+        return self.cluster.pods(self.pod_selector(server))
 
 
 class KServeTraffic(AdminClient):
@@ -255,10 +276,10 @@ class KServeTraffic(AdminClient):
     def versions(self) -> dict[str, VersionStats]:
         weights = self._weights()
         server = self.kserve.read(self.name)
-        pods = self.kserve.d._ready_pods(None, server)
+        pods = self.kserve.cluster.ready_pods(self.kserve.pod_selector(server), res.PORT)
         stats: dict[str, VersionStats] = {}
         if pods:
-            token = self.kserve.d._admin_token(self.name)
+            token = self.kserve.cluster.secret(res.secret_name(self.name)).get("token")
             admin = PodsAdmin(pods, token=token)
             try:
                 stats = admin.versions(strict=False)
@@ -299,7 +320,7 @@ class KServeTraffic(AdminClient):
         while time.monotonic() < self.deadline:  # until the route carries the new split
             if abs(self._weights().get(self.config.model_version, 0.0) * 100 - percent) < 1:
                 return
-            time.sleep(self.kserve.d.k8s.poll_interval)
+            time.sleep(self.kserve.k8s.poll_interval)
         raise RolloutFailed(f"InferenceService {self.kserve.ns}/{self.name} did not move "
                             f"{percent}% of traffic to version {self.config.model_version}")
 
@@ -317,8 +338,3 @@ def _predictor_status(server: Server) -> dict[str, Any]:
     status = server.obj.get("status") or {}
     return dict((status.get("components") or {}).get("predictor") or {})
 
-
-def _token() -> str:
-    import secrets
-
-    return secrets.token_urlsafe(24)

@@ -31,7 +31,6 @@ pending and another replica claims them (``XAUTOCLAIM`` after ``min_idle_ms``).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -40,25 +39,17 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
-from ctcd.deployers.base import (
-    DEFAULT_TIMEOUT,
-    ReplicaStatus,
-    ScorerConfig,
-    ScorerInfo,
-    ScorerNotFound,
-    ScorersFrom,
-    redact_uri,
-)
+from ctcd.deployers.base import DEFAULT_TIMEOUT, redact_uri
 from ctcd.deployers.kubernetes import resources as res
-from ctcd.deployers.kubernetes.api import JSON_PATCH, NotFound
+from ctcd.deployers.kubernetes.cluster import Cluster, instance, ready
+from ctcd.deployers.kubernetes.servers import utcnow
+from ctcd.deployers.scorers import ReplicaStatus, ScorerConfig, ScorerInfo, ScorerNotFound
 from ctcd.errors import DeploymentError, InvalidParams, ServerStartFailed
-
-if TYPE_CHECKING:
-    from ctcd.deployers.kubernetes.deployer import KubernetesDeployer, Server
+from ctcd.settings import KubernetesSettings
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +92,8 @@ def environment(config: ScorerConfig) -> dict[str, str]:
     return env
 
 
-def pod_template(resource: str, config: ScorerConfig, deployer: KubernetesDeployer
+def pod_template(resource: str, config: ScorerConfig, k8s: KubernetesSettings
                  ) -> dict[str, Any]:
-    k8s = deployer.k8s
     env = environment(config)
     checksum = hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -141,12 +131,14 @@ def pod_template(resource: str, config: ScorerConfig, deployer: KubernetesDeploy
 
 
 class KubernetesScorers:
-    """Streaming scorers of one :class:`KubernetesDeployer` (its namespace, settings, API
-    clients and leases)."""
+    """Streaming scorers in ``cluster``'s namespace (its API clients, settings and leases);
+    ``tracking_uri`` is the MLflow server a config without one is recorded with."""
 
-    def __init__(self, deployer: KubernetesDeployer) -> None:
-        self.d = deployer
-        self.kube, self.k8s, self.ns = deployer.kube, deployer.k8s, deployer.ns
+    def __init__(self, cluster: Cluster, tracking_uri: str) -> None:
+        self.cluster = cluster
+        self.kube, self.k8s, self.ns = cluster.kube, cluster.k8s, cluster.ns
+        self.leases = cluster.leases
+        self.tracking_uri = tracking_uri
 
     # -- queries (pure) ----------------------------------------------------------------------
 
@@ -167,18 +159,18 @@ class KubernetesScorers:
         resource, config = obj["metadata"]["name"], _config(obj)
         notes = obj["metadata"].get("annotations") or {}
         replicas = []
-        for pod in self.d._pods(resource):
+        for pod in self._pods(resource):
             pod_name = pod["metadata"]["name"]
             statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
-            ready = _ready(pod)
+            is_ready = ready(pod)
             replicas.append(ReplicaStatus(
-                consumer=pod_name, state="running" if ready else "starting",
-                heartbeat=self._readyz(pod) if ready else None,
+                consumer=pod_name, state="running" if is_ready else "starting",
+                heartbeat=self._readyz(pod) if is_ready else None,
                 details={"pod": pod_name, "pod_ip": (pod.get("status") or {}).get("podIP"),
                          "restarts": int(statuses[0].get("restartCount", 0))}))
         spec, status = obj.get("spec", {}), obj.get("status") or {}
         return ScorerInfo(
-            id=obj["metadata"]["uid"], name=config.name, backend=self.d.name, config=config,
+            id=obj["metadata"]["uid"], name=config.name, backend="kubernetes", config=config,
             desired_state="running" if spec.get("replicas", 0) > 0 else "stopped",
             replicas=tuple(replicas), last_error=notes.get(res.LAST_ERROR),
             details={"namespace": self.ns, "deployment": resource,
@@ -193,10 +185,10 @@ class KubernetesScorers:
     def deploy(self, config: ScorerConfig, timeout: float = DEFAULT_TIMEOUT) -> ScorerInfo:
         """Create the scorer, or roll it to a changed config; unchanged: nothing happens.
         A failed rollout puts the previous config back (its pods never stopped)."""
-        config = replace(config, tracking_uri=config.tracking_uri or self.d._tracking_uri())
+        config = replace(config, tracking_uri=config.tracking_uri or self.tracking_uri)
         deadline = time.monotonic() + timeout
         resource = resource_name(config.name)
-        with self.d.leases.hold(f"scorer:{config.name}", resource, timeout):
+        with self.leases.hold(f"scorer:{config.name}", resource, timeout):
             current = self._read(resource)
             if current is None:
                 return self._create(resource, config, deadline)
@@ -210,21 +202,23 @@ class KubernetesScorers:
         deadline = time.monotonic() + timeout
         obj = self._resolve(name)
         resource = obj["metadata"]["name"]
-        with self.d.leases.hold(f"scorer:{_config(obj).name}", resource, timeout):
+        with self.leases.hold(f"scorer:{_config(obj).name}", resource, timeout):
             obj = self._resolve(obj["metadata"]["uid"])
             if obj["spec"].get("replicas", 0) == 0:
                 notes = obj["metadata"].get("annotations") or {}
-                self.d._scale(resource, int(notes.get(res.REPLICAS)
-                                            or _config(obj).replicas))
+                self.cluster.scale(resource, int(notes.get(res.REPLICAS)
+                                                 or _config(obj).replicas))
             return self._wait(resource, deadline, stop_on_failure=True)
 
     def stop(self, name: str, timeout: float = 60.0, force: bool = False) -> None:
         """Scale to zero (replicas remembered for ``start``) and wait for the pods to go:
         each finishes its batch on SIGTERM."""
         obj = self._resolve(name)
-        with self.d.leases.hold(f"scorer:{_config(obj).name}", obj["metadata"]["name"],
+        with self.leases.hold(f"scorer:{_config(obj).name}", obj["metadata"]["name"],
                                 timeout):
-            self.d._stop(self._server(self._resolve(obj["metadata"]["uid"])), timeout, force)
+            obj = self._resolve(obj["metadata"]["uid"])
+            self.cluster.stop(obj["metadata"]["name"], obj["spec"].get("replicas", 0), timeout,
+                              force)
 
     def restart(self, name: str, timeout: float = DEFAULT_TIMEOUT) -> ScorerInfo:
         """A rolling restart (``kubectl rollout restart``): new pods first, then the old
@@ -234,28 +228,28 @@ class KubernetesScorers:
         if obj["spec"].get("replicas", 0) == 0:
             return self.start(name, timeout)
         resource = obj["metadata"]["name"]
-        with self.d.leases.hold(f"scorer:{_config(obj).name}", resource, timeout):
-            self.d._patch_deployment(resource, {"spec": {"template": {"metadata": {
-                "annotations": {RESTARTED_AT: _now()}}}}})
+        with self.leases.hold(f"scorer:{_config(obj).name}", resource, timeout):
+            self.cluster.patch_deployment(resource, {"spec": {"template": {"metadata": {
+                "annotations": {RESTARTED_AT: utcnow()}}}}})
             return self._wait(resource, deadline)
 
     def delete(self, name: str, timeout: float = 60.0, force: bool = False) -> None:
         obj = self._resolve(name)
         resource = obj["metadata"]["name"]
-        with self.d.leases.hold(f"scorer:{_config(obj).name}", resource, timeout):
-            self.d._stop(self._server(obj), timeout, force)
-            self.d._delete("Deployment", resource, self.kube.apps.delete_namespaced_deployment)
-            self.d._delete("ConfigMap", resource, self.kube.core.delete_namespaced_config_map)
-            self.d._delete("Secret", redis_secret_name(resource),
-                           self.kube.core.delete_namespaced_secret)
+        with self.leases.hold(f"scorer:{_config(obj).name}", resource, timeout):
+            self.cluster.stop(resource, obj["spec"].get("replicas", 0), timeout, force)
+            self.cluster.delete("Deployment", resource)
+            self.cluster.delete("ConfigMap", resource)
+            self.cluster.delete("Secret", redis_secret_name(resource))
 
     def reload(self, name: str) -> int:
         """``POST /reload`` to every ready pod: each checks its model alias now."""
         obj, asked = self._resolve(name), 0
-        token = self._stored(obj["metadata"]["name"]).get(RELOAD_TOKEN_KEY)
+        token = self.cluster.secret(redis_secret_name(obj["metadata"]["name"])).get(
+            RELOAD_TOKEN_KEY)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        for pod in self.d._pods(obj["metadata"]["name"]):
-            if not _ready(pod):
+        for pod in self._pods(obj["metadata"]["name"]):
+            if not ready(pod):
                 continue
             try:
                 answer = httpx.post(self._pod_url(pod) + "/reload", timeout=10, headers=headers)
@@ -267,26 +261,20 @@ class KubernetesScorers:
 
     def logs(self, name: str, *, replica: int | None = None, follow: bool = False,
              tail: int | None = None) -> Iterator[str]:
-        pods = self.d._pods(self._resolve(name)["metadata"]["name"])
+        pods = self._pods(self._resolve(name)["metadata"]["name"])
         if replica is not None:
             if not 0 <= replica < len(pods):
                 raise InvalidParams(f"scorer {name!r} has {len(pods)} pod(s) now; replica "
                                     f"is 0..{len(pods) - 1}")
             pods = pods[replica:replica + 1]
-        elif follow:
-            pods = pods[-1:]  # following several would interleave them
-        for pod in pods:
-            pod_name = pod["metadata"]["name"]
-            prefix = f"[{pod_name}] " if len(pods) > 1 else ""
-            for line in self.kube.pod_log(pod_name, CONTAINER, follow=follow, tail=tail):
-                yield prefix + line
+        yield from self.cluster.logs(pods, CONTAINER, follow=follow, tail=tail)
 
     # -- internals ---------------------------------------------------------------------------
 
     def _create(self, resource: str, config: ScorerConfig, deadline: float) -> ScorerInfo:
         what = f"create streaming scorer {config.name!r} in namespace {self.ns!r}"
         self._write_settings(resource, config, what)
-        template = pod_template(resource, config, self.d)
+        template = pod_template(resource, config, self.k8s)
         body = {
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": resource, "labels": labels(resource, config),
@@ -296,12 +284,11 @@ class KubernetesScorers:
                 "selector": {"matchLabels": selector_labels(resource)},
                 "strategy": {"type": "RollingUpdate",
                              "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-                "progressDeadlineSeconds": self.d._progress_deadline(deadline),
+                "progressDeadlineSeconds": self.cluster.progress_deadline(deadline),
                 "revisionHistoryLimit": 5, "template": template,
             },
         }
-        self.kube.call(f"{what}: create Deployment {self.ns}/{resource}",
-                       self.kube.apps.create_namespaced_deployment, self.ns, body)
+        self.cluster.create_deployment(body, what)
         return self._wait(resource, deadline, stop_on_failure=True)
 
     def _update(self, current: dict[str, Any], config: ScorerConfig, deadline: float
@@ -309,7 +296,7 @@ class KubernetesScorers:
         resource = current["metadata"]["name"]
         previous = _config(current)
         notes = current["metadata"].get("annotations") or {}
-        template = pod_template(resource, config, self.d)
+        template = pod_template(resource, config, self.k8s)
         stopped = current["spec"].get("replicas", 0) == 0
         if (previous == config and not stopped
                 and notes.get(res.TEMPLATE_HASH) == res.template_hash(template)):
@@ -335,36 +322,25 @@ class KubernetesScorers:
                  annotations: dict[str, str]) -> None:
         """The whole pod template replaced (not merged: a dropped option must go), the
         replicas, labels and ctcd's annotations set (others' annotations kept)."""
-        def key(name: str) -> str:
-            return name.replace("~", "~0").replace("/", "~1")
-
-        ops: list[dict[str, Any]] = [
-            {"op": "replace", "path": "/spec/template", "value": template},
-            {"op": "replace", "path": "/spec/replicas", "value": config.replicas},
-            *({"op": "add", "path": f"/metadata/annotations/{key(k)}", "value": v}
-              for k, v in annotations.items()),
-            *({"op": "add", "path": f"/metadata/labels/{key(k)}", "value": v}
-              for k, v in labels(resource, config).items()),
-        ]
-        self.kube.call(f"update Deployment {self.ns}/{resource}",
-                       self.kube.apps.patch_namespaced_deployment, resource, self.ns, ops,
-                       _content_type=JSON_PATCH)
+        self.cluster.replace_template(
+            resource, template, annotations, labels=labels(resource, config),
+            replicas=config.replicas, what=f"update Deployment {self.ns}/{resource}")
 
     def _write_settings(self, resource: str, config: ScorerConfig, what: str) -> None:
         live = os.environ.get(REDIS_URL, "")
         url = live if live and redact_uri(live) == config.redis_url else config.redis_url
-        kept = self._stored(resource)
+        kept = self.cluster.secret(redis_secret_name(resource))
         stored = kept.get("url")
         if url == config.redis_url and stored and redact_uri(stored) == config.redis_url:
             url = stored  # the same Redis: keep the password an earlier deploy stored
         # running pods read the token at start: keep the one they have
         token = kept.get(RELOAD_TOKEN_KEY) or secrets.token_urlsafe(24)
-        self.d._apply("Secret", redis_secret_name(resource), {
+        self.cluster.apply("Secret", redis_secret_name(resource), {
             "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": redis_secret_name(resource),
                          "labels": labels(resource, config)},
             "stringData": {"url": url, RELOAD_TOKEN_KEY: token}}, what)
-        self.d._apply("ConfigMap", resource, {
+        self.cluster.apply("ConfigMap", resource, {
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": resource, "labels": labels(resource, config)},
             "data": environment(config)}, what)
@@ -373,25 +349,12 @@ class KubernetesScorers:
                                  self.kube.core.read_namespaced_config_map, resource, self.ns)
         stale = set(current.get("data") or {}) - set(environment(config))
         if stale:
-            self.kube.call(f"update ConfigMap {self.ns}/{resource}",
-                           self.kube.core.patch_namespaced_config_map, resource, self.ns,
-                           {"data": dict.fromkeys(stale)},
-                           _content_type="application/merge-patch+json")
-
-    def _stored(self, resource: str) -> dict[str, str]:
-        """The scorer's Secret (Redis URL, reload token), decoded; {} when there is none."""
-        try:
-            data = self.kube.json(f"read Secret {self.ns}/{redis_secret_name(resource)}",
-                                  self.kube.core.read_namespaced_secret,
-                                  redis_secret_name(resource), self.ns).get("data") or {}
-        except NotFound:
-            return {}
-        return {key: base64.b64decode(value).decode() for key, value in data.items()}
+            self.cluster.patch_config_map(resource, dict.fromkeys(stale))
 
     def _annotations(self, config: ScorerConfig, template: dict[str, Any] | None
                      ) -> dict[str, str]:
         notes = {SCORER_CONFIG: json.dumps(config.to_dict(), sort_keys=True),
-                 res.DEPLOYED_AT: _now(), res.REPLICAS: str(config.replicas)}
+                 res.DEPLOYED_AT: utcnow(), res.REPLICAS: str(config.replicas)}
         if template is not None:
             notes[res.TEMPLATE_HASH] = res.template_hash(template)
         return notes
@@ -399,17 +362,17 @@ class KubernetesScorers:
     def _wait(self, resource: str, deadline: float, *, stop_on_failure: bool = False
               ) -> ScorerInfo:
         try:
-            self.d._wait_rollout(resource, deadline)
+            self.cluster.wait_rollout(resource, deadline)
         except DeploymentError as err:
             if not stop_on_failure:
                 raise
-            self.d._scale(resource, 0)
-            self.d._annotate(resource, {res.LAST_ERROR: err.message[:2000]})
+            self.cluster.scale(resource, 0)
+            self.cluster.annotate(resource, {res.LAST_ERROR: err.message[:2000]})
             raise ServerStartFailed(
                 f"streaming scorer Deployment {self.ns}/{resource} did not start, so it was "
                 f"scaled to zero: {err.message}") from err
-        self.d._annotate(resource, {res.LAST_ERROR: None})
-        return self.describe(self.d._server(resource).obj)
+        self.cluster.annotate(resource, {res.LAST_ERROR: None})
+        return self.describe(self.cluster.deployment(resource))
 
     def _readyz(self, pod: dict[str, Any]) -> dict[str, Any] | None:
         try:
@@ -420,13 +383,13 @@ class KubernetesScorers:
         return body if isinstance(body, dict) else None
 
     def _pod_url(self, pod: dict[str, Any]) -> str:
-        return self.k8s.pod_url.format(pod_ip=(pod.get("status") or {}).get("podIP", ""),
-                                       pod=pod["metadata"]["name"], port=HEALTH_PORT)
+        return self.cluster.pod_url(pod, HEALTH_PORT)
+
+    def _pods(self, resource: str) -> list[dict[str, Any]]:
+        return self.cluster.pods(instance(resource))
 
     def _list(self, selector: str) -> list[dict[str, Any]]:
-        items = self.kube.json(
-            f"list streaming scorers in {self.ns}", self.kube.apps.list_namespaced_deployment,
-            self.ns, label_selector=selector).get("items", [])
+        items = self.cluster.deployments(selector, "streaming scorers")
         return [d for d in items if SCORER_CONFIG in (d["metadata"].get("annotations") or {})]
 
     def _resolve(self, name: str) -> dict[str, Any]:
@@ -436,44 +399,12 @@ class KubernetesScorers:
         raise ScorerNotFound(name, f"kubernetes, namespace {self.ns}")
 
     def _read(self, resource: str) -> dict[str, Any] | None:
-        try:
-            return self.d._server(resource).obj
-        except NotFound:
-            return None
-
-    def _server(self, obj: dict[str, Any]) -> Server:
-        from ctcd.deployers.kubernetes.deployer import Server
-
-        return Server("Deployment", obj)
-
-
-class ScorerMethods(ScorersFrom):
-    """:class:`ctcd.deployers.base.SupportsScorers` for :class:`KubernetesDeployer`, each
-    method handing over to :class:`KubernetesScorers` (mixed in, so the deployer module
-    stays about model servers)."""
-
-    @property
-    def scorers(self) -> KubernetesScorers:
-        from ctcd.deployers.kubernetes.deployer import KubernetesDeployer
-
-        assert isinstance(self, KubernetesDeployer)
-        return KubernetesScorers(self)
+        return self.cluster.deployment_or_none(resource)
 
 
 def _config(obj: dict[str, Any]) -> ScorerConfig:
     return ScorerConfig.from_dict(json.loads(obj["metadata"]["annotations"][SCORER_CONFIG]))
 
 
-def _ready(pod: dict[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
 def _looks_like_uid(value: str) -> bool:
     return len(value) == 36 and value.count("-") == 4
-
-
-def _now() -> str:
-    from ctcd.deployers.kubernetes.deployer import utcnow
-
-    return utcnow()

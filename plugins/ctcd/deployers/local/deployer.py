@@ -30,7 +30,6 @@ from ctcd.deployers.base import (
     DEFAULT_TIMEOUT,
     DeploymentConfig,
     DeploymentEvent,
-    ScorersFrom,
     ServerDescription,
     redact_uri,
 )
@@ -39,6 +38,7 @@ from ctcd.deployers.local.locks import operation_lock
 from ctcd.deployers.local.logs import read_log
 from ctcd.deployers.local.scorers import LocalScorers
 from ctcd.deployers.local.store import ServerRecord, ServerStore, utcnow
+from ctcd.deployers.scorers import ScorersFrom
 from ctcd.deployers.strategies import Rollout, Strategy, StrategySpec, resolve_strategy
 from ctcd.errors import (
     DeploymentError,

@@ -1,5 +1,5 @@
 """Streaming scorers run by the ``local`` backend (its
-:class:`ctcd.deployers.base.SupportsScorers` methods hand over to :class:`LocalScorers`),
+:class:`ctcd.deployers.scorers.SupportsScorers` methods hand over to :class:`LocalScorers`),
 with the machinery it runs model servers with: detached processes (own session, outliving
 the task that started them), identified by pid + start time, a record of the desired state
 in the backend's registry (``registry.db``, table ``scorers``), a file lock per scorer, logs
@@ -31,18 +31,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ctcd.deployers.base import (
-    DEFAULT_TIMEOUT,
-    ReplicaStatus,
-    ScorerConfig,
-    ScorerInfo,
-    ScorerNotFound,
-    redact_uri,
-)
+from ctcd.deployers.base import DEFAULT_TIMEOUT, redact_uri
 from ctcd.deployers.local import process
 from ctcd.deployers.local.locks import operation_lock
 from ctcd.deployers.local.logs import read_log
 from ctcd.deployers.local.store import utcnow
+from ctcd.deployers.scorers import ReplicaStatus, ScorerConfig, ScorerInfo, ScorerNotFound
 from ctcd.errors import InvalidParams, ServerStartFailed, ServerStopFailed
 from ctcd.settings import Settings, get_settings
 
