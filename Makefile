@@ -67,12 +67,15 @@ demo-scale: install
 	$(PY) -m ctcd.stack demo --profile scale
 
 lint: install
-	$(VENV)/bin/ruff check plugins dags tests bench
-	$(VENV)/bin/mypy plugins dags bench
+	$(VENV)/bin/ruff check plugins dags tests bench scripts
+	$(VENV)/bin/mypy plugins dags bench scripts
 
-## The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link or anchor,
-## or a page missing from the nav, fails the build.
+## The documentation site (docs/, mkdocs.yml) into site/: first the reference pages generated
+## from the code (DAG Params, CLI, settings, the server's OpenAPI operations, file formats;
+## commit what changes), then the build with --strict (a broken link or anchor, or a page
+## missing from the nav, fails it). No network.
 docs: install
+	$(PY) -m scripts.docs_reference
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 clean:
