@@ -43,6 +43,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "plugins"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import plots  # noqa: E402
 
 MODEL = "churn-bench"
 
@@ -397,6 +400,8 @@ def main() -> int:
               f"{stream['kill_held_pending']} entries: {stream['kill_lost']} lost of "
               f"{stream['kill_messages']:,} ({stream['kill_duplicates']} duplicates)",
               flush=True)
+    saved = plots.save("batch", figures)
+    print(f"figures: {saved}, plot: {saved.with_suffix('.png')}", flush=True)
     print(json.dumps(figures))
     return 0
 

@@ -46,10 +46,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import load
 import peers
 
+import plots
 from ctcd.stack.processes import free_port, spawn, stop_process_tree, wait_http
 
 KINDS = ("random_forest", "churn")
@@ -108,7 +110,10 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
     results["total_s"] = time.perf_counter() - started
     _print_table(results)
-    print(json.dumps(_flat(results), sort_keys=True), flush=True)
+    flat = _flat(results)
+    saved = plots.save("serving", flat)
+    print(f"figures: {saved}, plot: {saved.with_suffix('.png')}", flush=True)
+    print(json.dumps(flat, sort_keys=True), flush=True)
     return 0
 
 
