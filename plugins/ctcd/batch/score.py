@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from ctcd.batch.model import ScoringModel
 from ctcd.batch.rows import check_rows
-from ctcd.data.sources import BadLine, read_csv
+from ctcd.data.csv_reader import BadLine, read_csv
 from ctcd.data.spec import DatasetSpec
 from ctcd.errors import InvalidParams
 from ctcd.serving.errors import ModelRejectedInput

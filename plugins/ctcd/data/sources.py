@@ -15,24 +15,20 @@ Parquet file (:func:`ctcd.data.snapshots.atomic_path`), never a whole frame. A f
 cannot be read (truncated Parquet, a CSV in another encoding) stops the run with a
 :class:`DataValidationError` naming the file and what to do.
 
-A CSV line the parser cannot split into the header's fields (too many or too few, or an
-unterminated quote) stops a training run too, naming the line. A scoring job passes
-``on_bad_line`` instead: the line is handed to it (:class:`BadLine`, with its line number)
-and the rest of the file is read.
+CSV files are read by :mod:`ctcd.data.csv_reader`: a line that does not parse stops a
+training run, naming the line; a scoring job passes ``on_bad_line`` to keep reading.
 """
 
 from __future__ import annotations
 
-import csv as _csv
-import itertools
 import re
-from collections import deque
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ctcd.data.csv_reader import OnBadLine, read_csv
 from ctcd.data.snapshots import atomic_path
 from ctcd.data.spec import DatasetSpec
 from ctcd.errors import DataValidationError, InvalidParams
@@ -44,28 +40,6 @@ if TYPE_CHECKING:
 BATCH_ROWS = 64_000
 PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 SUFFIXES = (".parquet", ".csv")
-
-
-@dataclass(frozen=True)
-class BadLine:
-    """A CSV line that does not split into the header's fields."""
-
-    origin: str
-    line: int | None  # physical line number, 1-based (the header is line 1)
-    text: str
-    expected: int
-    found: int
-
-    @property
-    def reason(self) -> str:
-        where = f"line {self.line}" if self.line else "a line"
-        quote = " (an unterminated quote)" if self.text.count('"') % 2 else ""
-        fields = f"{self.found} field" + ("" if self.found == 1 else "s")
-        return (f"unparsable: {where} of {Path(self.origin).name}: {fields} where the header "
-                f"has {self.expected}{quote}")
-
-
-OnBadLine = Callable[[BadLine], None]
 
 
 class Source(Protocol):
@@ -253,157 +227,6 @@ def _parquet_batches(handle: Any, origin: str) -> Iterator[tuple[str, Any]]:
             f"{origin} is not a readable Parquet file ({err}): it is truncated or corrupt. "
             "Re-export it from the source system and land it again."
         ) from err
-
-
-def read_csv(handle: Any, origin: str, *, text_columns: Collection[str] = (),
-             on_bad_line: OnBadLine | None = None, empty_text_is_null: bool = False,
-             block_size: int = 8 << 20) -> Iterator[tuple[str, Any]]:
-    """(origin, schema) then (origin, record batch) pairs of a CSV file, read block by block.
-
-    ``text_columns`` are read as text whatever they look like (ids, dates, categories); the
-    others are inferred from the first block, so a column of the wrong type reaches
-    validation and is named there. A line with the wrong number of fields goes to
-    ``on_bad_line`` when given; otherwise it stops the read with a DataValidationError naming
-    the line. ``empty_text_is_null``: an empty field of a text column is null, not ``""``.
-
-    An unterminated quote makes the parser run its field on over the lines after it, to the
-    end of the block; with ``on_bad_line``, only the line with the quote is bad, and the
-    lines it swallowed are parsed again (after the batch they were cut from) and read like
-    the others.
-    """
-    return _read_csv(handle, origin, text_columns=text_columns, on_bad_line=on_bad_line,
-                     empty_text_is_null=empty_text_is_null, block_size=block_size)
-
-
-def _read_csv(handle: Any, origin: str, *, text_columns: Collection[str],
-              on_bad_line: OnBadLine | None, empty_text_is_null: bool, block_size: int,
-              schema: pa.Schema | None = None, first_line: int = 0
-              ) -> Iterator[tuple[str, Any]]:
-    """``read_csv``; with ``schema``, ``handle`` is lines without a header, read as that
-    schema, whose first line is line ``first_line + 1`` of the file."""
-    import pyarrow as pa
-    from pyarrow import csv
-
-    seen: list[BadLine] = []
-    swallowed: list[tuple[int, str]] = []  # (line before them, text) to parse again
-    lines = _EmptyLines(handle, header=schema is None)
-    joined = 0  # line ends inside the bad rows so far: the parser counts rows, not lines
-
-    def bad_row(row: Any) -> str:
-        nonlocal joined
-        number = first_line + lines.physical(row.number + joined) if row.number else None
-        text, found = row.text, row.actual_columns
-        # (the empty lines among them are counted as empty lines already)
-        joined += text.count("\n") - len(_EMPTY_LINE.findall(text.encode()))
-        if on_bad_line is not None and number is not None and "\n" in text:
-            text, rest = text.split("\n", 1)
-            text = text.removesuffix("\r")
-            found = len(next(_csv.reader([text])))
-            if rest.strip():
-                swallowed.append((number, rest))
-        line = BadLine(origin, number, text, row.expected_columns, found)
-        if on_bad_line is None:
-            seen.append(line)
-            return "error"
-        on_bad_line(line)
-        return "skip"
-
-    if schema is None:
-        types = {name: pa.string() for name in text_columns}
-        read = csv.ReadOptions(block_size=block_size, use_threads=False)
-    else:
-        types = dict(zip(schema.names, schema.types, strict=True))
-        read = csv.ReadOptions(block_size=block_size, use_threads=False,
-                               column_names=schema.names)
-    options = csv.ConvertOptions(column_types=types, strings_can_be_null=empty_text_is_null,
-                                 **({"null_values": [""]} if empty_text_is_null else {}))
-    try:
-        # One thread: the parser then knows each line's number (the caller overlaps reading
-        # with its own work in a thread of its own).
-        reader = csv.open_csv(lines, read_options=read, convert_options=options,
-                              parse_options=csv.ParseOptions(invalid_row_handler=bad_row))
-        yield origin, reader.schema
-        # the lines a bad row swallowed, after the batch it was cut from (and after the last
-        # block, whose rows may all have been bad)
-        for batch in itertools.chain(reader, [None]):  # lazily: bounded memory
-            if batch is not None:
-                yield origin, batch
-            while swallowed:
-                yield from _again(swallowed.pop(0), origin, reader.schema, on_bad_line,
-                                  empty_text_is_null, block_size)
-    except pa.ArrowInvalid as err:
-        if seen:
-            raise DataValidationError(
-                f"{origin}: {seen[0].reason.removeprefix('unparsable: ')}: "
-                f"{seen[0].text[:200]!r}. Fix the line (its quoting, or a comma inside an "
-                "unquoted value) and re-run."
-            ) from err
-        hint = (
-            " Save the file as UTF-8."
-            if "utf8" in str(err).lower() or "utf-8" in str(err).lower()
-            else " Check the file's delimiter (a comma), quoting and encoding (UTF-8)."
-        )
-        raise DataValidationError(f"{origin} is not a readable CSV file ({err}).{hint}") from err
-
-
-def _again(swallowed: tuple[int, str], origin: str, schema: pa.Schema,
-           on_bad_line: OnBadLine | None, empty_text_is_null: bool, block_size: int
-           ) -> Iterator[tuple[str, Any]]:
-    """The record batches of lines an unterminated quote swallowed, read as ``schema``."""
-    import io
-
-    before, text = swallowed
-    parsed = _read_csv(io.BytesIO(text.encode()), origin, text_columns=(),
-                       on_bad_line=on_bad_line, empty_text_is_null=empty_text_is_null,
-                       block_size=block_size, schema=schema, first_line=before)
-    next(parsed)  # the schema: the caller's
-    yield from parsed
-
-
-_EMPTY_LINE = re.compile(rb"(?<=\n)\r?\n")  # a line end right at a line start
-_LINE_SO_FAR = {b"": b"\n", b"\r": b"\n\r"}  # the current line's start, as text before data
-
-
-class _EmptyLines:
-    """Reads a CSV file for the parser and notes its empty lines: the parser skips them
-    without counting them, so its line numbers are mapped back to the file's own."""
-
-    def __init__(self, raw: Any, header: bool = True) -> None:
-        self.raw = raw
-        self.empty: deque[int] = deque()  # line numbers (1-based) of empty lines, ascending
-        self._skipped = 0  # empty lines before the last line asked about
-        self._lines = 1  # the line the next byte is on
-        # the current line so far, cut to 2 bytes (a header is not empty; lines without one
-        # start at a line start)
-        self._partial = b"x" if header else b""
-
-    def read(self, size: int = -1) -> bytes:
-        data: bytes = self.raw.read(size)
-        prefix = _LINE_SO_FAR.get(self._partial, b"x")
-        text = prefix + data
-        line, last = self._lines - prefix.count(b"\n"), 0
-        for match in _EMPTY_LINE.finditer(text):
-            line += text.count(b"\n", last, match.start())
-            last = match.start()
-            self.empty.append(line)
-        self._lines += data.count(b"\n")
-        end = data.rfind(b"\n")
-        self._partial = data[end + 1:end + 3] if end >= 0 else (self._partial + data)[:2]
-        return data
-
-    def physical(self, number: int) -> int:
-        """The file's line number of the parser's line ``number`` (asked in ascending order,
-        as the parser reports lines: empty lines before it are counted and let go)."""
-        line = number + self._skipped
-        while self.empty and self.empty[0] <= line:
-            self.empty.popleft()
-            self._skipped += 1
-            line += 1
-        return line
-
-    @property
-    def closed(self) -> bool:
-        return bool(getattr(self.raw, "closed", False))
 
 
 # --- a SQL query through an Airflow connection -------------------------------------------

@@ -122,7 +122,8 @@ def _chunks(source: Any, day: date, chunk_rows: int, columns: tuple[str, ...]) -
     not parse come with them (they become rejects, the rest is scored), and its feature
     columns are read as text and parsed row by row, so a bad value rejects its row."""
     from ctcd.batch.score import chunks_of
-    from ctcd.data.sources import BadLine, LandingSource
+    from ctcd.data.csv_reader import BadLine
+    from ctcd.data.sources import LandingSource
 
     bad: list[BadLine] = []
     if isinstance(source, LandingSource):
