@@ -7,6 +7,8 @@ test_continuous_training_e2e.py.)
 
 from __future__ import annotations
 
+import gzip
+import logging
 from datetime import timedelta
 from pathlib import Path
 
@@ -93,9 +95,93 @@ def test_a_file_that_is_not_parquet_at_all(landing: Landing, stopped: Stopped) -
     assert "is not a readable Parquet file" in stopped()
 
 
-def test_a_csv_with_the_wrong_delimiter(landing: Landing, stopped: Stopped) -> None:
-    landing.csv(landing.frame(), sep=";")
-    assert "tenure_months: column_to_exist (column is missing)" in stopped()
+def test_a_csv_with_the_wrong_delimiter(landing: Landing, stopped: Stopped, ctcd_home: Path):
+    path = landing.csv(landing.frame(), sep=";")
+    assert stopped().startswith(
+        f"file://{path}: the delimiter looks wrong: its header line is one column when split at "
+        "commas but 14 columns at each semicolon (;) ('customer_id;snapshot_date;")
+    assert "the file seems to be semicolon-separated" in stopped()
+    assert not _snapshots(ctcd_home)
+
+
+def test_a_gzip_file_named_csv_is_read_decompressed(
+    landing: Landing, run: Run, caplog: pytest.LogCaptureFixture
+) -> None:
+    frame = landing.frame()
+    path = landing.folder() / "part-0.csv"
+    path.write_bytes(gzip.compress(frame.to_csv(index=False).encode()))
+    with caplog.at_level(logging.INFO, logger="ctcd.data"):
+        ingested, validation = run()
+    assert ingested["rows"] == len(frame) and validation["success"]
+    assert f"file://{path} is gzip-compressed: reading it decompressed" in caplog.messages
+    snapshot = pd.read_parquet(ingested["snapshot"])
+    assert snapshot["customer_id"].tolist() == frame["customer_id"].tolist()
+
+
+def test_a_truncated_gzip_file(landing: Landing, stopped: Stopped, ctcd_home: Path) -> None:
+    data = gzip.compress(landing.frame().to_csv(index=False).encode())
+    path = landing.folder() / "part-0.csv"
+    path.write_bytes(data[: len(data) // 2])
+    assert stopped().startswith(f"file://{path} is gzip-compressed, but it does not decompress")
+    assert "truncated or corrupt" in stopped()
+    assert not _snapshots(ctcd_home)
+
+
+def test_a_header_repeated_mid_file(landing: Landing, stopped: Stopped, ctcd_home: Path) -> None:
+    """Two files joined with their headers: the second header is line 1,002."""
+    lines = landing.frame().to_csv(index=False).splitlines()
+    path = landing.folder() / "part-0.csv"
+    path.write_text("\n".join([*lines[:1001], lines[0], *lines[1001:]]) + "\n")
+    assert stopped() == (
+        f"file://{path}: line 1002 repeats the header line ('{lines[0][:120]}...'), as files "
+        "joined with their headers do: remove it. Correct the file at its source and land it "
+        "again.")
+    assert not _snapshots(ctcd_home)
+
+
+def test_text_among_numbers(landing: Landing, stopped: Stopped, ctcd_home: Path) -> None:
+    """250 of 5,000 values of a numeric column are text: the true count, and the first of
+    them with the lines they are on (the header is line 1)."""
+    frame = landing.frame(rows=5_000).astype({"monthly_charges": object})
+    rows = sorted(np.random.default_rng(7).choice(5_000, 250, replace=False))
+    frame.loc[rows, "monthly_charges"] = "unknown"
+    path = landing.csv(frame)
+    examples = ", ".join(f"line {r + 2}: 'unknown'" for r in rows[:5])
+    assert stopped() == (
+        f"file://{path}: column 'monthly_charges' holds text in 250 of its 5,000 rows where "
+        f"numbers are expected, e.g. {examples}. Correct the file at its source (an empty "
+        "field is a missing value) and land it again.")
+    assert not _snapshots(ctcd_home)
+
+
+def test_columns_the_spec_does_not_know_are_left_out_with_a_warning(
+    landing: Landing, run: Run, caplog: pytest.LogCaptureFixture
+) -> None:
+    frame = landing.frame()
+    known = list(frame.columns)
+    for i in range(50):
+        frame[f"extra_{i}"] = "text" if i % 2 else i
+    path = landing.parquet(frame)
+    with caplog.at_level(logging.WARNING, logger="ctcd.data"):
+        ingested, validation = run()
+    assert validation["success"]
+    assert list(pd.read_parquet(ingested["snapshot"]).columns) == known
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(
+        f"file://{path}: 50 column(s) not in the spec of data set 'churn' are left out of the "
+        "snapshot: extra_0, extra_1, extra_2,")
+    assert "extra_9 and 40 more. To train on them, add them to the spec's features" in warning
+
+
+def test_a_file_of_another_data_set(landing: Landing, stopped: Stopped) -> None:
+    path = landing.parquet(pd.DataFrame({"sku": range(2_000), "price": 1.5}))
+    assert stopped().startswith(
+        f"file://{path} has none of the columns of data set 'churn' (it has sku, price)")
+
+
+def _snapshots(home: Path) -> list[Path]:
+    """Snapshots (and their temporary files) ingest left: none when it stopped."""
+    return [p for p in (home / "data").rglob("*") if p.is_file()]
 
 
 def test_a_csv_in_another_encoding(landing: Landing, stopped: Stopped) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ctcd.data.csv_checks import header_of, opened, why_not_numbers
 from ctcd.errors import DataValidationError
 
 if TYPE_CHECKING:
@@ -51,31 +52,82 @@ OnBadLine = Callable[[BadLine], None]
 
 
 def read_csv(handle: Any, origin: str, *, text_columns: Collection[str] = (),
+             numeric_columns: Collection[str] = (), columns: Collection[str] | None = None,
              on_bad_line: OnBadLine | None = None, empty_text_is_null: bool = False,
              block_size: int = 8 << 20) -> Iterator[tuple[str, Any]]:
     """(origin, schema) then (origin, record batch) pairs of a CSV file, read block by block.
 
+    A gzip, bzip2 or zstd file is read decompressed whatever its name; an archive, a Parquet
+    file or a header split by another delimiter than a comma stops the read, saying so
+    (:mod:`ctcd.data.csv_checks`).
+
     ``text_columns`` are read as text whatever they look like (ids, dates, categories); the
     others are inferred from the first block, so a column of the wrong type reaches
-    validation and is named there. A line with the wrong number of fields goes to
-    ``on_bad_line`` when given; otherwise it stops the read with a DataValidationError naming
-    the line. ``empty_text_is_null``: an empty field of a text column is null, not ``""``.
+    validation and is named there. ``numeric_columns`` are to hold numbers: when one comes
+    out as text, the read stops with the values that made it text and their line numbers
+    (or the header line repeated mid-file). ``columns``: the columns the caller uses; any
+    other column is read as text, so it never stops the read (the caller leaves it out).
+
+    A line with the wrong number of fields goes to ``on_bad_line`` when given; otherwise it
+    stops the read with a DataValidationError naming the line. ``empty_text_is_null``: an
+    empty field of a text column is null, not ``""``.
 
     An unterminated quote makes the parser run its field on over the lines after it, to the
     end of the block; with ``on_bad_line``, only the line with the quote is bad, and the
     lines it swallowed are parsed again (after the batch they were cut from) and read like
     the others.
     """
-    return _read_csv(handle, origin, text_columns=text_columns, on_bad_line=on_bad_line,
-                     empty_text_is_null=empty_text_is_null, block_size=block_size)
+    stream, codec = opened(handle, origin)
+    try:
+        stream, header = header_of(stream, origin)
+        text = {*text_columns, *(n for n in header if columns is not None and n not in columns)}
+        yield from _read_csv(stream, origin, text_columns=text,
+                             numeric_columns=[c for c in numeric_columns if c not in text],
+                             on_bad_line=on_bad_line, empty_text_is_null=empty_text_is_null,
+                             block_size=block_size)
+    except _NotNumbers as err:
+        raise _why_not_numbers(handle, origin, err) from None
+    except OSError as err:
+        if codec is None:
+            raise
+        raise DataValidationError(
+            f"{origin} is {codec}-compressed, but it does not decompress ({err}): it is "
+            "truncated or corrupt. Compress it again (or land it uncompressed) and re-run."
+        ) from err
+
+
+_NUMBER_EXPECTED = re.compile(r"conversion error to (u?int|float|halffloat|double|decimal)")
+
+
+class _NotNumbers(Exception):
+    """Columns to hold numbers came out as text (``columns``; pyarrow's own words)."""
+
+    def __init__(self, columns: list[str], detail: str) -> None:
+        super().__init__(detail)
+        self.columns, self.detail = columns, detail
+
+
+def _why_not_numbers(handle: Any, origin: str, err: _NotNumbers) -> DataValidationError:
+    """The file read again from its start, for the values that are not numbers."""
+    message = None
+    try:
+        handle.seek(0)
+    except (AttributeError, OSError, ValueError):
+        pass  # not seekable: say what pyarrow said
+    else:
+        message = why_not_numbers(opened(handle, origin)[0], origin, err.columns)
+    return DataValidationError(message or (
+        f"{origin}: columns {err.columns} are to hold numbers but do not ({err.detail}). "
+        "Correct the file at its source and land it again."))
 
 
 def _read_csv(handle: Any, origin: str, *, text_columns: Collection[str],
               on_bad_line: OnBadLine | None, empty_text_is_null: bool, block_size: int,
-              schema: pa.Schema | None = None, first_line: int = 0
-              ) -> Iterator[tuple[str, Any]]:
-    """``read_csv``; with ``schema``, ``handle`` is lines without a header, read as that
-    schema, whose first line is line ``first_line + 1`` of the file."""
+              numeric_columns: Collection[str] = (), schema: pa.Schema | None = None,
+              first_line: int = 0) -> Iterator[tuple[str, Any]]:
+    """``read_csv`` of a text stream; raises :class:`_NotNumbers` when a
+    ``numeric_columns`` comes out as text. With ``schema``, ``handle`` is lines without a
+    header, read as that schema, whose first line is line ``first_line + 1`` of the file."""
     import pyarrow as pa
     from pyarrow import csv
 
@@ -117,6 +169,10 @@ def _read_csv(handle: Any, origin: str, *, text_columns: Collection[str],
         # with its own work in a thread of its own).
         reader = csv.open_csv(lines, read_options=read, convert_options=options,
                               parse_options=csv.ParseOptions(invalid_row_handler=bad_row))
+        text = [n for n in numeric_columns if n in reader.schema.names
+                and reader.schema.field(n).type in (pa.string(), pa.large_string())]
+        if text:
+            raise _NotNumbers(text, f"{text} read as text")
         yield origin, reader.schema
         # the lines a bad row swallowed, after the batch it was cut from (and after the last
         # block, whose rows may all have been bad)
@@ -133,6 +189,8 @@ def _read_csv(handle: Any, origin: str, *, text_columns: Collection[str],
                 f"{seen[0].text[:200]!r}. Fix the line (its quoting, or a comma inside an "
                 "unquoted value) and re-run."
             ) from err
+        if numeric_columns and _NUMBER_EXPECTED.search(str(err)):
+            raise _NotNumbers(list(numeric_columns), str(err)) from err
         hint = (
             " Save the file as UTF-8."
             if "utf8" in str(err).lower() or "utf-8" in str(err).lower()

@@ -21,6 +21,7 @@ training run, naming the line; a scoring job passes ``on_bad_line`` to keep read
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from ctcd.errors import DataValidationError, InvalidParams
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
 
 BATCH_ROWS = 64_000
 PARTITION = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -78,6 +81,7 @@ def copy_partition(source: Source, day: date, spec: DatasetSpec, dest: Path) -> 
             for origin, item in source.batches(day):
                 if isinstance(item, pa.Schema):
                     files.append(origin)
+                    item = _spec_columns(item, spec, origin)
                     if schema is None:
                         schema, first = _with_partition(item, spec), origin
                         writer = pq.ParquetWriter(tmp, schema)
@@ -108,6 +112,33 @@ def copy_partition(source: Source, day: date, spec: DatasetSpec, dest: Path) -> 
             "empty. Land the partition's files, or remove the empty partition."
         )
     return Copied(path=dest, rows=rows, files=tuple(files))
+
+
+def _spec_columns(schema: pa.Schema, spec: DatasetSpec, origin: str) -> pa.Schema:
+    """The columns of ``schema`` the spec knows, in the file's order; the others are left
+    out of the snapshot, with a warning in the task log."""
+    import pyarrow as pa
+
+    known = [f for f in schema if f.name in spec.columns]
+    other = [n for n in schema.names if n not in spec.columns]
+    if other and not known:
+        raise DataValidationError(
+            f"{origin} has none of the columns of data set {spec.name!r} (it has "
+            f"{_listed(other)}): is it a file of another data set? Move it out of the "
+            "partition, or land the data set's own file."
+        )
+    if not other:
+        return schema
+    log.warning(
+        "%s: %d column(s) not in the spec of data set %r are left out of the snapshot: "
+        "%s. To train on them, add them to the spec's features and regenerate its suite "
+        "(ctcd data suite %s).", origin, len(other), spec.name, _listed(other), spec.name)
+    return pa.schema(known)  # (without the file's pandas metadata, which lists them all)
+
+
+def _listed(names: list[str], limit: int = 10) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 def _with_partition(schema: pa.Schema, spec: DatasetSpec) -> pa.Schema:
@@ -209,7 +240,8 @@ class LandingSource:
                     if self.spec.partition_column:
                         text.append(self.spec.partition_column)
                     yield from read_csv(handle, origin, text_columns=text,
-                                        on_bad_line=on_bad_line)
+                                        numeric_columns=self.spec.numeric_features,
+                                        columns=self.spec.columns, on_bad_line=on_bad_line)
 
 
 def _parquet_batches(handle: Any, origin: str) -> Iterator[tuple[str, Any]]:
