@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ctcd.data.csv_checks import header_of, opened, why_not_numbers
+from ctcd.data.csv_checks import header_of, opened, why_not_numbers, wrong_delimiter
 from ctcd.data.csv_reader import BadLine, read_csv
 from ctcd.errors import DataValidationError
 
@@ -73,18 +73,25 @@ def test_an_archive_or_a_parquet_file_named_csv_says_what_it_is() -> None:
                                                  ("|", "pipe")])
 def test_a_header_split_by_another_delimiter_names_it(delimiter: str, name: str) -> None:
     data = PLAIN.replace(b",", delimiter.encode())
-    with pytest.raises(DataValidationError) as caught:
-        _rows(data)
-    assert caught.value.message.startswith(
-        f"x.csv: the delimiter looks wrong: its header line is one column when split at commas "
-        f"but 3 columns at each {name}")
-    assert f"the file seems to be {name}-separated" in caught.value.message
+    stream, header = header_of(io.BytesIO(data))
+    assert stream.read() == data and header == f"id{delimiter}x{delimiter}t"
+    said = wrong_delimiter(header)
+    assert said is not None and said.startswith(
+        f"the delimiter looks wrong: its header line is one column when split at commas but 3 "
+        f"columns at each {name}")
+    assert f"the file seems to be {name}-separated" in said
 
 
-def test_a_one_column_file_and_a_quoted_delimiter_are_not_a_wrong_delimiter() -> None:
-    for data in (b"id\n1\n2\n", b'"a;b"\n1\n', b'"a|b\tc"\n1\n'):
-        stream, names = header_of(io.BytesIO(data), "x.csv")
-        assert stream.read() == data and len(names) == 1
+def test_lines_that_do_not_parse_under_such_a_header_stop_the_read_naming_it() -> None:
+    """A ';' file with decimal commas: one field in the header, three in a line."""
+    with pytest.raises(DataValidationError, match=r"^x\.csv: the delimiter looks wrong: .* "
+                       "2 columns at each semicolon"):
+        _rows(b"id;x\n1;2,5\n")
+
+
+def test_a_one_column_header_and_a_quoted_delimiter_are_not_a_wrong_delimiter() -> None:
+    for header in ("id", '"a;b"', '"a|b\tc"', "a,b;c"):
+        assert wrong_delimiter(header) is None, header
 
 
 def test_text_among_numbers_is_counted_with_line_numbers_in_any_block() -> None:

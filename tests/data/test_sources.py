@@ -14,6 +14,7 @@ from tests.data.messy_csv import MessyCsv, write_messy_csv
 
 from ctcd.data.churn import churn_spec, generate_snapshot
 from ctcd.data.csv_reader import BadLine
+from ctcd.data.snapshots import notes_of
 from ctcd.data.sources import LandingSource, SqlSource, copy_partition
 from ctcd.errors import DataValidationError, InvalidParams
 
@@ -125,3 +126,24 @@ def test_a_scoring_read_hands_over_bad_lines_with_their_numbers(tmp_path: Path) 
         "unparsable: line 5 of a.csv: 15 fields where the header has 14",
         "unparsable: line 15 of a.csv: 13 fields where the header has 14"]
     assert bad[2].found == 1
+
+
+def test_a_file_with_none_of_the_spec_columns_is_kept_with_a_note(tmp_path: Path) -> None:
+    """A ';'-separated file reads as one column: the snapshot keeps it for validation to
+    fail on, and says why in its metadata; columns the spec does not know are left out."""
+    day = date(2026, 11, 20)
+    folder = tmp_path / "landing" / f"date={day}"
+    folder.mkdir(parents=True)
+    generate_snapshot(day, 100).to_csv(folder / "a.csv", sep=";", index=False)
+    source = LandingSource(f"file://{tmp_path / 'landing'}", SPEC)
+    copied = copy_partition(source, day, SPEC, tmp_path / "s.parquet")
+    [column, partition] = pd.read_parquet(copied.path).columns
+    assert column.startswith("customer_id;snapshot_date;") and partition == "snapshot_date"
+    [note] = notes_of(copied.path)
+    assert note.startswith(f"file://{folder / 'a.csv'}: the delimiter looks wrong")
+
+    frame = generate_snapshot(day, 100).assign(extra="x")
+    frame.to_csv(folder / "a.csv", index=False)
+    copied = copy_partition(source, day, SPEC, tmp_path / "s.parquet")
+    assert list(pd.read_parquet(copied.path).columns) == list(SPEC.columns)
+    assert notes_of(copied.path) == []

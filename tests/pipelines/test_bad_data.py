@@ -95,13 +95,16 @@ def test_a_file_that_is_not_parquet_at_all(landing: Landing, stopped: Stopped) -
     assert "is not a readable Parquet file" in stopped()
 
 
-def test_a_csv_with_the_wrong_delimiter(landing: Landing, stopped: Stopped, ctcd_home: Path):
+def test_a_csv_with_the_wrong_delimiter(landing: Landing, stopped: Stopped) -> None:
+    """Read as one column, it fails validation; the message says why first."""
     path = landing.csv(landing.frame(), sep=";")
-    assert stopped().startswith(
-        f"file://{path}: the delimiter looks wrong: its header line is one column when split at "
-        "commas but 14 columns at each semicolon (;) ('customer_id;snapshot_date;")
-    assert "the file seems to be semicolon-separated" in stopped()
-    assert not _snapshots(ctcd_home)
+    message = stopped()
+    assert message.startswith(f"Partition {TODAY} of data set 'churn' failed validation")
+    assert (f"so nothing was trained or deployed: file://{path}: the delimiter looks wrong: its "
+            "header line is one column when split at commas but 14 columns at each semicolon "
+            "(;) ('customer_id;snapshot_date;") in message
+    assert "the file seems to be semicolon-separated; CSV files are read comma-separated" in message
+    assert "Failed expectations: customer_id: column_to_exist (column is missing)" in message
 
 
 def test_a_gzip_file_named_csv_is_read_decompressed(
@@ -175,8 +178,8 @@ def test_columns_the_spec_does_not_know_are_left_out_with_a_warning(
 
 def test_a_file_of_another_data_set(landing: Landing, stopped: Stopped) -> None:
     path = landing.parquet(pd.DataFrame({"sku": range(2_000), "price": 1.5}))
-    assert stopped().startswith(
-        f"file://{path} has none of the columns of data set 'churn' (it has sku, price)")
+    assert (f"nothing was trained or deployed: file://{path} has none of the columns of data "
+            "set 'churn' (it has sku, price): is it a file of another data set?") in stopped()
 
 
 def _snapshots(home: Path) -> list[Path]:

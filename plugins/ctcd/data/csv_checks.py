@@ -5,8 +5,9 @@ Every CSV file gets two cheap looks, at its first bytes and at its header line:
 - :func:`opened`: a gzip, bzip2 or zstd file (whatever its name) is read through pyarrow's
   streaming decompressor, in bounded memory; a zip or xz archive, or a Parquet file named
   ``.csv``, stops the read with a message saying what the file is.
-- :func:`header_of`: a header that is one column by commas but several by ``;``, a tab or
-  ``|`` stops the read: the message names the delimiter the file seems to use.
+- :func:`header_of` and :func:`wrong_delimiter`: a header that is one column at commas but
+  several at ``;``, a tab or ``|`` is said to have the wrong delimiter, naming the one the
+  file seems to use.
 
 When a column the caller reads as numbers comes out as text, :func:`why_not_numbers` reads
 the file again with Python's ``csv`` module, which knows the line each record starts on,
@@ -87,28 +88,36 @@ def opened(handle: Any, origin: str) -> tuple[Any, str | None]:
     return Replay(head, handle), None
 
 
-def header_of(stream: Any, origin: str) -> tuple[Replay, list[str]]:
-    """The stream from its first byte again, and its header's column names. Stops when the
-    header has one field by commas but several by another delimiter."""
+def header_of(stream: Any) -> tuple[Replay, str]:
+    """The stream from its first byte again, and its header line as text."""
     head = b""
     while b"\n" not in head and len(head) < HEADER_LIMIT and (more := stream.read(1 << 16)):
         head += more
     line = head.split(b"\n", 1)[0].removeprefix(BOM).decode("utf-8", "replace").rstrip("\r")
-    names = next(csv.reader([line]), [])
-    if len(names) == 1:
-        split = {d: len(next(csv.reader([line], delimiter=d))) for d in DELIMITERS}
-        delimiter = max(split, key=lambda d: split[d])
-        if split[delimiter] > 1:
-            name = DELIMITERS[delimiter]
-            raise DataValidationError(
-                f"{origin}: the delimiter looks wrong: its header line is one column when split "
-                f"at commas but {split[delimiter]} columns at each {name} ({_cut(line)!r}), so "
-                f"the file seems to be {name.split()[0]}-separated; CSV files are read "
-                "comma-separated. "
-                "Save it with commas as its delimiter (pandas: to_csv(sep=','); Excel: \"CSV "
-                "UTF-8 (Comma delimited)\") and land it again."
-            )
-    return Replay(head, stream), names
+    return Replay(head, stream), line
+
+
+def column_names(header: str) -> list[str]:
+    return next(csv.reader([header]), [])
+
+
+def wrong_delimiter(header: str) -> str | None:
+    """What to say of a header line that is one column at commas but several at a
+    semicolon, a tab or a pipe; None for any other."""
+    if len(column_names(header)) != 1:
+        return None
+    split = {d: len(next(csv.reader([header], delimiter=d))) for d in DELIMITERS}
+    delimiter = max(split, key=lambda d: split[d])
+    if split[delimiter] < 2:
+        return None
+    name = DELIMITERS[delimiter]
+    return (
+        f"the delimiter looks wrong: its header line is one column when split at commas but "
+        f"{split[delimiter]} columns at each {name} ({_cut(header)!r}), so the file seems to be "
+        f"{name.split()[0]}-separated; CSV files are read comma-separated. Save it with commas "
+        "as its delimiter (pandas: to_csv(sep=','); Excel: \"CSV UTF-8 (Comma delimited)\") "
+        "and land it again."
+    )
 
 
 @dataclass

@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ctcd.data.csv_checks import header_of, opened, why_not_numbers
+from ctcd.data.csv_checks import (
+    column_names,
+    header_of,
+    opened,
+    why_not_numbers,
+    wrong_delimiter,
+)
 from ctcd.errors import DataValidationError
 
 if TYPE_CHECKING:
@@ -57,9 +63,11 @@ def read_csv(handle: Any, origin: str, *, text_columns: Collection[str] = (),
              block_size: int = 8 << 20) -> Iterator[tuple[str, Any]]:
     """(origin, schema) then (origin, record batch) pairs of a CSV file, read block by block.
 
-    A gzip, bzip2 or zstd file is read decompressed whatever its name; an archive, a Parquet
-    file or a header split by another delimiter than a comma stops the read, saying so
-    (:mod:`ctcd.data.csv_checks`).
+    A gzip, bzip2 or zstd file is read decompressed whatever its name; an archive or a
+    Parquet file stops the read, saying so (:mod:`ctcd.data.csv_checks`), as does a line
+    that does not parse under a header that seems to use another delimiter than a comma.
+    (A file whose every line is one field under such a header reads as one column; the
+    caller says what it thinks of that: :func:`ctcd.data.sources.copy_partition`.)
 
     ``text_columns`` are read as text whatever they look like (ids, dates, categories); the
     others are inferred from the first block, so a column of the wrong type reaches
@@ -79,12 +87,16 @@ def read_csv(handle: Any, origin: str, *, text_columns: Collection[str] = (),
     """
     stream, codec = opened(handle, origin)
     try:
-        stream, header = header_of(stream, origin)
-        text = {*text_columns, *(n for n in header if columns is not None and n not in columns)}
+        stream, header = header_of(stream)
+        names = column_names(header)
+        text = {*text_columns, *(n for n in names if columns is not None and n not in columns)}
         yield from _read_csv(stream, origin, text_columns=text,
                              numeric_columns=[c for c in numeric_columns if c not in text],
                              on_bad_line=on_bad_line, empty_text_is_null=empty_text_is_null,
                              block_size=block_size)
+    except _BadLines as err:
+        wrong = wrong_delimiter(header)  # e.g. ';' with decimal commas: 1 field, then 3
+        raise DataValidationError(f"{origin}: {wrong}" if wrong else str(err)) from err
     except _NotNumbers as err:
         raise _why_not_numbers(handle, origin, err) from None
     except OSError as err:
@@ -97,6 +109,10 @@ def read_csv(handle: Any, origin: str, *, text_columns: Collection[str] = (),
 
 
 _NUMBER_EXPECTED = re.compile(r"conversion error to (u?int|float|halffloat|double|decimal)")
+
+
+class _BadLines(Exception):
+    """A training read met a line that does not parse (the message names it)."""
 
 
 class _NotNumbers(Exception):
@@ -184,7 +200,7 @@ def _read_csv(handle: Any, origin: str, *, text_columns: Collection[str],
                                   empty_text_is_null, block_size)
     except pa.ArrowInvalid as err:
         if seen:
-            raise DataValidationError(
+            raise _BadLines(
                 f"{origin}: {seen[0].reason.removeprefix('unparsable: ')}: "
                 f"{seen[0].text[:200]!r}. Fix the line (its quoting, or a comma inside an "
                 "unquoted value) and re-run."

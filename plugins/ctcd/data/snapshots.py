@@ -2,13 +2,16 @@
 
 A source writes a partition here once (atomically, batch by batch), so validation,
 training, evaluation and verification all see the same rows, however the source changes
-afterwards. ``split`` cuts a snapshot into a training set and a holdout by a stable hash
+afterwards. What ingest found wrong with the files (a file with none of the data set's
+columns) is kept in the snapshot's metadata, for validation to say (:func:`notes_of`).
+``split`` cuts a snapshot into a training set and a holdout by a stable hash
 of the id column, so the champion and the challenger are always compared on the same rows.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +20,16 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+
+NOTES = "ctcd.notes"  # Parquet key-value metadata: a JSON list of messages
+
+
+def notes_of(snapshot: Path) -> list[str]:
+    """What ingest found wrong with the files of ``snapshot``."""
+    import pyarrow.parquet as pq
+
+    notes = (pq.ParquetFile(snapshot).metadata.metadata or {}).get(NOTES.encode())
+    return [str(n) for n in json.loads(notes)] if notes else []
 
 
 def snapshot_path(data_dir: Path, dataset: str, day: date) -> Path:

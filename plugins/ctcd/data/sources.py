@@ -21,6 +21,7 @@ training run, naming the line; a scoring job passes ``on_bad_line`` to keep read
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Collection, Iterator
@@ -29,8 +30,9 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ctcd.data.csv_checks import wrong_delimiter
 from ctcd.data.csv_reader import OnBadLine, read_csv
-from ctcd.data.snapshots import atomic_path
+from ctcd.data.snapshots import NOTES, atomic_path
 from ctcd.data.spec import DatasetSpec
 from ctcd.errors import DataValidationError, InvalidParams
 
@@ -75,13 +77,14 @@ def copy_partition(source: Source, day: date, spec: DatasetSpec, dest: Path) -> 
     schema: pa.Schema | None = None
     first = ""
     files: list[str] = []
+    notes: list[str] = []
     rows = 0
     with atomic_path(dest) as tmp:
         try:
             for origin, item in source.batches(day):
                 if isinstance(item, pa.Schema):
                     files.append(origin)
-                    item = _spec_columns(item, spec, origin)
+                    item = _spec_columns(item, spec, origin, notes)
                     if schema is None:
                         schema, first = _with_partition(item, spec), origin
                         writer = pq.ParquetWriter(tmp, schema)
@@ -105,6 +108,8 @@ def copy_partition(source: Source, day: date, spec: DatasetSpec, dest: Path) -> 
                 rows += table.num_rows
         finally:
             if writer is not None:
+                if notes:
+                    writer.add_key_value_metadata({NOTES: json.dumps(notes)})
                 writer.close()
     if not files:
         raise DataValidationError(
@@ -114,20 +119,24 @@ def copy_partition(source: Source, day: date, spec: DatasetSpec, dest: Path) -> 
     return Copied(path=dest, rows=rows, files=tuple(files))
 
 
-def _spec_columns(schema: pa.Schema, spec: DatasetSpec, origin: str) -> pa.Schema:
+def _spec_columns(schema: pa.Schema, spec: DatasetSpec, origin: str,
+                  notes: list[str]) -> pa.Schema:
     """The columns of ``schema`` the spec knows, in the file's order; the others are left
-    out of the snapshot, with a warning in the task log."""
+    out of the snapshot, with a warning in the task log. A file with none of them is kept
+    as it is, for validation to fail on, and what seems wrong with it goes to ``notes``."""
     import pyarrow as pa
 
     known = [f for f in schema if f.name in spec.columns]
     other = [n for n in schema.names if n not in spec.columns]
-    if other and not known:
-        raise DataValidationError(
+    if not other:
+        return schema
+    if not known:
+        wrong = wrong_delimiter(other[0]) if len(other) == 1 else None
+        notes.append(f"{origin}: {wrong}" if wrong else (
             f"{origin} has none of the columns of data set {spec.name!r} (it has "
             f"{_listed(other)}): is it a file of another data set? Move it out of the "
-            "partition, or land the data set's own file."
-        )
-    if not other:
+            "partition, or land the data set's own file."))
+        log.warning("%s", notes[-1])
         return schema
     log.warning(
         "%s: %d column(s) not in the spec of data set %r are left out of the snapshot: "

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from ctcd.data.snapshots import notes_of
 from ctcd.data.spec import DatasetSpec
 from ctcd.errors import DataValidationError
 from ctcd.validation.suite import load_suite, suite_parameters
@@ -150,10 +151,12 @@ def validate_snapshot(
     )
     if not outcome.success:
         listed = "; ".join(f.line() for f in failures)
+        notes = " ".join(notes_of(snapshot))  # what ingest saw wrong with a file: first
+        noted = f"{notes} Failed expectations: " if notes else ""
         raise ValidationFailed(
             f"Partition {partition} of data set {spec.name!r} failed validation "
             f"({len(failures)} of {outcome.evaluated} expectations), so nothing was trained or "
-            f"deployed: {listed}. Fix the data at its source and land the partition again. "
+            f"deployed: {noted}{listed}. Fix the data at its source and land the partition again. "
             f"Result: {report}; Data Docs: {outcome.docs_page}.",
             outcome=outcome,
         )
