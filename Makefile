@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 # `ensure` installs what is missing as root, else stops with the command to run.
 SYSTEM := scripts/system-packages.sh
 
-.PHONY: install requirements demo demo-scale stop status test test-fast test-scale lint docs bench-serving bench-validation bench-batch clean
+.PHONY: install requirements demo demo-scale stop status test test-fast test-scale lint docs screenshot bench-serving bench-validation bench-batch clean
 
 # Compiled bytecode: with PYTHONDONTWRITEBYTECODE set (as on these machines) every process
 # would otherwise compile airflow, mlflow and scikit-learn from source at each import
@@ -77,6 +77,12 @@ lint: install
 docs: install
 	$(PY) -m scripts.docs_reference
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+## A screenshot of the running demo's Airflow UI for the docs (docs/getting-started/airflow-ui.png):
+## run `make demo` first. Installs Debian's chromium when missing.
+screenshot: install
+	$(SYSTEM) ensure screenshot
+	$(PY) -m scripts.screenshot_ui
 
 clean:
 	@if [ -x $(PY) ]; then $(PY) -m ctcd.stack clean; fi

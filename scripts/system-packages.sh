@@ -19,6 +19,7 @@ redis-server   | cmd:redis-server                         | test test-scale demo
 postgresql     | glob:/usr/lib/postgresql/*/bin/initdb    | test-scale demo-scale
 docker-compose | cmd:docker-compose                       | test
 wrk            | cmd:wrk                                  | bench-serving
+chromium       | cmd:chromium                             | screenshot
 '
 
 usage() {

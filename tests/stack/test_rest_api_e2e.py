@@ -8,12 +8,17 @@ scores exactly the partition it names."""
 
 from __future__ import annotations
 
+import json
+import re
+import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tests.docs.snippets import block, run
 from tests.stack.support import post_asset_event, query, stop_model_servers, wait_for_asset_run
 
 from ctcd.data.producer import produce
@@ -222,3 +227,144 @@ def test_a_landed_scoring_partition_starts_a_run_that_scores_exactly_it(
                      "GROUP BY 1", run_id) == [(TODAY.isoformat(), 300)]
     assert query(db, "SELECT COUNT(*) FROM predictions WHERE partition_date = ?",
                  TODAY.isoformat()) == [(300,)]
+
+
+# -- the documentation's commands, as a reader runs them after `make demo` ---------------------
+DEMO_AIRFLOW, DEMO_SERVER = "http://127.0.0.1:8080", "http://127.0.0.1:8100"
+
+
+def _served(client: AirflowClient, trained: dict[str, Any]) -> dict[str, Any]:
+    assert trained["state"] == "success"
+    return dict(client.xcom(DAG_ID, trained["dag_run_id"], "deploy")["__data__"])
+
+
+def _answered(endpoint: str) -> int:
+    """Requests the server answered with 200, from its (open) Prometheus metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{endpoint}/metrics").raise_for_status().text
+    return round(sum(sample.value for family in text_string_to_metric_families(text)
+                     for sample in family.samples
+                     if sample.name == "ctcd_model_requests_total"
+                     and sample.labels.get("status") == "200"))
+
+
+def test_first_prediction_page_runs_as_written(
+    client: AirflowClient, stack: Stack, trained: dict[str, Any]
+) -> None:
+    page = "getting-started/first-prediction.md"
+    served = _served(client, trained)
+    predict = run(block(page, "/invocations"), {DEMO_SERVER: served["endpoint"]})
+    assert predict.returncode == 0, predict.stderr
+    assert len(json.loads(predict.stdout)["predictions"]) == 2
+
+    trigger = run(block(page, "/dagRuns"), {DEMO_AIRFLOW: stack.airflow_url})
+    assert trigger.returncode == 0, trigger.stderr
+    triggered = json.loads(trigger.stdout)
+    assert triggered["conf"] == {"model_type": "random_forest", "min_roc_auc": 0.8}
+    final = client.wait_for_run(DAG_ID, triggered["dag_run_id"], timeout=900)
+    states = _states(client, DAG_ID, triggered["dag_run_id"])
+    # today's partition was trained on already: the page's run ends at ingest, as the
+    # getting-started page says a second `make demo` of the day does
+    assert final["state"] == "success" and states["ingest"] == ["skipped"], states
+
+
+def test_retrain_on_drift_snippet_sends_its_drifted_rows(
+    client: AirflowClient, trained: dict[str, Any]
+) -> None:
+    endpoint = _served(client, trained)["endpoint"]
+    before = _answered(endpoint)
+    result = run(block("how-to/retrain-on-drift.md", "generate_snapshot"),
+                 {DEMO_SERVER: endpoint})
+    assert result.returncode == 0, result.stderr
+    assert _answered(endpoint) - before == 20  # 1,000 rows in requests of 50
+
+
+def test_ctcd_predict_commands_run_as_written(
+    client: AirflowClient, stack: Stack, trained: dict[str, Any], tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    from ctcd.data.churn import generate_snapshot
+
+    registered = client.xcom(DAG_ID, trained["dag_run_id"], "register")
+    version = registered["version"]
+    # promote moved the alias to champion; the page's second command scores a challenger
+    MlflowClient(stack.mlflow_url).set_registered_model_alias(
+        registered["model_name"], "challenger", version)
+    frame = generate_snapshot(TODAY, rows=2_000, spec=load_spec("churn"))
+    frame.to_parquet(tmp_path / "customers.parquet", index=False)
+    frame.to_csv(tmp_path / "customers.csv", index=False)
+    script = block("how-to/batch-scoring.md", "ctcd predict --model")
+    result = run(script, {"churn-classifier/3": f"churn-classifier/{version}"}, cwd=tmp_path,
+                 env={"MLFLOW_TRACKING_URI": stack.mlflow_url})
+    assert result.returncode == 0, result.stdout + result.stderr
+    import pandas as pd
+
+    scored = pd.read_parquet(tmp_path / "customers.parquet.predictions.parquet")
+    assert len(scored) == 2_000 and set(scored["model_version"]) == {str(version)}
+    assert len(pd.read_csv(tmp_path / "scored.csv")) == 2_000  # the challenger's, as CSV
+
+
+def test_make_demo_on_the_running_stack_prints_a_curl_that_answers(
+    client: AirflowClient, stack: Stack, trained: dict[str, Any]
+) -> None:
+    """The getting-started page's `make demo` (the Makefile's demo recipe runs
+    `python -m ctcd.stack demo`), run again on this stack as a second demo of the day is:
+    it reuses the stack, lands today's partition, its run skips at ingest (trained on
+    already), and the curl it prints gets predictions from the champion."""
+    assert "make demo" in block("getting-started/index.md", "make demo")
+    recipe = (PROJECT_ROOT / "Makefile").read_text().split("\ndemo: ", 1)[1].split("\n\n")[0]
+    assert "-m ctcd.stack demo" in recipe
+    assert trained["state"] == "success"
+    demo = run(f"{sys.executable} -m ctcd.stack demo", timeout=900, env={
+        "CTCD_HOME": str(stack.home), "CTCD_AIRFLOW_PORT": str(stack.ports.airflow),
+        "CTCD_MLFLOW_PORT": str(stack.ports.mlflow)})
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "ingest skipped the run: today's partition was trained on already" in demo.stdout
+    printed = demo.stdout.split("Get a prediction:\n", 1)[1].split("\nAirflow UI:", 1)[0]
+    answer = run(printed)
+    assert answer.returncode == 0, answer.stderr
+    assert len(json.loads(answer.stdout)["predictions"]) == 2
+
+
+def test_streaming_scorer_snippet_scores_the_request_it_adds(
+    client: AirflowClient, stack: Stack, trained: dict[str, Any], tmp_path: Path
+) -> None:
+    """docs/how-to/streaming.md's scorer, XADD and XRANGE, on a private redis-server, with
+    the champion this module trained."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from ctcd.streaming import localredis
+
+    assert trained["state"] == "success"
+    script = block("how-to/streaming.md", "python -m ctcd.streaming --model-uri")
+    scorer, add, read = re.split(r"\n(?=redis-cli )", script.strip())
+    redis_server = localredis.start(tmp_path / "redis")
+    cli = {"redis-cli ": f"redis-cli -p {redis_server.port} "}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": stack.mlflow_url,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    log = tmp_path / "scorer.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            ["bash", "-c", scorer.replace("redis://127.0.0.1:6379/0", redis_server.url)],
+            env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        added = run(add, cli)
+        assert added.returncode == 0, added.stderr
+        deadline = time.monotonic() + 180
+        while True:
+            answered = run(read, cli)
+            if "prediction" in answered.stdout or time.monotonic() > deadline:
+                break
+            assert process.poll() is None, log.read_text()[-3000:]
+            time.sleep(1)
+        assert "order-17" in answered.stdout and "churn-classifier" in answered.stdout, (
+            answered.stdout)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+        redis_server.stop()
