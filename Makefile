@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 # `ensure` installs what is missing as root, else stops with the command to run.
 SYSTEM := scripts/system-packages.sh
 
-.PHONY: install requirements demo demo-scale stop status test test-fast test-scale lint docs screenshot bench-serving bench-validation bench-batch clean
+.PHONY: install requirements demo demo-scale stop status test test-fast test-scale kube-binaries lint docs screenshot bench-serving bench-validation bench-batch clean
 
 # Compiled bytecode: with PYTHONDONTWRITEBYTECODE set (as on these machines) every process
 # would otherwise compile airflow, mlflow and scikit-learn from source at each import
@@ -46,12 +46,18 @@ stop:
 status: install
 	$(PY) -m ctcd.stack status
 
-test: install
+test: install kube-binaries
 	$(SYSTEM) ensure test
 	$(PY) -m pytest -m "not scale"
 
-test-fast: install
+test-fast: install kube-binaries
 	$(SYSTEM) ensure test
+
+## The Kubernetes control plane the Kubernetes tests run against (etcd, kube-apiserver,
+## kube-controller-manager), from Debian's packages: built once (about 8 minutes on one core),
+## then taken from the cache outside the checkout (scripts/kube-binaries.sh says where).
+kube-binaries:
+	@scripts/kube-binaries.sh ensure >/dev/null
 	$(PY) -m pytest -m "not e2e and not scale"
 
 ## The scale profile: the docker-compose layout as local processes (PostgreSQL, Redis, Airflow

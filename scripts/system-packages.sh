@@ -20,6 +20,11 @@ postgresql     | glob:/usr/lib/postgresql/*/bin/initdb    | test-scale demo-scal
 docker-compose | cmd:docker-compose                       | test
 wrk            | cmd:wrk                                  | bench-serving
 chromium       | cmd:chromium                             | screenshot
+openssl        | cmd:openssl                              | test
+golang-1.19-go | glob:/usr/lib/go-1.19/bin/go             | kube-binaries
+golang-github-modern-go-reflect2-dev | glob:/usr/share/gocode/src/github.com/modern-go/reflect2/reflect2.go | kube-binaries
+rsync          | cmd:rsync                                | kube-binaries
+dpkg-dev       | cmd:dpkg-source                          | kube-binaries
 '
 
 usage() {

@@ -1,26 +1,26 @@
-"""Strategies across pods (`pods.PodsAdmin`) end to end, against a FAKE Kubernetes API server
-whose kubelet runs each pod's container command for real: every pod is a real
-``python -m ctcd.serving`` process on its own loopback address, started from the
-Deployment's env (ConfigMap and Secret resolved), made Ready by its real readiness probe,
-and the NodePort Service forwards client traffic to the ready pods (as kube-proxy would).
+"""Strategies across pods (`pods.PodsAdmin`) end to end, against a real API server and
+controller manager (:mod:`.control_plane`), with the test kubelet running each pod's
+container command for real: every pod is a real ``python -m ctcd.serving`` process on its
+own loopback address, started from the Deployment's env (ConfigMap and Secret read from the
+API server), made Ready by its real readiness probe; the NodePort Service forwards client
+traffic to the ready pods (the kubelet's stand-in for kube-proxy).
 
-So the same strategy code, analysis and rollback as the local backend run across two pods:
-the deployer loads, weighs and unloads versions on every pod through their admin APIs,
-client load goes through the Service, and pods started later come up with the version
-recorded in the ConfigMap. No cluster runs here: on a real one run these tests with
-``CTCD_K8S_TEST_CLUSTER=1`` and a model-server image (see docs/how-to/kubernetes.md).
+So the same strategy code, analysis and rollback as the local backend run across two pods
+of a Deployment rolled by the real controller: the deployer loads, weighs and unloads
+versions on every pod through their admin APIs, client load goes through the Service, and
+pods started later come up with the version recorded in the ConfigMap. Each test starts
+from whatever the module's server serves (the first deploys it if needed), so any one of
+them runs alone.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from tests.deployers.kubernetes.clusters import fake_only
-from tests.deployers.kubernetes.fake_api import FakeCluster
+from tests.deployers.kubernetes.clusters import Namespace, needs_test_kubelet
 
 from ctcd.deployers import DeploymentConfig, SupportsRollback
 from ctcd.deployers.kubernetes import KubernetesDeployer
@@ -30,27 +30,31 @@ from ctcd.deployers.kubernetes.resources import PORT, secret_name
 from ctcd.errors import RolledBack
 from ctcd.services import ServiceHandle
 
-pytestmark = [pytest.mark.e2e, fake_only]
+pytestmark = [pytest.mark.e2e, needs_test_kubelet]
 MODEL = "churn-k8s"
 NAME = "ctcd-churn-k8s"
 
 
-@pytest.fixture(scope="module")
-def pods_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeCluster]:
-    fake = FakeCluster(tmp_path_factory.mktemp("cluster"), run_containers=True).start()
-    yield fake
-    fake.stop()
-
-
 @pytest.fixture
-def deployer(pods_cluster: FakeCluster, make_deployer: Any) -> KubernetesDeployer:
-    backend: KubernetesDeployer = make_deployer(pods_cluster, replicas=2)
+def deployer(pods_namespace: Namespace, make_deployer: Any) -> KubernetesDeployer:
+    backend: KubernetesDeployer = make_deployer(pods_namespace, replicas=2)
     return backend
 
 
 @pytest.fixture(scope="module")
 def first(model_factory: Any) -> Any:
     return model_factory(name=MODEL, kind="logistic_regression")
+
+
+@pytest.fixture
+def serving(deployer: KubernetesDeployer, first: Any) -> ServiceHandle:
+    """The module's server, running (deployed with ``first`` if there is none)."""
+    found = deployer.find_model_server(model_name=MODEL)
+    if not found:
+        return deployer.deploy_model(_config(first), timeout=240)
+    if not found[0].is_running():
+        return deployer.start_model_server(found[0].service_id, timeout=240)
+    return found[0]
 
 
 def _serving_on_every_pod(deployer: KubernetesDeployer) -> list[dict[str, float]]:
@@ -69,13 +73,15 @@ def _config(model: Any) -> DeploymentConfig:
 
 
 def test_first_deploy_starts_real_pods_behind_the_service(
-    deployer: KubernetesDeployer, pods_cluster: FakeCluster, first: Any, churn_model: Any
+    deployer: KubernetesDeployer, pods_namespace: Namespace, first: Any, churn_model: Any
 ) -> None:
+    for found in deployer.find_model_server(model_name=MODEL):
+        deployer.delete_model_server(found.service_id, timeout=60)
     handle = deployer.deploy_model(_config(first), timeout=240)
     assert handle.is_running()
     rows = churn_model.example.head(3)
     assert len(handle.predict(rows)) == 3
-    pods = pods_cluster.items("pods")
+    pods = pods_namespace.pods()
     assert len(pods) == 2 and len({p["status"]["podIP"] for p in pods}) == 2
     assert _serving_on_every_pod(deployer) == [{first.version: 1.0}] * 2
 
@@ -87,14 +93,13 @@ def test_first_deploy_starts_real_pods_behind_the_service(
     ids=["canary", "replace", "blue_green"],
 )
 def test_strategy_moves_every_pod_under_load_without_a_failed_request(
-    strategy: Any, deployer: KubernetesDeployer, pods_cluster: FakeCluster, first: Any,
-    model_factory: Any, churn_model: Any, load: Any,
+    strategy: Any, deployer: KubernetesDeployer, pods_namespace: Namespace,
+    serving: ServiceHandle, model_factory: Any, churn_model: Any, load: Any,
 ) -> None:
-    [serving] = deployer.find_model_server(model_name=MODEL)
     new = model_factory(name=MODEL, kind="logistic_regression")
     traffic = load(serving.endpoint, churn_model.example)
     traffic.wait_for(lambda t: t.sent >= 20, timeout=120)
-    pods_before = {p["metadata"]["name"] for p in pods_cluster.items("pods")}
+    pods_before = {p["metadata"]["name"] for p in pods_namespace.pods()}
 
     handle = deployer.deploy_model(_config(new), strategy=strategy, timeout=180)
     traffic.wait_for(lambda t: t.versions[new.version] >= 30, timeout=120)
@@ -103,18 +108,17 @@ def test_strategy_moves_every_pod_under_load_without_a_failed_request(
     assert traffic.failed == 0, traffic.failures[:5]
     assert handle.model_version == new.version and handle.service_id == serving.service_id
     assert _serving_on_every_pod(deployer) == [{new.version: 1.0}] * 2
-    assert {p["metadata"]["name"] for p in pods_cluster.items("pods")} == pods_before  # no restart
-    configmap = pods_cluster.get("configmaps", NAME)
+    assert {p["metadata"]["name"] for p in pods_namespace.pods()} == pods_before  # no restart
+    configmap = pods_namespace.get("configmaps", NAME)
     assert configmap is not None and configmap["data"]["model_version"] == new.version
     history = deployer.describe_model_server(handle.service_id).history
     assert history[0].outcome == "succeeded" and history[0].config.model_version == new.version
 
 
 def test_failing_canary_rolls_back_on_every_pod(
-    deployer: KubernetesDeployer, pods_cluster: FakeCluster, churn_model: Any, load: Any,
-    flaky_model_uri: str,
+    deployer: KubernetesDeployer, pods_namespace: Namespace, serving: ServiceHandle,
+    churn_model: Any, load: Any, flaky_model_uri: str,
 ) -> None:
-    [serving] = deployer.find_model_server(model_name=MODEL)
     traffic = load(serving.endpoint, churn_model.example)
     traffic.wait_for(lambda t: t.sent >= 20, timeout=120)
     bad = DeploymentConfig(model_name=MODEL, model_uri=flaky_model_uri, model_version="flaky")
@@ -129,22 +133,21 @@ def test_failing_canary_rolls_back_on_every_pod(
     assert failed > 0, "the flaky version answered no request before the rollback"
     assert traffic.failed == failed, traffic.failures[failed:failed + 5]  # none after it
     assert _serving_on_every_pod(deployer) == [{serving.model_version: 1.0}] * 2
-    deployment = pods_cluster.get("deployments", NAME)
+    deployment = pods_namespace.get("deployments", NAME)
     assert deployment is not None
     notes = deployment["metadata"]["annotations"]
     assert json.loads(notes["ctcd.io/config"])["model_version"] == serving.model_version
     assert "canary failed" in notes["ctcd.io/last-error"]
-    configmap = pods_cluster.get("configmaps", NAME)
+    configmap = pods_namespace.get("configmaps", NAME)
     assert configmap is not None and configmap["data"]["model_version"] == serving.model_version
 
 
 def test_pods_started_later_serve_the_deployed_version_and_log(
-    deployer: KubernetesDeployer, pods_cluster: FakeCluster
+    deployer: KubernetesDeployer, pods_namespace: Namespace, serving: ServiceHandle
 ) -> None:
-    [serving] = deployer.find_model_server(model_name=MODEL)
     deployer.stop_model_server(serving.service_id, timeout=60)
     assert not serving.is_running()
-    assert pods_cluster.items("pods") == []
+    assert pods_namespace.pods() == []
 
     started = deployer.start_model_server(serving.service_id, timeout=240)
     assert started.is_running() and started.model_version == serving.model_version
@@ -157,10 +160,15 @@ def test_pods_started_later_serve_the_deployed_version_and_log(
 
 
 def test_rollback_redeploys_the_previous_version(
-    deployer: KubernetesDeployer, load: Any, churn_model: Any
+    deployer: KubernetesDeployer, serving: ServiceHandle, load: Any, churn_model: Any,
+    model_factory: Any,
 ) -> None:
-    [serving] = deployer.find_model_server(model_name=MODEL)
     history = deployer.describe_model_server(serving.service_id).history
+    if not any(e.outcome == "succeeded" and e.config.model_version != serving.model_version
+               for e in history):  # run alone: make a history to roll back in
+        serving = deployer.deploy_model(
+            _config(model_factory(name=MODEL, kind="logistic_regression")), timeout=180)
+        history = deployer.describe_model_server(serving.service_id).history
     earlier = next(e.config.model_version for e in history
                    if e.outcome == "succeeded" and e.config.model_version != serving.model_version)
     assert isinstance(deployer, SupportsRollback)

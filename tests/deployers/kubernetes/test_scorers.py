@@ -1,13 +1,14 @@
 """Streaming scorers run by the ``kubernetes`` backend through the deployer contract
-(:class:`ctcd.deployers.SupportsScorers`), against the FAKE Kubernetes API server (no
-cluster runs on these machines; see ``fake_api.py``).
+(:class:`ctcd.deployers.SupportsScorers`), against a real API server and controller manager
+(:mod:`.control_plane`), under the documented Role.
 
-The object-level test checks what is sent to the API. The end-to-end tests use the fake's
+The object-level tests check what the API server stored. The end-to-end tests use the test
 kubelet, which runs every pod's container for real: each pod is a real
 ``python -m ctcd.streaming`` process started from the Deployment's environment (ConfigMap,
-Secret and the pod name through the downward API), made Ready by its real ``/readyz``
-probe, reading a real ``redis-server`` with a model from a real MLflow server. Pods are
-deleted for real: gracefully (SIGTERM) and forced (SIGKILL at once).
+Secret and the pod name through the downward API, read from the API server), made Ready by
+its real ``/readyz`` probe, reading a real ``redis-server`` with a model from a real MLflow
+server. Pods are deleted through the API server, gracefully (SIGTERM when the kubelet sees
+the deletion) and forced (gone from the API at once, SIGKILLed).
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ import mlflow
 import pytest
 import redis
 from kubernetes import client as k8s_client
-from tests.deployers.kubernetes.clusters import fake_only
-from tests.deployers.kubernetes.fake_api import FakeCluster
+from tests.deployers.kubernetes.clusters import Namespace, needs_test_kubelet
 from tests.streaming.scorers import (
     Sender,
     change_champion_while_sending,
@@ -41,16 +41,15 @@ from ctcd.deployers.kubernetes.errors import ImagePullFailed
 from ctcd.errors import DeploymentError
 from ctcd.streaming import localredis
 
-pytestmark = fake_only
 NAME = "ctcd-scorer-churn-scorer"
 
 
-def _objects(cluster: FakeCluster, plural: str) -> list[str]:
+def _objects(cluster: Namespace, plural: str) -> list[str]:
     return [o["metadata"]["name"] for o in cluster.items(plural)]
 
 
 def test_a_scorer_is_a_configmap_a_secret_and_a_deployment_found_by_labels(
-    cluster: FakeCluster, make_deployer: Any, monkeypatch: pytest.MonkeyPatch
+    cluster: Namespace, make_deployer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CTCD_SCORER_REDIS_URL", "redis://:s3cret@redis.data:6379/0")
     deployer: KubernetesDeployer = make_deployer(cluster)
@@ -79,8 +78,8 @@ def test_a_scorer_is_a_configmap_a_secret_and_a_deployment_found_by_labels(
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["python", "-m", "ctcd.streaming"]
     env = {e["name"]: e for e in container["env"]}
-    assert env["CTCD_SCORER_CONSUMER"]["valueFrom"] == {
-        "fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["CTCD_SCORER_CONSUMER"]["valueFrom"] == {  # as stored: apiVersion defaulted
+        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}
     assert env["CTCD_SCORER_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == f"{NAME}-redis"
     assert env["CTCD_SCORER_RELOAD_TOKEN"]["valueFrom"]["secretKeyRef"] == {
         "name": f"{NAME}-redis", "key": "reload-token"}
@@ -90,13 +89,14 @@ def test_a_scorer_is_a_configmap_a_secret_and_a_deployment_found_by_labels(
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
     # Found by labels, among model servers and other scorers; a pure query.
-    writes = len([r for r in cluster.requests if r["method"] != "GET"])
+    writes = cluster.writes() if cluster.audit_log else 0
     assert [i.name for i in scorers.find_scorers()] == ["churn-scorer"]
     assert [i.name for i in scorers.find_scorers(stream="requests", name="churn-scorer")] == [
         "churn-scorer"]
     assert scorers.find_scorers(model_uri="models:/other/1") == []
     assert scorers.describe_scorer(info.id).name == "churn-scorer"
-    assert len([r for r in cluster.requests if r["method"] != "GET"]) == writes
+    if cluster.audit_log:
+        assert cluster.writes() == writes
     assert deployer.find_model_server() == []  # a scorer is not a model server
     with pytest.raises(ScorerNotFound, match="no streaming scorer 'nope'"):
         scorers.describe_scorer("nope")
@@ -137,16 +137,17 @@ def test_a_scorer_is_a_configmap_a_secret_and_a_deployment_found_by_labels(
 
     scorers.delete_scorer("churn-scorer", timeout=30)
     assert _objects(cluster, "deployments") == []
-    assert _objects(cluster, "configmaps") == [] and _objects(cluster, "secrets") == []
+    assert _objects(cluster, "configmaps") == []
+    assert [s for s in _objects(cluster, "secrets") if s.startswith(NAME)] == []
     assert scorers.find_scorers() == []
 
 
 def test_a_deployment_that_is_not_a_scorer_is_left_alone(
-    cluster: FakeCluster, make_deployer: Any
+    cluster: Namespace, make_deployer: Any
 ) -> None:
     deployer: KubernetesDeployer = make_deployer(cluster)
     apps = k8s_client.AppsV1Api(deployer.cluster.kube.hook.api_client)
-    apps.create_namespaced_deployment("default", {
+    apps.create_namespaced_deployment(cluster.namespace, {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": NAME},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x"}},
                  "template": {"metadata": {"labels": {"app": "x"}},
@@ -156,14 +157,15 @@ def test_a_deployment_that_is_not_a_scorer_is_left_alone(
         deployer.deploy_scorer(config, timeout=30)
 
 
+@needs_test_kubelet
 def test_a_failed_rollout_puts_the_previous_settings_back(
-    cluster: FakeCluster, make_deployer: Any
+    cluster: Namespace, make_deployer: Any
 ) -> None:
     config = ScorerConfig(name="churn-scorer", model_uri="models:/churn/1", stream="s",
                           tracking_uri="http://mlflow:5000")
     good = scorers_of(make_deployer(cluster))
     good.deploy_scorer(config, timeout=60)
-    cluster.unpullable.add("broken:1")
+    cluster.kubelet.unpullable.add("broken:1")
     bad = scorers_of(make_deployer(cluster, image="broken:1"))
     changed = ScorerConfig(**{**config.to_dict(), "model_uri": "models:/churn/2"})
     with pytest.raises(ImagePullFailed, match="rolled back to its previous settings"):
@@ -177,13 +179,6 @@ def test_a_failed_rollout_puts_the_previous_settings_back(
 
 
 # -- end to end: real scorer processes as pods -------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def scorer_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeCluster]:
-    fake = FakeCluster(tmp_path_factory.mktemp("cluster"), run_containers=True).start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture(scope="module")
@@ -201,8 +196,8 @@ def rclient(redis_server: localredis.LocalRedis) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def pod_scorers(scorer_cluster: FakeCluster, make_deployer: Any) -> Iterator[SupportsScorers]:
-    scorers = scorers_of(make_deployer(scorer_cluster))
+def pod_scorers(pods_namespace: Namespace, make_deployer: Any) -> Iterator[SupportsScorers]:
+    scorers = scorers_of(make_deployer(pods_namespace))
     yield scorers
     for found in scorers.find_scorers():
         scorers.delete_scorer(found.name, timeout=60, force=True)
@@ -210,12 +205,13 @@ def pod_scorers(scorer_cluster: FakeCluster, make_deployer: Any) -> Iterator[Sup
 
 def _delete_pod(deployer: KubernetesDeployer, name: str, grace: int | None) -> None:
     kwargs: dict[str, Any] = {} if grace is None else {"grace_period_seconds": grace}
-    deployer.cluster.kube.core.delete_namespaced_pod(name, "default", **kwargs)
+    deployer.cluster.kube.core.delete_namespaced_pod(name, deployer.ns, **kwargs)
 
 
 @pytest.mark.e2e
+@needs_test_kubelet
 def test_pods_deleted_mid_run_lose_no_request(
-    pod_scorers: SupportsScorers, scorer_cluster: FakeCluster, rclient: redis.Redis,
+    pod_scorers: SupportsScorers, pods_namespace: Namespace, rclient: redis.Redis,
     redis_server: localredis.LocalRedis, churn_model: Any, mlflow_server: str, tmp_path: Path,
 ) -> None:
     stream = "pods-requests"
@@ -235,7 +231,8 @@ def test_pods_deleted_mid_run_lose_no_request(
         # another replica claims them.
         deployer = cast(KubernetesDeployer, pod_scorers)
         _delete_pod(deployer, first[0], grace=None)
-        process = scorer_cluster.pods[first[1]].process
+        assert pods_namespace.kubelet is not None
+        process = pods_namespace.kubelet.pods[first[1]].process
         assert process is not None
         held = freeze_holding(process.pid, rclient, stream, "ctcd-scorers", first[1],
                               attempts=500)
@@ -273,6 +270,7 @@ def test_pods_deleted_mid_run_lose_no_request(
 
 
 @pytest.mark.e2e
+@needs_test_kubelet
 def test_a_new_champion_reaches_the_pods_without_losing_requests(
     pod_scorers: SupportsScorers, rclient: redis.Redis, redis_server: localredis.LocalRedis,
     model_factory: Any, mlflow_server: str,
@@ -297,6 +295,7 @@ def _running_pods(scorers: SupportsScorers, exclude: list[str]) -> int:
 
 
 @pytest.mark.e2e
+@needs_test_kubelet
 def test_a_pinned_new_version_rolls_out_without_losing_requests(
     pod_scorers: SupportsScorers, rclient: redis.Redis, redis_server: localredis.LocalRedis,
     model_factory: Any, mlflow_server: str,

@@ -94,7 +94,7 @@ class Kube:
                 return NamespaceNotFound(self.namespace, what)
             return NotFound(message)
         if err.status == 403:
-            return Forbidden(what, message)
+            return Forbidden(what, message, self.namespace)
         if err.status == 409:
             return ConcurrentModification(f"{what}: conflict ({message})")
         return KubernetesError(f"{what}: the API server answered {err.status} ({message})")

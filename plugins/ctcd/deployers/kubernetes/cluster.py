@@ -61,13 +61,14 @@ class Cluster:
             label_selector=selector).get("items", [])
         return items
 
-    def pods(self, selector: str) -> list[dict[str, Any]]:
-        """The live pods (not being deleted) matching ``selector``, oldest first."""
+    def pods(self, selector: str, *, terminating: bool = False) -> list[dict[str, Any]]:
+        """The pods matching ``selector``, oldest first: the live ones, and with
+        ``terminating`` those being deleted too (they run until their grace period ends)."""
         items = self.kube.json(f"list Pods {selector} in {self.ns}",
                                self.kube.core.list_namespaced_pod, self.ns,
                                label_selector=selector).get("items", [])
-        live = [p for p in items if not p["metadata"].get("deletionTimestamp")]
-        return sorted(live, key=lambda p: p["metadata"].get("creationTimestamp", ""))
+        pods = [p for p in items if terminating or not p["metadata"].get("deletionTimestamp")]
+        return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))
 
     def pod_url(self, pod: dict[str, Any], port: int) -> str:
         return self.k8s.pod_url.format(pod_ip=(pod.get("status") or {}).get("podIP", ""),
@@ -238,7 +239,7 @@ class Cluster:
             self.annotate(name, {res.REPLICAS: str(replicas)})
             self.scale(name, 0)
         deadline = time.monotonic() + timeout
-        while pods := self.pods(instance(name)):
+        while pods := self.pods(instance(name), terminating=True):
             if time.monotonic() >= deadline:
                 if not force:
                     raise ServerStopFailed(

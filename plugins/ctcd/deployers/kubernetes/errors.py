@@ -22,10 +22,12 @@ class NamespaceNotFound(KubernetesError):
 
 
 class Forbidden(KubernetesError):
-    def __init__(self, what: str, reason: str) -> None:
+    def __init__(self, what: str, reason: str, namespace: str) -> None:
         super().__init__(
             f"{what}: forbidden by the cluster's RBAC ({reason}). Grant the Airflow service "
-            "account the Role in docs/how-to/kubernetes.md (RBAC)."
+            f"account the ctcd-deployer Role (ctcd/deployers/kubernetes/rbac.yaml) in "
+            f"namespace {namespace!r}. If that namespace does not exist, RBAC refuses before "
+            "the API server can say so: create it, or set CTCD_K8S_NAMESPACE."
         )
 
 
