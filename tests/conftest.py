@@ -22,6 +22,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
+from tests.flavored_models import FlavoredFactory, Registry  # noqa: E402
+
 from ctcd.stack.config import airflow_env  # noqa: E402
 from ctcd.stack.processes import free_port, spawn, stop_process_tree, wait_http  # noqa: E402
 
@@ -167,3 +169,11 @@ def model_factory(mlflow_server: str) -> ModelFactory:
 @pytest.fixture(scope="session")
 def churn_model(model_factory: ModelFactory) -> RegisteredModel:
     return model_factory(name="churn-fixture")
+
+
+@pytest.fixture(scope="session")
+def flavored_model(mlflow_server: str) -> FlavoredFactory:
+    """``flavored_model(kind)``: an XGBoost, LightGBM or scikit-learn model of one task,
+    logged with its own MLflow flavor and registered, once per session
+    (tests/flavored_models.py)."""
+    return Registry(mlflow_server)

@@ -90,7 +90,7 @@ def child_ratio(source: Path, output: Path, chunk_rows: int, rounds: int) -> dic
         frame = pd.read_parquet(source, columns=list(FEATURES))
         rows = len(frame)
         started = time.perf_counter()
-        model.model.native(frame)
+        model.model.native.predict(frame)
         limit.append(time.perf_counter() - started)
         del frame
         gc.collect()

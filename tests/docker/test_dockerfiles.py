@@ -108,7 +108,8 @@ def test_serving_pins_equal_the_project_pins_and_leave_airflow_and_mlflow_out() 
                if project.get(name) != version}
     assert not drifted, f"requirements-serving.txt differs from requirements.txt: {drifted}"
     assert not {name for name in serving if name.startswith(("apache-airflow", "mlflow"))}
-    for needed in ("scikit-learn", "skops", "starlette", "uvicorn", "httpx", "prometheus-client"):
+    for needed in ("scikit-learn", "skops", "xgboost-cpu", "lightgbm", "starlette", "uvicorn",
+                   "httpx", "prometheus-client"):
         assert needed in serving
 
 
@@ -180,15 +181,23 @@ _GUARD = textwrap.dedent(
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("kind", ["churn", "xgboost-binary", "lightgbm-multiclass"])
 def test_model_server_runs_with_only_the_serving_requirements(
-    churn_model: Any, mlflow_server: str, tmp_path: Path
+    kind: str, churn_model: Any, flavored_model: Any, mlflow_server: str, tmp_path: Path
 ) -> None:
     """`python -m ctcd.serving` with every import outside requirements-serving.txt refused:
-    it loads a registered model from the tracking server and answers both protocols."""
+    it loads a registered model (scikit-learn, XGBoost, LightGBM in skops format) from the
+    tracking server and answers both protocols."""
     allowed = {*_pins(SERVING_REQUIREMENTS), "ctcd"}
     port = free_port()
     log = tmp_path / "server.log"
-    model = churn_model
+    if kind == "churn":
+        model, body = churn_model, EXAMPLE_REQUEST.read_bytes()
+    else:
+        model = flavored_model(kind)
+        rows = model.frame.head(2)
+        body = json.dumps({"dataframe_split": {
+            "columns": list(rows.columns), "data": rows.astype(object).values.tolist()}}).encode()
     proc = spawn(
         [sys.executable, "-c", _GUARD, ",".join(sorted(allowed)),
          "--model-uri", model.uri, "--model-name", model.name,
@@ -200,8 +209,7 @@ def test_model_server_runs_with_only_the_serving_requirements(
     try:
         wait_http(f"http://127.0.0.1:{port}/v2/health/ready", timeout=180, process=proc,
                   log_path=log)
-        response = httpx.post(f"http://127.0.0.1:{port}/invocations",
-                              content=EXAMPLE_REQUEST.read_bytes(),
+        response = httpx.post(f"http://127.0.0.1:{port}/invocations", content=body,
                               headers={"Content-Type": "application/json"}, timeout=30)
         assert response.status_code == 200, response.text
         assert len(response.json()["predictions"]) == 2

@@ -16,15 +16,21 @@ import httpx
 import pytest
 import yaml
 
-from ctcd.serving.sklearn_flavor import listed_estimator
+from ctcd.serving.flavors.sklearn import listed_estimator
 from ctcd.stack.processes import free_port, spawn, stop_process_tree, wait_http
 
 # Imported by no path to ready of a server of a local scikit-learn model: the tracking
 # client, Airflow, the project's training code, gRPC without --grpc-port, httpx without
-# a tracking server, and a scikit-learn module that only skops' all_estimators() scan
-# would import.
+# a tracking server, a scikit-learn module that only skops' all_estimators() scan would
+# import, and the other flavors' libraries.
 NOT_NEEDED = ("mlflow", "airflow", "ctcd.training", "ctcd.pipelines", "ctcd.data", "grpc",
-              "httpx", "sklearn.semi_supervised")
+              "httpx", "sklearn.semi_supervised", "xgboost", "lightgbm")
+# An XGBoost or LightGBM model (Booster, or scikit-learn API in pickle format) needs no skops
+# and not the other gradient-boosting library either.
+NOT_NEEDED_BOOSTED = {
+    "xgboost": (*(m for m in NOT_NEEDED if m != "xgboost"), "skops"),
+    "lightgbm": (*(m for m in NOT_NEEDED if m != "lightgbm"), "skops"),
+}
 
 _GUARD = textwrap.dedent(
     """
@@ -70,9 +76,12 @@ def test_a_sklearn_model_loads_as_mlflow_loads_it(kind: str, model_dirs: dict[st
     code = textwrap.dedent(f"""
         import pickle, sys, yaml
         from pathlib import Path
-        from ctcd.serving.sklearn_flavor import load_estimator
+        from ctcd.serving.flavors import load_native
+        from ctcd.serving.schema import InputSchema
         local = Path({str(local)!r})
-        model = load_estimator("m", local, yaml.safe_load((local / "MLmodel").read_text()))
+        meta = yaml.safe_load((local / "MLmodel").read_text())
+        schema = InputSchema.from_signature_json(meta["signature"]["inputs"])
+        model = load_native("m", local, meta, schema).model
         assert "sklearn.semi_supervised" not in sys.modules, "skops scanned every estimator"
         assert "mlflow" not in sys.modules
         Path({str(out)!r}).write_bytes(pickle.dumps(model))
@@ -120,7 +129,29 @@ def test_a_server_imports_only_what_it_serves(args: tuple[str, ...],
     """``python -m ctcd.serving`` on a local model directory, with every module it should
     not need refused: it becomes ready and answers."""
     refused = [m for m in NOT_NEEDED if not (m == "grpc" and "--grpc-port" in args)]
-    local = model_dirs["hist_gradient_boosting"]
+    _serve_refusing(model_dirs["hist_gradient_boosting"], refused, args, tmp_path)
+
+
+@pytest.mark.parametrize(("kind", "args"), [
+    ("xgboost-binary", ()), ("xgboost-booster", ()), ("xgboost-numeric", ("--workers", "2")),
+    ("lightgbm-regression", ()), ("lightgbm-booster", ()),
+    ("lightgbm-numeric", ("--workers", "2")),
+])
+def test_an_xgboost_or_lightgbm_server_imports_only_what_it_serves(
+    kind: str, args: tuple[str, ...], flavored_model: Any, tmp_path: Path
+) -> None:
+    """Served natively: no mlflow (nor skops, nor the other library) on the way to ready;
+    with --workers 2 the workers fork from a supervisor that loaded the model."""
+    import mlflow
+
+    model = flavored_model(kind)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model.uri,
+                                                     dst_path=str(tmp_path / "model")))
+    _serve_refusing(local, list(NOT_NEEDED_BOOSTED[model.flavor]), args, tmp_path)
+
+
+def _serve_refusing(local: Path, refused: list[str], args: tuple[str, ...],
+                    tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "server.log"
     proc = spawn([sys.executable, "-c", _GUARD, ",".join(refused), "--model-uri", str(local),

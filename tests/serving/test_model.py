@@ -81,8 +81,11 @@ def test_a_bare_estimator_on_numeric_columns_is_given_arrays(
         log_model(forest, frame.head(5), registered_model_name="arrays-forest")  # type: ignore[arg-type]
 
     loaded = load("models:/arrays-forest/1", download_dir=tmp_path)
+    assert not loaded.takes_arrays  # decided at warm-up, in the process that serves
+    loaded.warm()
     assert loaded.takes_arrays
-    assert not hasattr(loaded.native.__self__, "feature_names_in_")  # type: ignore[union-attr]
+    assert loaded.native is not None
+    assert not hasattr(loaded.native.model, "feature_names_in_")
     table = check_columns(loaded.schema, {c: frame[c].to_numpy() for c in frame.columns}, "")  # type: ignore[arg-type]
     block = Table(None, len(frame), block=frame.to_numpy(), names=tuple(frame.columns))
     with warnings.catch_warnings():
@@ -95,6 +98,8 @@ def test_a_bare_estimator_on_numeric_columns_is_given_arrays(
     loaded.close()
 
     pipeline = load(churn_model.uri, download_dir=tmp_path)
+    pipeline.warm()
     assert not pipeline.takes_arrays
-    assert hasattr(pipeline.native.__self__, "feature_names_in_")  # type: ignore[union-attr]
+    assert pipeline.native is not None
+    assert hasattr(pipeline.native.model, "feature_names_in_")
     pipeline.close()

@@ -5,16 +5,15 @@ directory) resolves through the tracking URI of the environment.
 
 Two ways to call a model, with the same answers:
 
-- *native*: a scikit-learn model (the ``sklearn`` flavor in skops, pickle or cloudpickle
-  format, which is what this project logs) is deserialized exactly as ``mlflow.sklearn``
-  does, from the flavor configuration in ``MLmodel``, and its ``predict_fn`` is called on
-  the frame the signature check built. That frame already has the signature's columns,
-  order and dtypes, which is all MLflow's schema enforcement would do to it. No mlflow
-  import: the server starts in a fraction of the time. A bare estimator (not a pipeline)
-  fitted on exactly the signature's numeric columns, in order, is given the frame's ndarray
-  instead: the columns were checked and ordered by name here, and scikit-learn's own check
-  of a DataFrame's names costs about a quarter of a forest's small predict.
-- *pyfunc*: any other flavor goes through ``mlflow.pyfunc.load_model`` and ``predict``.
+- *native*: a model of a flavor the server knows (scikit-learn, XGBoost, LightGBM; see
+  :mod:`ctcd.serving.flavors`) is deserialized exactly as its MLflow flavor does, from the
+  flavor configuration in ``MLmodel``, and called as its pyfunc would call it, on the frame
+  the signature check built. That frame already has the signature's columns, order and
+  dtypes, which is all MLflow's schema enforcement would do to it. No mlflow import: the
+  server starts in a fraction of the time. A model fitted on exactly the signature's
+  numeric columns, in order, may be given the frame's ndarray instead (the columns were
+  checked and ordered by name here), when that answers the same at warm-up.
+- *pyfunc*: any other flavor, and custom code, goes through ``mlflow.pyfunc.load_model``.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,8 @@ import yaml
 
 from ctcd.serving.errors import InvalidInput, ModelLoadError, ModelRejectedInput
 from ctcd.serving.fetch import fetch
+from ctcd.serving.flavors import NativeModel, load_native, try_arrays
 from ctcd.serving.schema import InputSchema, Table, check_columns, check_tensor
-from ctcd.serving.sklearn_flavor import load_estimator
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +43,31 @@ class LoadedModel:
     local_path: Path
     schema: InputSchema | None
     example: Table | None
-    native: Callable[[Any], Any] | None = None  # the sklearn model's predict_fn
+    native: NativeModel | None = None  # the model called natively
     pyfunc: Any = None  # mlflow.pyfunc.PyFuncModel when not native
     workdir: Path | None = None  # the download directory this version owns
-    # Outputs besides ``predict`` a V2 request may name: {"predict_proba": (fn, classes)}.
-    extra_outputs: Mapping[str, tuple[Callable[[Any], Any], int]] = field(default_factory=dict)
-    takes_arrays: bool = False  # the native model is given ndarrays (see ``_takes_arrays``)
+    takes_arrays: bool = False  # the native model is given ndarrays (set at warm-up)
+    # what ``predict`` answers, seen at warm-up: V2 datatype source and shape ([-1, ...])
+    predict_dtype: np.dtype[Any] | None = None
+    predict_shape: tuple[int, ...] = (-1,)
+
+    @property
+    def task(self) -> str | None:
+        return self.native.task if self.native is not None else None
+
+    @property
+    def classes(self) -> tuple[Any, ...] | None:
+        """The labels of ``predict_proba``'s columns, in order (a classifier's)."""
+        return self.native.classes if self.native is not None else None
+
+    @property
+    def extra_outputs(self) -> Mapping[str, tuple[Callable[[Any], Any], int]]:
+        """Outputs besides ``predict`` a V2 request may name: {"predict_proba": (fn,
+        classes)}, for a classifier only."""
+        native = self.native
+        if native is None or native.predict_proba is None or not native.classes:
+            return {}
+        return {"predict_proba": (self._predict_proba, len(native.classes))}
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -74,26 +92,28 @@ class LoadedModel:
         from :attr:`output_names`): a dict of each named output."""
         if outputs:
             return {name: self._output(name, data, params) for name in outputs}
-        if self.native is None:
+        native = self.native
+        if native is None:
             return self._predict_pyfunc(data, params)
-        try:
-            return self.native(self._native_input(data))  # sklearn's pyfunc ignores params
-        except (ValueError, TypeError, KeyError) as err:
-            raise ModelRejectedInput(f"{type(err).__name__}: {err}") from err
+        # params: the native flavors' pyfuncs ignore them (a model whose signature declares
+        # some is served through pyfunc)
+        if self.takes_arrays:
+            assert native.arrays is not None
+            return _refusing(native.arrays.predict, _array(data))
+        return _refusing(native.predict, data)
+
+    def _predict_proba(self, data: Any) -> Any:
+        native = self.native
+        assert native is not None and native.predict_proba is not None
+        if self.takes_arrays and native.arrays is not None and native.arrays.predict_proba:
+            return _refusing(native.arrays.predict_proba, _array(data))
+        return _refusing(native.predict_proba, data)
 
     def _output(self, name: str, data: Any, params: Mapping[str, Any] | None) -> Any:
         if name == "predict":
             return self.predict(data, params)
         fn, _ = self.extra_outputs[name]
-        try:
-            return fn(self._native_input(data))
-        except (ValueError, TypeError, KeyError) as err:
-            raise ModelRejectedInput(f"{type(err).__name__}: {err}") from err
-
-    def _native_input(self, data: Any) -> Any:
-        if self.takes_arrays and not isinstance(data, np.ndarray):
-            return data.to_numpy()  # one block: a view, no copy
-        return data
+        return fn(data)
 
     def _predict_pyfunc(self, data: Any, params: Mapping[str, Any] | None) -> Any:
         from mlflow.exceptions import MlflowException
@@ -114,16 +134,34 @@ class LoadedModel:
 
     def warm(self) -> None:
         """Score the input example (or one synthetic row) so the first request is fast and
-        a model that cannot score fails here, before it gets traffic."""
+        a model that cannot score fails here, before it gets traffic. A native model's
+        array calls are tried here (in the process that serves: a server's workers each
+        warm their copy, after the fork)."""
         table = self.example
         if table is None and self.schema is not None:
             table = self.schema.synthetic_rows()
         if table is None:
             log.warning("model %s has no signature and no input example; not warmed", self.uri)
             return
+        if self.native is not None and not self.takes_arrays:
+            self.takes_arrays = try_arrays(self.native, table)
         result = self.predict_table(table)
         if self.row_aligned and _length(result) != table.rows:
             self.schema = None  # answers are not one per row: never batch this model
+        if isinstance(result, np.ndarray) and result.ndim:
+            self.predict_dtype = result.dtype
+            self.predict_shape = (-1, *result.shape[1:])
+
+
+def _refusing(call: Callable[[Any], Any], data: Any) -> Any:
+    try:
+        return call(data)
+    except (ValueError, TypeError, KeyError) as err:
+        raise ModelRejectedInput(f"{type(err).__name__}: {err}") from err
+
+
+def _array(data: Any) -> Any:
+    return data if isinstance(data, np.ndarray) else data.to_numpy()  # one block: a view
 
 
 def load(model_uri: str, *, download_dir: Path | None = None) -> LoadedModel:
@@ -138,11 +176,9 @@ def load(model_uri: str, *, download_dir: Path | None = None) -> LoadedModel:
         except (OSError, yaml.YAMLError) as err:
             raise ModelLoadError(model_uri, f"unreadable MLmodel file: {err}") from err
         schema = InputSchema.from_signature_json((meta.get("signature") or {}).get("inputs"))
-        estimator = load_estimator(model_uri, local, meta) if schema is not None else None
-        native = _predict_fn(model_uri, estimator, meta) if estimator is not None else None
+        native = load_native(model_uri, local, meta, schema) if schema is not None else None
         pyfunc = None if native is not None else _load_pyfunc(model_uri, local)
         example = _load_example(model_uri, local, meta, schema)
-        takes_arrays = native is not None and _takes_arrays(estimator, native, schema, example)
     except BaseException:
         shutil.rmtree(dst, ignore_errors=True)
         raise
@@ -150,9 +186,11 @@ def load(model_uri: str, *, download_dir: Path | None = None) -> LoadedModel:
     if not local.is_relative_to(dst):  # a local model directory, used in place
         shutil.rmtree(dst, ignore_errors=True)
         workdir = None
+    if native is not None:
+        log.info("%s: %s model (%s), served natively", model_uri, native.flavor,
+                 native.task or "task not known")
     return LoadedModel(uri=model_uri, local_path=local, schema=schema, example=example,
-                       native=native, pyfunc=pyfunc, workdir=workdir,
-                       extra_outputs=_extra_outputs(estimator), takes_arrays=takes_arrays)
+                       native=native, pyfunc=pyfunc, workdir=workdir)
 
 
 def _mlflow_download(model_uri: str, dst: Path) -> Path:
@@ -178,54 +216,6 @@ def _load_pyfunc(model_uri: str, local: Path) -> Any:
         raise ModelLoadError(model_uri, err.message) from err
     except (OSError, ValueError, ImportError) as err:
         raise ModelLoadError(model_uri, f"{type(err).__name__}: {err}") from err
-
-
-def _predict_fn(model_uri: str, model: Any, meta: dict[str, Any]) -> Callable[[Any], Any]:
-    pyfunc_conf = (meta.get("flavors") or {}).get("python_function") or {}
-    predict_fn = getattr(model, str(pyfunc_conf.get("predict_fn") or "predict"), None)
-    if not callable(predict_fn):
-        raise ModelLoadError(model_uri, f"the model has no {pyfunc_conf.get('predict_fn')}()")
-    return predict_fn  # type: ignore[no-any-return]
-
-
-def _takes_arrays(estimator: Any, native: Callable[[Any], Any], schema: InputSchema | None,
-                  example: Table | None) -> bool:
-    """Whether ``estimator`` can be given ndarrays of the signature's columns instead of
-    DataFrames, with the same answers and no warning: a bare estimator (a pipeline's steps
-    may select columns by name) fitted on exactly the signature's columns in their order,
-    all numbers of one dtype. Its ``feature_names_in_`` is then dropped (this loaded copy
-    only), since scikit-learn warns when an estimator fitted with names gets an ndarray.
-    Tried on the input example: any warning or a different answer keeps DataFrames."""
-    import warnings
-
-    names = getattr(estimator, "feature_names_in_", None)
-    if (schema is None or schema.block_dtype is None or names is None
-            or hasattr(estimator, "steps") or [str(n) for n in names] != list(schema.names)):
-        return False
-    frame = (example or schema.synthetic_rows()).to_model_input()
-    try:
-        expected = native(frame)
-        del estimator.feature_names_in_
-        # recorded, not raised: the filters are the process's, and other threads may be
-        # serving meanwhile (a version loaded beside the live one)
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            got = native(frame.to_numpy())
-        same = not seen and np.array_equal(np.asarray(got), np.asarray(expected))
-    except Exception:  # any doubt keeps DataFrames
-        same = False
-    if not same:
-        estimator.feature_names_in_ = names
-    return same
-
-
-def _extra_outputs(model: Any) -> dict[str, tuple[Callable[[Any], Any], int]]:
-    """``predict_proba`` of a classifier (a Pipeline has it when its last step does)."""
-    classes = getattr(model, "classes_", None)
-    proba = getattr(model, "predict_proba", None)  # None when unavailable (available_if)
-    if model is None or classes is None or not callable(proba):
-        return {}
-    return {"predict_proba": (proba, len(classes))}
 
 
 def _load_example(model_uri: str, local: Path, meta: dict[str, Any],

@@ -98,11 +98,15 @@ class InferenceService:
     async def model_metadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self._check(context)
         meta = self.server.model_metadata(request.name, request.version or None)
-        tensor = self.pb.ModelMetadataResponse.TensorMetadata
+        cls = self.pb.ModelMetadataResponse.TensorMetadata
+
+        def tensor(t: dict[str, Any]) -> Any:  # the message has no parameters (classes)
+            return cls(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+
         return self.pb.ModelMetadataResponse(
             name=meta["name"], versions=meta["versions"], platform=meta["platform"],
-            inputs=[tensor(**t) for t in meta["inputs"]],
-            outputs=[tensor(**t) for t in meta["outputs"]])
+            inputs=[tensor(t) for t in meta["inputs"]],
+            outputs=[tensor(t) for t in meta["outputs"]])
 
     async def model_infer(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
         self._check(context)

@@ -53,7 +53,9 @@ def take(result: Any, start: int, stop: int) -> Any:
 
 def jsonable(result: Any) -> Any:
     """Model output -> something orjson serializes (OPT_SERIALIZE_NUMPY), as MLflow's
-    scoring server would present it (DataFrames as records)."""
+    scoring server would present it (DataFrames as records; a float32's exact value, e.g.
+    0.30000001192092896, not orjson's shortest float32 text 0.3, which reads back as
+    another double)."""
     import pandas as pd
 
     if isinstance(result, pd.DataFrame):
@@ -61,6 +63,8 @@ def jsonable(result: Any) -> Any:
     if isinstance(result, pd.Series):
         result = result.to_numpy()
     if isinstance(result, np.ndarray):
+        if result.dtype == np.float32:  # each value in full, as MLflow's server writes it
+            return result.astype(np.float64)
         if result.dtype.kind in "biuf" and result.flags.c_contiguous:
             return result
         return result.tolist()

@@ -5,7 +5,8 @@ A tabular model takes one input tensor per column (``name`` = column, shape ``[n
 columns in order. A tensor-signature model takes its one tensor. Outputs: ``predict``
 (one row per input row; one output per column when the model returns a table) by
 default; a request may name the outputs it wants (``predict``, and ``predict_proba``
-for a classifier: shape ``[n, classes]``, FP64).
+for a classifier: shape ``[n, classes]``, FP64, the class of each column in the model
+metadata).
 
 :func:`to_request` turns decoded tensors into a checked :class:`ScoringRequest` and
 :func:`named_outputs` turns model output into named arrays, for every wire form: JSON
@@ -98,28 +99,36 @@ def model_metadata(name: str, slots: Sequence[Any]) -> dict[str, Any]:
              "shape": [-1]}
             for c in schema.columns
         ]
-    outputs = [{"name": "predict", "datatype": predict_datatype(model), "shape": [-1]}]
-    for output, (_, classes) in (model.extra_outputs if model is not None else {}).items():
-        outputs.append({"name": output, "datatype": "FP64", "shape": [-1, classes]})
-    return {
+    shape = list(getattr(model, "predict_shape", None) or (-1,))
+    outputs = [{"name": "predict", "datatype": predict_datatype(model), "shape": shape}]
+    classes = getattr(model, "classes", None)
+    for output, (_, width) in (model.extra_outputs if model is not None else {}).items():
+        entry: dict[str, Any] = {"name": output, "datatype": "FP64", "shape": [-1, width]}
+        if output == "predict_proba" and classes:
+            entry["parameters"] = {"classes": list(classes)}  # one label per column
+        outputs.append(entry)
+    doc: dict[str, Any] = {
         "name": name,
         "versions": [s.version for s in slots],
         "platform": "mlflow",
         "inputs": inputs,
         "outputs": outputs,
     }
+    task = getattr(model, "task", None)
+    if task is not None:
+        doc["parameters"] = {"task": task}
+    return doc
 
 
 def predict_datatype(model: Any) -> str:
-    """The datatype of the ``predict`` output: a classifier answers its labels
-    (``classes_``: INT64 for integer labels, BYTES for strings), as the responses do;
-    otherwise the output signature the model was logged with; else FP64."""
+    """The datatype of the ``predict`` output: what the model answered at warm-up
+    (a classifier's labels, a regressor's floats); else the output signature the model was
+    logged with; else FP64."""
     if model is None:
         return "FP64"
-    estimator = getattr(getattr(model, "native", None), "__self__", None)  # its model
-    classes = getattr(estimator, "classes_", None)
-    if isinstance(classes, np.ndarray):
-        return output_datatype(classes)
+    seen = getattr(model, "predict_dtype", None)
+    if seen is not None:
+        return output_datatype(np.empty(0, dtype=seen))
     try:
         meta = yaml.safe_load((model.local_path / "MLmodel").read_text())
         specs = orjson.loads(((meta or {}).get("signature") or {}).get("outputs") or "[]")
@@ -449,6 +458,6 @@ def output_json(name: str, array: np.ndarray) -> dict[str, Any]:
         data: Any = [v.decode() if isinstance(v, bytes) else str(v) for v in array.ravel()]
     else:
         data = np.ascontiguousarray(array.ravel())
-        if array.dtype.name == "float16":
-            data = data.astype("float32")
+        if array.dtype.kind == "f" and array.dtype.itemsize < 8:
+            data = data.astype("float64")  # each value in full (see protocols.jsonable)
     return {"name": name, "shape": list(array.shape), "datatype": datatype, "data": data}

@@ -1,0 +1,78 @@
+"""The ``lightgbm`` flavor: scikit-learn API models (pickle and skops) and Boosters of every
+task, served natively with the answers of MLflow's own loader, with and without the
+project's metadata, on one native thread."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from tests.flavored_models import FlavoredFactory
+from tests.serving.flavors.conftest import answers, assert_same_as_mlflow
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("kind", ["lightgbm-binary", "lightgbm-multiclass",
+                                  "lightgbm-regression", "lightgbm-regression-bare",
+                                  "lightgbm-booster", "lightgbm-numeric"])
+def test_served_natively_with_mlflows_answers(kind: str, flavored_model: FlavoredFactory,
+                                              served: Any) -> None:
+    model = flavored_model(kind)
+    loaded = served(model)
+    assert loaded.native is not None and loaded.pyfunc is None
+    assert loaded.native.flavor == "lightgbm"
+    assert loaded.task == model.task
+    assert_same_as_mlflow(loaded, model)
+    assert loaded.takes_arrays == (not model.categories)
+
+
+def test_an_unseen_category_is_missing_as_in_training(flavored_model: FlavoredFactory,
+                                                      served: Any) -> None:
+    """Without the project's metadata too: the categories LightGBM saved are used."""
+    for kind in ("lightgbm-regression", "lightgbm-regression-bare"):
+        model = flavored_model(kind)
+        loaded = served(model)
+        rows = model.frame.head(5).copy()
+        rows["color"] = ["red", "purple", "green", "", "blue"]
+        typed = rows.astype({"color": pd.CategoricalDtype(["red", "green", "blue"])})
+        assert np.array_equal(loaded.predict(rows), model.raw().predict(typed))
+
+
+def test_predicts_on_the_callers_native_threads(flavored_model: FlavoredFactory,
+                                                served: Any) -> None:
+    """The scikit-learn API would predict on every core (its n_jobs): the server's predict
+    thread limits OpenMP to one thread (--threads 1), and no LightGBM call starts more."""
+    from threadpoolctl import threadpool_limits
+
+    calls = []
+    for kind in ("lightgbm-binary", "lightgbm-numeric", "lightgbm-booster"):
+        model = flavored_model(kind)
+        loaded = served(model)
+        calls.append((loaded, pd.concat([model.frame] * 50, ignore_index=True)))
+
+    def predict_all() -> tuple[int, int]:
+        before = len(os.listdir("/proc/self/task"))
+        for loaded, frame in calls:
+            for _ in range(3):
+                answers_frame = loaded.predict(frame, outputs=loaded.output_names)
+                assert len(answers_frame["predict"]) == len(frame)
+        return before, len(os.listdir("/proc/self/task"))
+
+    with ThreadPoolExecutor(1, initializer=lambda: threadpool_limits(limits=1)) as pool:
+        before, after = pool.submit(predict_all).result()
+    assert after == before
+
+
+def test_the_scikit_learn_api_and_its_booster_answer_alike(flavored_model: FlavoredFactory,
+                                                           served: Any) -> None:
+    """The array path calls the Booster behind LGBMClassifier: labels and probabilities as
+    the wrapper's own."""
+    model = flavored_model("lightgbm-numeric")
+    loaded = served(model)
+    got = answers(loaded, model)
+    assert got["predict"].dtype == np.float64
