@@ -40,6 +40,7 @@ KINDS: dict[str, tuple[str, str, bool, bool]] = {
     "lightgbm-regression-bare": ("lightgbm", "regression", True, False),
     "lightgbm-booster": ("lightgbm", "binary", False, True),  # a Booster, binary
     "lightgbm-numeric": ("lightgbm", "regression", False, True),
+    "lightgbm-numeric-binary": ("lightgbm", "binary", False, True),
     "sklearn-regression": ("sklearn", "regression", True, True),  # a pipeline
     "sklearn-multiclass": ("sklearn", "multiclass", True, True),  # text labels
 }

@@ -77,6 +77,28 @@ def test_scores_every_request_once_with_the_version_that_answered(
     assert rclient.get(key) is None  # says goodbye
 
 
+@pytest.mark.parametrize("kind", ["xgboost-regression", "lightgbm-multiclass"])
+def test_other_flavors_and_tasks_are_scored_with_mlflows_answers(
+    kind: str, tmp_path: Path, redis_server: LocalRedis, rclient: redis.Redis, stream: str,
+    flavored_model: Any, scorers: list[ScorerProcess],
+) -> None:
+    """An XGBoost regressor's float32 answers reach the output in full (the exact value,
+    as the model server's JSON writes it); a LightGBM classifier's labels as integers.
+    Compared with MLflow's own loader (tests/flavored_models.py), not the scorer's."""
+    model = flavored_model(kind)
+    frame = model.frame
+    ids = send(rclient, stream, frame.to_dict(orient="records"))
+    scorer = start_scorer(tmp_path, redis_server.url, stream, model.uri, "a", batch_size=16)
+    scorers.append(scorer)
+    scorer.wait_ready()
+    wait_until(lambda: _scored(rclient, stream) >= len(ids), 120, "the predictions",
+               scorer.text)
+    got = outputs(rclient, stream)
+    assert [o["input_id"] for o in got] == ids
+    assert [o["prediction"] for o in got] == model.expected(frame).tolist()
+    assert dead_letters(rclient, stream) == []
+
+
 def test_malformed_requests_are_dead_lettered_with_the_field_named(
     tmp_path: Path, redis_server: LocalRedis, rclient: redis.Redis, stream: str,
     churn_model: Any, scorers: list[ScorerProcess],

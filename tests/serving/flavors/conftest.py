@@ -38,6 +38,16 @@ def answers(loaded: LoadedModel, model: FlavoredModel) -> dict[str, np.ndarray]:
     return {name: np.asarray(value) for name, value in got.items()}
 
 
+def assert_served_natively(loaded: LoadedModel, model: FlavoredModel) -> None:
+    """Loaded by the model's own flavor (no pyfunc), for its task, with MLflow's answers,
+    given ndarrays where every column is a number and frames where one is a category."""
+    assert loaded.native is not None and loaded.pyfunc is None
+    assert loaded.native.flavor == model.flavor
+    assert loaded.task == model.task
+    assert_same_as_mlflow(loaded, model)
+    assert loaded.takes_arrays == (not model.categories)
+
+
 def assert_same_as_mlflow(loaded: LoadedModel, model: FlavoredModel) -> None:
     got = answers(loaded, model)
     expected = model.expected(model.frame)

@@ -12,23 +12,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from tests.flavored_models import FlavoredFactory
-from tests.serving.flavors.conftest import answers, assert_same_as_mlflow
+from tests.serving.flavors.conftest import assert_served_natively
 
 pytestmark = pytest.mark.e2e
 
 
+# the -numeric kinds take the array path: the Booster behind the scikit-learn API, with the
+# wrapper's own post-processing (labels, two columns of probabilities)
 @pytest.mark.parametrize("kind", ["lightgbm-binary", "lightgbm-multiclass",
                                   "lightgbm-regression", "lightgbm-regression-bare",
-                                  "lightgbm-booster", "lightgbm-numeric"])
+                                  "lightgbm-booster", "lightgbm-numeric",
+                                  "lightgbm-numeric-binary"])
 def test_served_natively_with_mlflows_answers(kind: str, flavored_model: FlavoredFactory,
                                               served: Any) -> None:
-    model = flavored_model(kind)
-    loaded = served(model)
-    assert loaded.native is not None and loaded.pyfunc is None
-    assert loaded.native.flavor == "lightgbm"
-    assert loaded.task == model.task
-    assert_same_as_mlflow(loaded, model)
-    assert loaded.takes_arrays == (not model.categories)
+    assert_served_natively(served(flavored_model(kind)), flavored_model(kind))
 
 
 def test_an_unseen_category_is_missing_as_in_training(flavored_model: FlavoredFactory,
@@ -66,13 +63,3 @@ def test_predicts_on_the_callers_native_threads(flavored_model: FlavoredFactory,
     with ThreadPoolExecutor(1, initializer=lambda: threadpool_limits(limits=1)) as pool:
         before, after = pool.submit(predict_all).result()
     assert after == before
-
-
-def test_the_scikit_learn_api_and_its_booster_answer_alike(flavored_model: FlavoredFactory,
-                                                           served: Any) -> None:
-    """The array path calls the Booster behind LGBMClassifier: labels and probabilities as
-    the wrapper's own."""
-    model = flavored_model("lightgbm-numeric")
-    loaded = served(model)
-    got = answers(loaded, model)
-    assert got["predict"].dtype == np.float64

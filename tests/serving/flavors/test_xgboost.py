@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 from tests.flavored_models import FlavoredFactory
-from tests.serving.flavors.conftest import answers, assert_same_as_mlflow
+from tests.serving.flavors.conftest import answers, assert_served_natively
 
 from ctcd.serving.flavors import Source
 from ctcd.serving.flavors.xgboost import load as load_xgboost
@@ -25,14 +25,7 @@ pytestmark = pytest.mark.e2e
                                   "xgboost-regression", "xgboost-booster", "xgboost-numeric"])
 def test_served_natively_with_mlflows_answers(kind: str, flavored_model: FlavoredFactory,
                                               served: Any) -> None:
-    model = flavored_model(kind)
-    loaded = served(model)
-    assert loaded.native is not None and loaded.pyfunc is None
-    assert loaded.native.flavor == "xgboost"
-    assert loaded.task == model.task
-    assert_same_as_mlflow(loaded, model)
-    # the array path where every column is a number; frames where one is a category
-    assert loaded.takes_arrays == (not model.categories)
+    assert_served_natively(served(flavored_model(kind)), flavored_model(kind))
 
 
 def test_regression_answers_floats_and_a_booster_its_probabilities(
