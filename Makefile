@@ -52,13 +52,13 @@ test: install kube-binaries
 
 test-fast: install kube-binaries
 	$(SYSTEM) ensure test
+	$(PY) -m pytest -m "not e2e and not scale"
 
 ## The Kubernetes control plane the Kubernetes tests run against (etcd, kube-apiserver,
 ## kube-controller-manager), from Debian's packages: built once (about 8 minutes on one core),
 ## then taken from the cache outside the checkout (scripts/kube-binaries.sh says where).
 kube-binaries:
 	@scripts/kube-binaries.sh ensure >/dev/null
-	$(PY) -m pytest -m "not e2e and not scale"
 
 ## The scale profile: the docker-compose layout as local processes (PostgreSQL, Redis, Airflow
 ## with the CeleryExecutor and two workers, MLflow on PostgreSQL), driven over the REST API.
