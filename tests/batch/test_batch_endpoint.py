@@ -1,6 +1,7 @@
 """Scoring through an endpoint: what is retried (5xx, connection errors) and what is not (4xx),
 batching, and the answering version per row. The server is a real HTTP server on loopback
-whose answers the test scripts (a model server cannot be told to fail on cue)."""
+whose answers the test scripts (a model server cannot be told to fail on cue); what a real
+model server answers is read back with its type and shape."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
+from tests.serving.conftest import live_server
 
-from ctcd.batch.endpoint import RemotePredictor
+from ctcd.batch.endpoint import RemotePredictor, signature_schema
 from ctcd.errors import InvalidParams, ModelServerUnavailable
 from ctcd.serving.errors import ModelRejectedInput
-from ctcd.serving.schema import ColumnSpec, InputSchema, Table
+from ctcd.serving.schema import ColumnSpec, InputSchema, Table, check_columns
 from ctcd.stack.processes import free_port
 
 SCHEMA = InputSchema(columns=(ColumnSpec("x", "double", True),))
@@ -157,3 +161,29 @@ def test_sends_v2_column_tensors_and_falls_back_where_a_column_has_gaps(server) 
         ("x", "FP64", [0.0, 1.0, 2.0]), ("n", "INT64", [0, 1, 2]), ("t", "BYTES", ["a", "b", "c"])]
     assert script.bodies[1]["dataframe_split"]["data"][1] == [4.0, 4, None]
     assert remote.answered[0].tolist() == ["7"] * 6
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("kind", ["xgboost-regression", "xgboost-booster", "sklearn-multiclass"])
+def test_a_model_servers_answers_keep_their_type_and_shape(kind: str,
+                                                           flavored_model: Any) -> None:
+    """Through a real model server: a regressor's float32 answers stay float32 (as scored in
+    process), a Booster's class probabilities one row of three per input row, text labels
+    text; each equal to MLflow's own loader's (tests/flavored_models.py)."""
+    model = flavored_model(kind)
+    schema = signature_schema(model.uri)
+    frame = pd.concat([model.frame] * 3, ignore_index=True)
+    table = check_columns(schema, {c: frame[c].tolist() for c in frame.columns}, "")
+    with live_server("--model-uri", model.uri, "--model-name", model.name,
+                     "--model-version", model.version) as url:
+        remote = RemotePredictor(url, schema, model_name=model.name, batch_rows=25,
+                                 concurrency=2)
+        try:
+            got = remote.predict_table(table)
+        finally:
+            remote.close()
+    expected = model.expected(frame)
+    assert got.shape == expected.shape
+    if expected.dtype.kind in "iuf":
+        assert got.dtype == expected.dtype
+    assert got.tolist() == expected.tolist()

@@ -153,7 +153,7 @@ class RemotePredictor:
         answer = orjson.loads(response.content)
         if "outputs" in answer:
             [output] = [o for o in answer["outputs"] if o["name"] == "predict"]
-            predictions = np.asarray(output["data"])
+            predictions = _tensor(output)
         else:
             predictions = np.asarray(answer["predictions"])
         if len(predictions) != hi - lo:
@@ -210,3 +210,16 @@ def endpoint_model(handle: ServiceHandle, *, batch_rows: int = 1_000, concurrenc
         concurrency=concurrency, attempts=attempts,
         token=token if token is not None else os.environ.get("CTCD_SERVER_TOKEN"))
     return ScoringModel(handle.model_name, handle.model_version, cast("LoadedModel", remote))
+
+
+def _tensor(output: dict[str, Any]) -> np.ndarray:
+    """A V2 JSON output as the array the model answered: its datatype (float32 answers stay
+    float32, as in-process scoring keeps them) and its shape (a row of values per input row
+    for a model that answers several, such as a Booster's class probabilities)."""
+    from ctcd.serving.protocols.v2 import DATATYPES
+
+    array = np.asarray(output["data"], dtype=DATATYPES.get(str(output.get("datatype"))))
+    shape = output.get("shape")
+    if isinstance(shape, list) and len(shape) > 1 and array.size == np.prod(shape):
+        array = array.reshape(shape)
+    return array

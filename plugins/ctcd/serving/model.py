@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ class LoadedModel:
         """The labels of ``predict_proba``'s columns, in order (a classifier's)."""
         return self.native.classes if self.native is not None else None
 
-    @property
+    @cached_property
     def extra_outputs(self) -> Mapping[str, tuple[Callable[[Any], Any], int]]:
         """Outputs besides ``predict`` a V2 request may name: {"predict_proba": (fn,
         classes)}, for a classifier only."""
@@ -69,7 +70,7 @@ class LoadedModel:
             return {}
         return {"predict_proba": (self._predict_proba, len(native.classes))}
 
-    @property
+    @cached_property
     def output_names(self) -> tuple[str, ...]:
         return ("predict", *self.extra_outputs)
 
