@@ -4,7 +4,13 @@ One run on this machine, the same models and payloads for every server:
 
 - ``random_forest``: a RandomForest (100 trees, depth 12) on 20 numeric features;
 - ``churn``: the project's own churn pipeline (``ctcd.training.model.build_pipeline``,
-  scaling + one-hot encoding of categorical columns, then its default estimator).
+  scaling + one-hot encoding of categorical columns, then its default estimator);
+- ``xgboost``: an XGBClassifier (100 trees, depth 6) on the same 20 features, logged with
+  ``mlflow.xgboost`` (MLServer: its XGBoost runtime, on the same ``.ubj`` file);
+- ``lightgbm``: an LGBMRegressor (100 trees, 31 leaves) on them, logged with
+  ``mlflow.lightgbm`` (MLServer: its LightGBM runtime, on the model's Booster file; a
+  regressor, so both answer the same floats where a classifier's Booster would answer
+  probabilities and the scikit-learn API labels).
 
 Each server runs as one process (ours also with ``--workers 2``), is started from a local
 model directory (cold start = process start to ready), and is driven by ``wrk`` for
@@ -43,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import joblib
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,17 +61,19 @@ import peers
 import plots
 from ctcd.stack.processes import free_port, spawn, stop_process_tree, wait_http
 
-KINDS = ("random_forest", "churn")
+KINDS = ("random_forest", "churn", "xgboost", "lightgbm")
+NUMERIC_KINDS = ("random_forest", "xgboost", "lightgbm")  # one [n, 20] FP64 tensor on V2
 PROTOCOLS = ("mlflow", "v2")  # HTTP routes, answers compared across servers
-# gRPC ModelInfer cells for the numeric model (one FP64 tensor; the churn model's BYTES
+# gRPC ModelInfer cells for the numeric models (one FP64 tensor; the churn model's BYTES
 # columns would need MLServer's pandas content type as gRPC parameters)
-KIND_PROTOCOLS = {"random_forest": (*PROTOCOLS, "grpc"), "churn": PROTOCOLS}
+KIND_PROTOCOLS = {**{kind: (*PROTOCOLS, "grpc") for kind in NUMERIC_KINDS},
+                  "churn": PROTOCOLS}
 CONCURRENCY = (1, 8, 32)
 ROWS = (1, 100)
 SERVERS = ("ctcd", "ctcd_w2", "mlserver")
 MLFLOW_CELLS = (("mlflow", 8, 1), ("mlflow", 32, 1))  # random forest only
 FEATURES = [f"f{i}" for i in range(20)]
-MODEL_NAME = {"random_forest": "bench-random_forest", "churn": "bench-churn"}
+MODEL_NAME = {kind: f"bench-{kind}" for kind in KINDS}
 
 
 def main() -> int:
@@ -137,13 +146,15 @@ def _start_tracking(work: Path) -> _Tracking:
 
 def _register_models(tracking_uri: str, work: Path) -> dict[str, Any]:
     """Fit, log and register the models; download each to a local directory (the one every
-    server starts from) and save a joblib copy of the same estimator for MLServer's
-    scikit-learn runtime."""
+    server starts from) and save the file MLServer's runtime for its library loads (a
+    joblib copy of a scikit-learn estimator, XGBoost's own file, the LightGBM Booster's)."""
     from datetime import date
 
-    import joblib
+    import lightgbm as lgb
     import mlflow
+    import numpy as np
     import pandas as pd
+    import xgboost as xgb
     from sklearn.datasets import make_classification
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
@@ -158,6 +169,7 @@ def _register_models(tracking_uri: str, work: Path) -> dict[str, Any]:
     x, y = make_classification(n_samples=5000, n_features=20, n_informative=8,
                                random_state=0)
     numeric = pd.DataFrame(x, columns=FEATURES)
+    target = x[:, :8] @ np.linspace(1.0, 2.0, 8) + np.random.default_rng(0).normal(size=len(x))
     churn = generate_snapshot(date(2026, 1, 1), rows=5_000)
     churn_x = churn[list(CHURN_FEATURES)]
     kind_default = str(ContinuousTrainingParams.model_fields["model_type"].default)
@@ -166,23 +178,34 @@ def _register_models(tracking_uri: str, work: Path) -> dict[str, Any]:
                                                  random_state=0).fit(numeric, y), numeric),
         "churn": (build_pipeline(kind_default, DEFAULT_HYPERPARAMETERS[kind_default])
                   .fit(churn_x, churn[LABEL]), churn_x),
+        "xgboost": (xgb.XGBClassifier(n_estimators=100, max_depth=6, random_state=0)
+                    .fit(numeric, y), numeric),
+        "lightgbm": (lgb.LGBMRegressor(n_estimators=100, num_leaves=31, random_state=0,
+                                       verbose=-1).fit(numeric, target), numeric),
     }
+    labels = {"random_forest": "RandomForest", "churn": kind_default,
+              "xgboost": "XGBClassifier", "lightgbm": "LGBMRegressor"}
     models: dict[str, Any] = {}
     for kind, (estimator, frame) in fitted.items():
+        runtime = kind if kind in ("xgboost", "lightgbm") else "sklearn"
         with mlflow.start_run(run_name=f"bench-{kind}"):
-            info = log_model(estimator, frame.head(5), registered_model_name=MODEL_NAME[kind])
+            info = _log(kind, estimator, frame, log_model)
         root = work / "models" / kind
-        (root / "sklearn").mkdir(parents=True)
+        (root / runtime).mkdir(parents=True)
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{MODEL_NAME[kind]}/{info.registered_model_version}",
             dst_path=str(root / "mlflow"))
-        joblib.dump(estimator, root / "sklearn" / "model.joblib")
-        models[kind] = {"dir": Path(local), "sklearn_dir": root / "sklearn",
+        if runtime == "xgboost":
+            estimator.save_model(str(root / runtime / "model.ubj"))
+        elif runtime == "lightgbm":
+            estimator.booster_.save_model(str(root / runtime / "model.bst"))
+        else:
+            joblib.dump(estimator, root / runtime / "model.joblib")
+        models[kind] = {"dir": Path(local), "runtime": runtime, "runtime_dir": root / runtime,
                         "version": str(info.registered_model_version),
                         "estimator": estimator,
                         "sample": frame.sample(200, random_state=1).reset_index(drop=True),
-                        "label": kind_default if kind == "churn" else "RandomForest",
-                        "bodies": {}}
+                        "label": labels[kind], "bodies": {}}
         for protocol in KIND_PROTOCOLS[kind]:
             for rows in ROWS:
                 models[kind]["bodies"][protocol, rows] = _body(
@@ -201,6 +224,20 @@ def _register_models(tracking_uri: str, work: Path) -> dict[str, Any]:
     return models
 
 
+def _log(kind: str, estimator: Any, frame: Any, log_sklearn: Any) -> Any:
+    """Log with the model's own MLflow flavor (as training does), registered."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    if kind not in ("xgboost", "lightgbm"):
+        return log_sklearn(estimator, frame.head(5), registered_model_name=MODEL_NAME[kind])
+    signature = infer_signature(frame.head(5), estimator.predict(frame.head(5)))
+    options = {"serialization_format": "pickle"} if kind == "lightgbm" else {}
+    return getattr(mlflow, kind).log_model(
+        estimator, name="model", signature=signature, input_example=frame.head(5),
+        registered_model_name=MODEL_NAME[kind], **options)
+
+
 def _body(work: Path, kind: str, protocol: str, part: Any) -> Path:
     path = work / f"body-{kind}-{protocol}-{len(part)}.json"
     if protocol == "grpc":  # a serialized inference.ModelInferRequest
@@ -216,7 +253,7 @@ def _body(work: Path, kind: str, protocol: str, part: Any) -> Path:
     if protocol == "mlflow":
         doc: dict[str, Any] = {"dataframe_split": json.loads(
             part.to_json(orient="split", index=False))}
-    elif kind == "random_forest":  # one [n, 20] tensor (numpy content type)
+    elif kind in NUMERIC_KINDS:  # one [n, 20] tensor (numpy content type)
         doc = {"inputs": [{"name": "input-0", "shape": list(part.shape), "datatype": "FP64",
                            "data": part.to_numpy().ravel().tolist()}]}
     else:  # one tensor per column (MLServer's pandas content type)
@@ -268,16 +305,18 @@ def _all_cells(protocols: tuple[str, ...]) -> list[tuple[str, int, int]]:
 def _start_all(kind: str, model: dict[str, Any], mlserver_bin: Path,
                work: Path) -> dict[str, tuple[peers.Started, tuple[str, ...]]]:
     """Every server of this model, started one after the other (each cold start alone),
-    with the routes it is measured on. MLServer: the V2 route on its scikit-learn runtime,
-    the MLflow route on its MLflow runtime (the only one with ``/invocations``)."""
+    with the routes it is measured on. MLServer: the V2 and gRPC routes on its runtime for
+    the model's library, the MLflow route on its MLflow runtime (the only one with
+    ``/invocations``)."""
     name = MODEL_NAME[kind]
     servers: dict[str, tuple[peers.Started, tuple[str, ...]]] = {}
+    runtime = model["runtime"]
     try:
         for server, workers in (("ctcd", 1), ("ctcd_w2", 2)):
             servers[server] = (peers.start_ours(model["dir"], name, model["version"], workers,
                                                 work), KIND_PROTOCOLS[kind])
-        servers["mlserver_sklearn"] = (peers.start_mlserver(
-            mlserver_bin, "sklearn", model["sklearn_dir"], name, work), ("v2", "grpc"))
+        servers[f"mlserver_{runtime}"] = (peers.start_mlserver(
+            mlserver_bin, runtime, model["runtime_dir"], name, work), ("v2", "grpc"))
         servers["mlserver_mlflow"] = (peers.start_mlserver(
             mlserver_bin, "mlflow", model["dir"], name, work), ("mlflow",))
         if kind == "random_forest":
@@ -344,16 +383,18 @@ def _measure_model(kind: str, model: dict[str, Any], mlserver_bin: Path, work: P
         for started, _ in servers.values():
             stop_process_tree(started.proc.pid)
     # MLServer's two runtimes are one column; its cold start is the faster of the two
-    sklearn_rt, mlflow_rt = figures.pop("mlserver_sklearn"), figures.pop("mlserver_mlflow")
-    mlserver = {**mlflow_rt, **sklearn_rt,
-                "cold_start_s": min(sklearn_rt["cold_start_s"], mlflow_rt["cold_start_s"]),
-                "cold_start_s_sklearn": sklearn_rt["cold_start_s"],
+    runtime = model["runtime"]
+    own_rt, mlflow_rt = figures.pop(f"mlserver_{runtime}"), figures.pop("mlserver_mlflow")
+    mlserver = {**mlflow_rt, **own_rt,
+                "cold_start_s": min(own_rt["cold_start_s"], mlflow_rt["cold_start_s"]),
+                f"cold_start_s_{runtime}": own_rt["cold_start_s"],
                 "cold_start_s_mlflow": mlflow_rt["cold_start_s"],
-                "cold_start_s_cpu": min(sklearn_rt["cold_start_s_cpu"],
+                "cold_start_s_cpu": min(own_rt["cold_start_s_cpu"],
                                         mlflow_rt["cold_start_s_cpu"])}
     by_server: dict[str, Any] = {**figures, "mlserver": mlserver}
     by_server["same_predictions"] = _same_answers(by_server)
     by_server["model"] = model["label"]
+    by_server["runtime"] = runtime
     by_server["protocols"] = KIND_PROTOCOLS[kind]
     return by_server
 
@@ -537,7 +578,8 @@ def _print_table(results: dict[str, Any]) -> None:
             missed.append(f"{kind} cold start x{cold:.2f} > 0.33")
         print(f"{kind:13s} ({by_server['model']}) cold start: ours {ours['cold_start_s']:.2f} s, "
               f"w2 {w2['cold_start_s']:.2f} s, MLServer {theirs['cold_start_s']:.2f} s "
-              f"(sklearn runtime {theirs['cold_start_s_sklearn']:.2f} s, mlflow runtime "
+              f"({by_server['runtime']} runtime "
+              f"{theirs['cold_start_s_' + by_server['runtime']]:.2f} s, mlflow runtime "
               f"{theirs['cold_start_s_mlflow']:.2f} s; ours x{cold:.2f}); CPU to ready: ours "
               f"{ours['cold_start_s_cpu']:.2f} s, w2 {w2['cold_start_s_cpu']:.2f} s, MLServer "
               f"{theirs['cold_start_s_cpu']:.2f} s (ours "

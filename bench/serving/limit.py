@@ -5,7 +5,7 @@ directly, back to back, on batches of the sizes the server formed in that cell. 
 measured right after the cell (so the machine's other load is the same as the cell saw),
 in a process of its own with the servers' single-thread settings (``OMP_NUM_THREADS=1``,
 inherited), on the model the servers load, loaded the way the server loads it
-(``ctcd.serving.model.load``), and called on the input the server builds (a checked
+(``ctcd.serving.model.load`` and ``warm``), and called on the input the server builds (a checked
 ``Table``'s ``to_model_input()``), built before timing: only ``predict`` is timed.
 
 Run by ``bench_serving.py``: ``python limit.py MODEL_DIR SAMPLE_PICKLE``; it prints ``ready``,
@@ -72,6 +72,7 @@ def main() -> int:
 
     model_dir, sample_path = sys.argv[1], Path(sys.argv[2])
     loaded = load(model_dir)
+    loaded.warm()  # as the server does: a model's array calls are set up here
     sample = pd.read_pickle(sample_path)  # written by the benchmark itself
     build = _inputs(loaded, sample)
     print("ready", flush=True)

@@ -4,9 +4,11 @@
 - MLServer 1.7.1 at its fastest configuration (``parallel_workers: 0``, adaptive batching
   ``max_batch_size: 64``, ``max_batch_time: 0.002``), installed by the benchmark into its
   own virtualenv (it pins other FastAPI/pydantic versions than this project). The V2 route
-  uses its scikit-learn runtime (``mlserver_sklearn.SKLearnModel``, a joblib file of the
-  same fitted estimator; the churn pipeline gets the pandas content type); the MLflow
-  route (``/invocations``) exists only in its MLflow runtime (``mlserver_mlflow``);
+  uses its own runtime for the model's library: scikit-learn (``mlserver_sklearn``, a
+  joblib file of the same fitted estimator; the churn pipeline gets the pandas content
+  type), XGBoost (``mlserver_xgboost``, the model's ``.ubj`` file, loaded into its
+  scikit-learn API) or LightGBM (``mlserver_lightgbm``, the Booster's text file); the
+  MLflow route (``/invocations``) exists only in its MLflow runtime (``mlserver_mlflow``);
 - ``mlflow models serve --env-manager local``.
 """
 
@@ -33,31 +35,49 @@ MAX_BATCH_SIZE = 64
 MAX_BATCH_TIME = 0.002
 
 
+# MLServer's runtime for each library: its class, and the model file it is given
+RUNTIMES = {
+    "sklearn": ("mlserver_sklearn.SKLearnModel", "model.joblib"),
+    "xgboost": ("mlserver_xgboost.XGBoostModel", "model.ubj"),
+    "lightgbm": ("mlserver_lightgbm.LightGBMModel", "model.bst"),
+    "mlflow": ("mlserver_mlflow.MLflowRuntime", ""),  # the MLflow model directory itself
+}
+
+
 def mlserver_pins() -> list[str]:
     """MLServer and its runtimes, with the model libraries at this project's versions (the
-    same fitted estimators must load in both virtualenvs)."""
+    same fitted models must load in both virtualenvs). XGBoost is the project's CPU-only
+    wheel; mlserver-xgboost (which names the CUDA one) is installed without dependencies
+    (:data:`NO_DEPS`)."""
     from importlib.metadata import version
 
     same = [f"{p}=={version(p)}" for p in ("scikit-learn", "skops", "mlflow", "pandas",
-                                           "numpy")]
+                                           "numpy", "xgboost-cpu", "lightgbm")]
     return [f"mlserver=={MLSERVER_VERSION}", f"mlserver-sklearn=={MLSERVER_VERSION}",
-            f"mlserver-mlflow=={MLSERVER_VERSION}", "psutil", *same]
+            f"mlserver-mlflow=={MLSERVER_VERSION}", f"mlserver-lightgbm=={MLSERVER_VERSION}",
+            "psutil", *same]
+
+
+NO_DEPS = [f"mlserver-xgboost=={MLSERVER_VERSION}"]
 
 
 def install_mlserver() -> Path:
     """The MLServer virtualenv's bin directory, created with uv on first use."""
     pins = mlserver_pins()
     stamp = MLSERVER_VENV / ".pins"
-    if stamp.is_file() and stamp.read_text() == "\n".join(pins):
+    if stamp.is_file() and stamp.read_text() == "\n".join(pins + NO_DEPS):
         return MLSERVER_VENV / "bin"
     uv = Path(sys.executable).parent / "uv"
     print(f"installing MLServer {MLSERVER_VERSION} into {MLSERVER_VENV} ...", file=sys.stderr,
           flush=True)
+    python = str(MLSERVER_VENV / "bin" / "python")
     subprocess.run([str(uv), "venv", "--quiet", "--python", "3.11", str(MLSERVER_VENV)],
                    check=True)
     subprocess.run([str(uv), "pip", "install", "--quiet", "--compile-bytecode", "--python",
-                    str(MLSERVER_VENV / "bin" / "python"), *pins], check=True)
-    stamp.write_text("\n".join(pins))
+                    python, *pins], check=True)
+    subprocess.run([str(uv), "pip", "install", "--quiet", "--compile-bytecode", "--no-deps",
+                    "--python", python, *NO_DEPS], check=True)
+    stamp.write_text("\n".join(pins + NO_DEPS))
     return MLSERVER_VENV / "bin"
 
 
@@ -120,14 +140,13 @@ def start_ours(model_dir: Path, name: str, version: str, workers: int, work: Pat
 
 def start_mlserver(bin_dir: Path, runtime: str, model_dir: Path, name: str,
                    work: Path) -> Started:
-    """``runtime``: ``sklearn`` (``model_dir`` holds model.joblib) or ``mlflow`` (an MLflow
-    model directory)."""
+    """``runtime``: a key of :data:`RUNTIMES`; ``model_dir`` holds its model file (the
+    MLflow model directory for ``mlflow``)."""
     port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     root = work / f"mlserver-{name}-{runtime}-{port}"
     root.mkdir(parents=True)
-    implementation = {"sklearn": "mlserver_sklearn.SKLearnModel",
-                      "mlflow": "mlserver_mlflow.MLflowRuntime"}[runtime]
-    uri = str(model_dir / "model.joblib") if runtime == "sklearn" else str(model_dir)
+    implementation, filename = RUNTIMES[runtime]
+    uri = str(model_dir / filename) if filename else str(model_dir)
     (root / "settings.json").write_text(json.dumps({
         "debug": False, "parallel_workers": 0, "http_port": port, "grpc_port": grpc_port,
         "metrics_port": metrics_port, "host": "127.0.0.1"}))
