@@ -290,14 +290,16 @@ def test_ctcd_predict_commands_run_as_written(
     registered = client.xcom(DAG_ID, trained["dag_run_id"], "register")
     version = registered["version"]
     # promote moved the alias to champion; the page's second command scores a challenger
-    MlflowClient(stack.mlflow_url).set_registered_model_alias(
-        registered["model_name"], "challenger", version)
+    # (both URIs explicit: mlflow's global registry URI may name another test's server)
+    MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url
+                 ).set_registered_model_alias(registered["model_name"], "challenger", version)
     frame = generate_snapshot(TODAY, rows=2_000, spec=load_spec("churn"))
     frame.to_parquet(tmp_path / "customers.parquet", index=False)
     frame.to_csv(tmp_path / "customers.csv", index=False)
     script = block("how-to/batch-scoring.md", "ctcd predict --model")
     result = run(script, {"churn-classifier/3": f"churn-classifier/{version}"}, cwd=tmp_path,
-                 env={"MLFLOW_TRACKING_URI": stack.mlflow_url})
+                 env={"MLFLOW_TRACKING_URI": stack.mlflow_url,
+                      "MLFLOW_REGISTRY_URI": stack.mlflow_url})
     assert result.returncode == 0, result.stdout + result.stderr
     import pandas as pd
 
