@@ -3,11 +3,11 @@
 
 Scores the rows of a data set's scoring partitions with the model's champion and writes each
 prediction with the model name, the version that made it, the DAG run id and the scoring time.
-Runs when a new champion goes live (continuous_training's serving Asset,
-`ctcd://models/churn-classifier`; the event's version is used), when a producer lands rows
-to score (`ctcd://datasets/churn/scoring`; the event's extra names the partition:
-`{"date": "YYYY-MM-DD"}` or `{"partitions": [...]}`), every day at 02:00 UTC, or when
-triggered.
+One DAG per model file, `<model>_batch_inference`. Runs when a new champion goes live (the
+training DAG's serving Asset, `ctcd://models/<model name>`; the event's version is used),
+when a producer lands rows to score (`ctcd://datasets/<dataset>/scoring`; the event's extra
+names the partition: `{"date": "YYYY-MM-DD"}` or `{"partitions": [...]}`), on the model
+file's `batch.schedule` (default 02:00 UTC), or when triggered.
 
 `plan` (checks the parameters; picks the version and the partitions: those named in
 `partitions`, else those the scoring events name, else the newest `max_partitions` not yet
@@ -31,15 +31,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
 from ctcd.batch.assets import scoring_asset, serving_asset
 from ctcd.batch.params import BatchInferenceParams
-from ctcd.training.params import airflow_params
-
-DATASET = "churn"
-SERVING_ASSET = serving_asset()
-SCORING_ASSET = scoring_asset(DATASET)
+from ctcd.models import ModelDefinition, load_models
+from ctcd.models.dags import batch_schedule, default_args, doc, tags
+from ctcd.params import airflow_params
 
 
 def _event_extras(asset: Any) -> list[dict[str, Any]]:
@@ -51,73 +49,73 @@ def _event_extras(asset: Any) -> list[dict[str, Any]]:
     return []
 
 
-@dag(
-    dag_id="batch_inference",
-    schedule=AssetOrTimeSchedule(
-        # run_immediately=0: the first timed run is the next 02:00, not one at unpause.
-        timetable=CronTriggerTimetable("0 2 * * *", timezone="UTC",
-                                       run_immediately=timedelta(0)),
-        assets=(SERVING_ASSET | SCORING_ASSET),
-    ),
-    catchup=False,
-    max_active_runs=1,
-    tags=["ctcd", "inference", "batch"],
-    doc_md=__doc__,
-    params=airflow_params(BatchInferenceParams),
-    default_args={
-        "owner": "ml-platform",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=20),
-        "execution_timeout": timedelta(hours=2),
-    },
-)
-def batch_inference() -> None:
-    @task
-    def plan() -> dict[str, Any]:
-        from ctcd.pipelines import batch_inference as pipeline
-        from ctcd.tasks import fail_without_retry
-        from ctcd.tracking import get_tracking
+def batch_dag(model: ModelDefinition) -> Any:
+    serving = serving_asset(model.model_name)
+    scoring = scoring_asset(model.dataset)
+    defaults = {"dataset": model.dataset, "model_name": model.model_name, **model.batch.params}
 
-        context = get_current_context()
-        champions = _event_extras(SERVING_ASSET)
-        with fail_without_retry():
-            planned = pipeline.plan(dict(context["params"]), champions[-1] if champions else None,
-                                    get_tracking(), context["run_id"],
-                                    landed=_event_extras(SCORING_ASSET))
-        print(f"Scoring {planned['partitions'] or 'nothing new'} with "
-              f"{planned['model_name']} version {planned['version']}")
-        return planned
+    @dag(
+        dag_id=model.batch_dag_id,
+        schedule=batch_schedule(model),
+        catchup=False,
+        max_active_runs=1,
+        tags=tags(model, "inference", "batch"),
+        doc_md=doc(model, __doc__ or ""),
+        params=airflow_params(BatchInferenceParams, defaults),
+        default_args=default_args(model, timeout=timedelta(hours=2)),
+    )
+    def batch_inference() -> None:
+        @task
+        def plan() -> dict[str, Any]:
+            from ctcd.pipelines import batch_inference as pipeline
+            from ctcd.tasks import fail_without_retry
+            from ctcd.tracking import get_tracking
 
-    @task
-    def partitions(planned: dict[str, Any]) -> list[str]:
-        return list(planned["partitions"])
+            context = get_current_context()
+            champions = _event_extras(serving)
+            with fail_without_retry():
+                planned = pipeline.plan(dict(context["params"]),
+                                        champions[-1] if champions else None,
+                                        get_tracking(), context["run_id"],
+                                        landed=_event_extras(scoring))
+            print(f"Scoring {planned['partitions'] or 'nothing new'} with "
+                  f"{planned['model_name']} version {planned['version']}")
+            return planned
 
-    @task(max_active_tis_per_dagrun=4)
-    def score_partition(day: str, planned: dict[str, Any]) -> dict[str, Any]:
-        from ctcd.pipelines import batch_inference as pipeline
-        from ctcd.tasks import fail_without_retry
-        from ctcd.tracking import get_tracking
+        @task
+        def partitions(planned: dict[str, Any]) -> list[str]:
+            return list(planned["partitions"])
 
-        context = get_current_context()
-        with fail_without_retry():
-            summary = pipeline.score_partition(dict(context["params"]), planned, day,
-                                               context["run_id"], get_tracking())
-        print(f"Partition {day}: {summary}")
-        return summary
+        @task(max_active_tis_per_dagrun=4)
+        def score_partition(day: str, planned: dict[str, Any]) -> dict[str, Any]:
+            from ctcd.pipelines import batch_inference as pipeline
+            from ctcd.tasks import fail_without_retry
+            from ctcd.tracking import get_tracking
 
-    @task
-    def report(summaries: Any) -> dict[str, int]:
-        totals = {"partitions": 0, "rows": 0, "scored": 0, "rejected": 0}
-        for summary in summaries:
-            totals["partitions"] += 1
-            for key in ("rows", "scored", "rejected"):
-                totals[key] += int(summary[key])
-        print(f"Batch inference: {totals}")
-        return totals
+            context = get_current_context()
+            with fail_without_retry():
+                summary = pipeline.score_partition(dict(context["params"]), planned, day,
+                                                   context["run_id"], get_tracking())
+            print(f"Partition {day}: {summary}")
+            return summary
 
-    planned = plan()
-    scored = score_partition.partial(planned=planned).expand(day=partitions(planned))
-    report(scored)
+        @task
+        def report(summaries: Any) -> dict[str, int]:
+            totals = {"partitions": 0, "rows": 0, "scored": 0, "rejected": 0}
+            for summary in summaries:
+                totals["partitions"] += 1
+                for key in ("rows", "scored", "rejected"):
+                    totals[key] += int(summary[key])
+            print(f"Batch inference: {totals}")
+            return totals
+
+        planned = plan()
+        scored = score_partition.partial(planned=planned).expand(day=partitions(planned))
+        report(scored)
+
+    return batch_inference()
 
 
-batch_inference()
+for _model in load_models().models.values():
+    if _model.batch.enabled:
+        globals()[_model.batch_dag_id] = batch_dag(_model)

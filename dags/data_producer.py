@@ -1,20 +1,24 @@
 """
 ### Data producer (demo)
 
-Lands one day's partition of the churn data set and updates an Asset (`route` picks the
-task by `purpose`):
+Lands one day's partition of an example data set (`dataset`: churn, wine or diabetes) and
+updates its Asset (`route` picks the task by `purpose`):
 
 - `training` (`land_training`): labelled rows in the landing location
-  (`date=YYYY-MM-DD/part-0.parquet` under `file://$CTCD_HOME/landing/churn/` by default);
-  updates `ctcd://datasets/churn`, which starts `continuous_training`.
+  (`date=YYYY-MM-DD/part-0.parquet` under `file://$CTCD_HOME/landing/<dataset>/` by default);
+  updates `ctcd://datasets/<dataset>`, which starts the training DAG of every model of that
+  data set (e.g. `churn_training`).
 - `scoring` (`land_scoring`): unlabelled rows in the scoring location
-  (`file://$CTCD_HOME/scoring/churn/` by default); updates `ctcd://datasets/churn/scoring`
-  with the partition's date, which starts `batch_inference` on that partition.
+  (`file://$CTCD_HOME/scoring/<dataset>/` by default); updates
+  `ctcd://datasets/<dataset>/scoring` with the partition's date, which starts the batch
+  inference DAGs of that data set's models on that partition.
+
+The Asset is named at run time, through the Asset alias `ctcd-landed-partitions`.
 
 Your own feed does the same: write the partition, then update the Asset (from a DAG like
 this one, or `POST /api/v2/assets/events`).
 
-Params: `purpose`, `date` (empty: the run's logical date), `rows`, `drift` (0 to 1),
+Params: `dataset`, `purpose`, `date` (empty: the run's logical date), `rows`, `drift` (0 to 1),
 `corruption` (a data fault validation must catch, or rows scoring must reject), `labels`
 (training; false: labels land apart, delayed), `landing_uri`, `format` (parquet or csv). The
 same as a command: `ctcd data produce [--for scoring]`.
@@ -25,14 +29,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import AssetAlias, Param, dag, get_current_context, task
 
-from ctcd.batch.assets import scoring_asset
-from ctcd.data.assets import dataset_asset
-
-DATASET = "churn"
-DATASET_ASSET = dataset_asset(DATASET)
-SCORING_ASSET = scoring_asset(DATASET)
+DATASETS = ["churn", "wine", "diabetes"]  # the data sets the demo producer can generate
+LANDED = AssetAlias("ctcd-landed-partitions")
 CORRUPTIONS = ["none", "nulls", "out_of_range", "missing_column", "wrong_type", "unseen_category"]
 
 
@@ -43,6 +43,7 @@ CORRUPTIONS = ["none", "nulls", "out_of_range", "missing_column", "wrong_type", 
     tags=["ctcd", "data", "demo"],
     doc_md=__doc__,
     params={
+        "dataset": Param("churn", enum=DATASETS, description="Data set to land a partition of."),
         "purpose": Param("training", enum=["training", "scoring"],
                          description="training: labelled rows, starts continuous_training; "
                          "scoring: unlabelled rows, starts batch_inference."),
@@ -51,7 +52,8 @@ CORRUPTIONS = ["none", "nulls", "out_of_range", "missing_column", "wrong_type", 
         ),
         "rows": Param(20_000, type="integer", minimum=1, maximum=5_000_000, description="Rows."),
         "drift": Param(0.0, type="number", minimum=0, maximum=1, description="Drift, 0 to 1."),
-        "corruption": Param("none", enum=CORRUPTIONS, description="A data fault to inject."),
+        "corruption": Param("none", enum=CORRUPTIONS, description="A data fault to inject "
+                            "(unseen_category: churn only)."),
         "labels": Param(True, type="boolean", description="Write labels in the partition."),
         "landing_uri": Param("", type="string", description="Empty: the default location."),
         "format": Param("parquet", enum=["parquet", "csv"], description="File format."),
@@ -64,22 +66,24 @@ def data_producer() -> None:
         purpose = get_current_context()["params"]["purpose"]
         return "land_scoring" if purpose == "scoring" else "land_training"
 
-    @task(outlets=[DATASET_ASSET])
+    @task(outlets=[LANDED])
     def land_training() -> dict[str, Any]:
-        return _land(DATASET_ASSET, "training")
+        return _land("training")
 
-    @task(outlets=[SCORING_ASSET])
+    @task(outlets=[LANDED])
     def land_scoring() -> dict[str, Any]:
-        return _land(SCORING_ASSET, "scoring")
+        return _land("scoring")
 
     route() >> [land_training(), land_scoring()]
 
 
-def _land(asset: Any, purpose: str) -> dict[str, Any]:
-    """Land the partition the params describe; put its date, path and rows in ``asset``'s
-    event (``batch_inference`` scores the partition a scoring event names)."""
+def _land(purpose: str) -> dict[str, Any]:
+    """Land the partition the params describe; put its date, path and rows in the data set's
+    Asset event (batch inference scores the partition a scoring event names)."""
     from datetime import date
 
+    from ctcd.batch.assets import scoring_asset
+    from ctcd.data.assets import dataset_asset
     from ctcd.data.producer import produce as land
     from ctcd.data.spec import load_spec
 
@@ -91,10 +95,11 @@ def _land(asset: Any, purpose: str) -> dict[str, Any]:
         if params.get("date")
         else (logical.date() if logical else date.today())
     )
+    dataset = str(params["dataset"])
     produced = land(
         day,
         int(params["rows"]),
-        spec=load_spec(DATASET),
+        spec=load_spec(dataset),
         drift=float(params["drift"]),
         corruption=params["corruption"],
         labels=bool(params["labels"]),
@@ -103,12 +108,13 @@ def _land(asset: Any, purpose: str) -> dict[str, Any]:
         purpose="scoring" if purpose == "scoring" else "training",
     )
     what = "to score" if purpose == "scoring" else "to train on"
-    print(f"Landed {produced.rows} rows of {DATASET} {what} for {day} at {produced.partition}")
-    context["outlet_events"][asset].extra = {
+    print(f"Landed {produced.rows} rows of {dataset} {what} for {day} at {produced.partition}")
+    asset = scoring_asset(dataset) if purpose == "scoring" else dataset_asset(dataset)
+    context["outlet_events"][LANDED].add(asset, extra={
         "date": day.isoformat(),
         "partition": produced.partition,
         "rows": produced.rows,
-    }
+    })
     return {"date": day.isoformat(), **produced.__dict__}
 
 

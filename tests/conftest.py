@@ -177,3 +177,56 @@ def flavored_model(mlflow_server: str) -> FlavoredFactory:
     logged with its own MLflow flavor and registered, once per session
     (tests/flavored_models.py)."""
     return Registry(mlflow_server)
+
+
+class ModelFiles:
+    """A models folder of the test's own (``CTCD_MODELS_DIR``): ``write(key, **fields)``
+    writes ``<key>.yaml`` and returns the loaded definition. Fields default to the churn
+    example with a fast estimator, named after the test so runs never share a registry
+    entry."""
+
+    def __init__(self, folder: Path, default_name: str) -> None:
+        self.folder = folder
+        self.default_name = default_name
+
+    def write(self, key: str = "churn", **fields: Any) -> Any:
+        import yaml
+
+        from ctcd.models import load_model
+
+        document = {
+            "name": fields.pop("name", f"{self.default_name}-{key}"[:90]),
+            "dataset": fields.pop("dataset", "churn"),
+            "trainer": fields.pop("trainer", {"estimator": "logistic_regression",
+                                              "hyperparameters": {"max_iter": 300}}),
+            **fields,
+        }
+        (self.folder / f"{key}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+        return load_model(key)
+
+    def example(self, key: str, *, name: str | None = None, **changes: Any) -> Any:
+        """One of the shipped example model files (include/models/<key>.yaml), renamed for
+        the test, with ``changes`` to its top-level sections."""
+        import yaml
+
+        from ctcd.settings import PROJECT_ROOT
+
+        shipped = yaml.safe_load((PROJECT_ROOT / "include" / "models" / f"{key}.yaml")
+                                 .read_text())
+        shipped["name"] = name or f"{self.default_name}-{key}"[:90]
+        for section, value in changes.items():
+            if isinstance(value, dict) and isinstance(shipped.get(section), dict):
+                shipped[section] = {**shipped[section], **value}
+            else:
+                shipped[section] = value
+        return self.write(key, **shipped)
+
+
+@pytest.fixture
+def model_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                request: pytest.FixtureRequest) -> ModelFiles:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    monkeypatch.setenv("CTCD_MODELS_DIR", str(folder))
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in request.node.name)
+    return ModelFiles(folder, f"t-{name[:60]}")

@@ -161,8 +161,8 @@ def _register_models(tracking_uri: str, work: Path) -> dict[str, Any]:
 
     from ctcd.data.churn import FEATURES as CHURN_FEATURES
     from ctcd.data.churn import LABEL, generate_snapshot
-    from ctcd.training.model import build_pipeline, log_model
-    from ctcd.training.params import DEFAULT_HYPERPARAMETERS, ContinuousTrainingParams
+    from ctcd.models import load_model
+    from ctcd.training.model import DEFAULT_HYPERPARAMETERS, build_pipeline, log_model
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment("bench-serving")
@@ -172,7 +172,7 @@ def _register_models(tracking_uri: str, work: Path) -> dict[str, Any]:
     target = x[:, :8] @ np.linspace(1.0, 2.0, 8) + np.random.default_rng(0).normal(size=len(x))
     churn = generate_snapshot(date(2026, 1, 1), rows=5_000)
     churn_x = churn[list(CHURN_FEATURES)]
-    kind_default = str(ContinuousTrainingParams.model_fields["model_type"].default)
+    kind_default = str(load_model("churn").trainer.estimator)
     fitted = {
         "random_forest": (RandomForestClassifier(n_estimators=100, max_depth=12,
                                                  random_state=0).fit(numeric, y), numeric),

@@ -36,6 +36,13 @@ class DataValidationError(CtcdError):
         self.report_path = report_path
 
 
+class TrainingError(CtcdError):
+    """The trainer could not produce a model that can be logged (it failed to import, it
+    raised, or it returned something that is not a model); nothing is registered."""
+
+    status_code = 422
+
+
 class DeploymentError(CtcdError):
     """A deployment failed; the previously serving version keeps serving."""
 

@@ -81,9 +81,16 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "include" / "datasets",
         description="Where data set specs (`<name>.yaml`) are kept.",
     )
-    model_name: str = Field(
-        default="churn-classifier",
-        description="Registered model name used by the continuous_training DAG.",
+    models_dir: Path = Field(
+        default=PROJECT_ROOT / "include" / "models",
+        description="Where model files (`<model>.yaml`) are kept: one file per model, "
+        "whose DAGs are generated from it.",
+    )
+    code_dir: Path = Field(
+        default=PROJECT_ROOT / "include",
+        description="Put on `sys.path` when a model file's trainer function is imported, "
+        "so `trainer.function: examples.diabetes:train` finds include/examples/diabetes.py. "
+        "Code in an installed package needs nothing here.",
     )
     deployer: str = Field(
         default="local",

@@ -12,17 +12,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ctcd.errors import CtcdError, DataValidationError, DeploymentError, InvalidParams
+from ctcd.errors import (
+    CtcdError,
+    DataValidationError,
+    DeploymentError,
+    InvalidParams,
+    TrainingError,
+)
 
 if TYPE_CHECKING:
     from ctcd.services.handle import ServiceHandle
 
-FINAL_ERRORS: tuple[type[Exception], ...] = (InvalidParams, DataValidationError, DeploymentError)
+FINAL_ERRORS: tuple[type[Exception], ...] = (
+    InvalidParams, DataValidationError, TrainingError, DeploymentError,
+)
 
 
 @contextmanager
 def fail_without_retry(errors: tuple[type[Exception], ...] = FINAL_ERRORS) -> Iterator[None]:
-    """Turn ``errors`` (default: bad params, bad data, failed deploy) into a final failure."""
+    """Turn ``errors`` (default: bad params, bad data, a failed trainer, a failed deploy) into
+    a final failure."""
     from airflow.sdk.exceptions import AirflowFailException
 
     try:

@@ -52,10 +52,12 @@ class Tracking:
     @contextmanager
     def active(self) -> Iterator[None]:
         """Point MLflow's fluent API at this server for the block, then restore it exactly
-        (its global, its registry and the ``MLFLOW_TRACKING_URI`` it exports)."""
+        (its global, its registry, its active experiment and the ``MLFLOW_TRACKING_URI`` it
+        exports)."""
         import os
 
         import mlflow
+        from mlflow.tracking import fluent
         from mlflow.tracking._model_registry import utils as registry_utils
         from mlflow.tracking._tracking_service import utils as tracking_utils
 
@@ -63,14 +65,19 @@ class Tracking:
             tracking_utils._tracking_uri,
             registry_utils._registry_uri,
             os.environ.get("MLFLOW_TRACKING_URI"),
+            fluent._active_experiment_id,
         )
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
+        # An experiment set by someone else's set_experiment() belongs to another server
+        # (and would refuse to resume a run of ours): none is active inside the block.
+        fluent._active_experiment_id = None
         try:
             yield
         finally:
             mlflow.set_tracking_uri(saved[0])  # type: ignore[arg-type]
             registry_utils._registry_uri = saved[1]
+            fluent._active_experiment_id = saved[3]
             if saved[2] is not None:
                 os.environ["MLFLOW_TRACKING_URI"] = saved[2]
 

@@ -23,6 +23,7 @@ SPEC = load_spec("churn")
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAYS = [date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)]
 MODEL = "churn-batch-dagtest"
+BASE = {"model_name": MODEL}  # what the model's batch DAG's Params say
 
 pytestmark = pytest.mark.e2e
 
@@ -44,13 +45,13 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def dag(airflow_home, mlflow_server, ctcd_home, versions, db, monkeypatch):
+def dag(airflow_home, mlflow_server, ctcd_home, versions, db, model_files):
     from airflow.dag_processing.dagbag import DagBag
 
-    monkeypatch.setenv("CTCD_MODEL_NAME", MODEL)
+    model = model_files.write("churn", name=MODEL)
     bag = DagBag(dag_folder=str(DAGS / "batch_inference.py"))
     assert bag.import_errors == {}
-    return bag.dags["batch_inference"]
+    return bag.dags[model.batch_dag_id]
 
 
 def land(home: Path, day: date, rows: int, *, csv: str | None = None) -> pd.DataFrame:
@@ -201,7 +202,7 @@ def test_scheduled_on_the_serving_asset_and_scores_with_the_events_version(
     from ctcd.pipelines import batch_inference as pipeline
     from ctcd.tracking import get_tracking
 
-    training = DagBag(dag_folder=str(DAGS / "continuous_training.py")).dags["continuous_training"]
+    training = DagBag(dag_folder=str(DAGS / "continuous_training.py")).dags["churn_training"]
     [promoted] = training.task_dict["promote"].outlets
     assert isinstance(dag.timetable, AssetOrTimeSchedule)  # assets, and daily
     assert set(dag.timetable.asset_condition.objects) == {
@@ -210,14 +211,14 @@ def test_scheduled_on_the_serving_asset_and_scores_with_the_events_version(
     land(ctcd_home, DAYS[2], 150)
     # promote's event extra names the new champion: the run scores with that version.
     event = {"model_name": MODEL, "version": versions[0], "endpoint": "http://unused"}
-    planned = pipeline.plan({}, event, get_tracking())
+    planned = pipeline.plan(BASE, event, get_tracking())
     assert planned["version"] == versions[0] and planned["partitions"] == [DAYS[2].isoformat()]
     run = dag.test(run_conf={"model_version": versions[0]})
     assert str(run.state) == "success", _states(run)
     assert _query(db, "SELECT COUNT(*), MIN(model_version), MAX(model_version) "
                       "FROM predictions") == [(150, versions[0], versions[0])]
     # The champion (the other version) has not scored it yet: the next run does.
-    assert pipeline.plan({}, None, get_tracking())["partitions"] == [DAYS[2].isoformat()]
+    assert pipeline.plan(BASE, None, get_tracking())["partitions"] == [DAYS[2].isoformat()]
 
 
 def test_scoring_asset_events_name_exactly_the_partitions_to_score(
@@ -230,7 +231,7 @@ def test_scoring_asset_events_name_exactly_the_partitions_to_score(
     for day in DAYS:
         land(ctcd_home, day, 50)
     tracking = get_tracking()
-    conf = {"model_version": versions[0]}
+    conf = {**BASE, "model_version": versions[0]}
     assert pipeline.plan(conf, None, tracking)["partitions"] == [d.isoformat() for d in DAYS]
     # A producer's events name the partitions it landed: only those, scored before or not.
     landed = [{"date": DAYS[1].isoformat()}, {"partitions": [DAYS[0].isoformat()]}]

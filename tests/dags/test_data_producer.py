@@ -37,12 +37,35 @@ def test_produces_a_partition_and_updates_the_asset(airflow_home, ctcd_home: Pat
         assert events[0].extra["rows"] == 1_500
 
 
-def test_continuous_training_is_scheduled_on_the_asset(airflow_home) -> None:
+def test_each_models_training_is_scheduled_on_its_data_sets_asset(airflow_home) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
     dags = Path(__file__).resolve().parents[2] / "dags"
-    dag = DagBag(dag_folder=str(dags / "continuous_training.py")).dags["continuous_training"]
-    assert dag.schedule.asset_condition.uri == "ctcd://datasets/churn"
+    bag = DagBag(dag_folder=str(dags / "continuous_training.py"))
+    for model, dataset in (("churn", "churn"), ("wine", "wine"), ("diabetes", "diabetes")):
+        dag = bag.dags[f"{model}_training"]
+        assert dag.schedule.asset_condition.uri == f"ctcd://datasets/{dataset}"
+
+
+@pytest.mark.parametrize("dataset", ["wine", "diabetes"])
+def test_the_example_data_sets_land_and_name_their_asset(
+    airflow_home, ctcd_home: Path, dataset: str
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    run = DagBag(dag_folder=str(DAG_FILE)).dags["data_producer"].test(
+        run_conf={"dataset": dataset, "date": "2026-11-22", "rows": 800})
+    assert str(run.state) == "success"
+    spec = load_spec(dataset)
+    frame = pd.read_parquet(ctcd_home / "landing" / dataset / "date=2026-11-22" /
+                            "part-0.parquet")
+    assert len(frame) == 800 and list(frame.columns) == list(spec.columns)
+    with create_session() as session:
+        events = [e.asset.uri for e in session.query(AssetEvent).all()
+                  if e.source_run_id == run.run_id]
+    assert events == [f"ctcd://datasets/{dataset}"]
 
 
 def test_scoring_rows_land_unlabelled_and_start_batch_inference(

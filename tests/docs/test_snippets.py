@@ -23,3 +23,10 @@ def test_block_names_the_page_when_a_snippet_is_gone() -> None:
         assert "docs/how-to/own-dataset.md: 0 bash blocks" in str(err)
     else:
         raise AssertionError("a missing snippet went unnoticed")
+
+
+def test_own_model_check_command_reads_the_model_file() -> None:
+    result = run(block("how-to/own-model.md", "load_model('diabetes')"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "dataset='diabetes'" in result.stdout and "example_models.diabetes:train" in (
+        result.stdout)

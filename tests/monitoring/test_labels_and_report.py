@@ -8,13 +8,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from ctcd.data.churn import generate_snapshot
 from ctcd.data.spec import load_spec
 from ctcd.monitoring.drift import compare
-from ctcd.monitoring.labels import live_accuracy, read_labels, record_labels, row_ids
-from ctcd.monitoring.reference import build_reference
+from ctcd.monitoring.labels import (
+    live_accuracy,
+    live_metric,
+    live_metric_of,
+    read_labels,
+    record_labels,
+    row_ids,
+)
+from ctcd.monitoring.reference import build_reference, label, prediction_reference
 from ctcd.monitoring.report import write_report
 
 
@@ -48,6 +56,36 @@ def test_labels_recorded_later_give_live_accuracy(tmp_path: Path) -> None:
     assert read_labels(ids[:1], path)[ids[0]] == str(1 - frame[spec.label.name][0])
     assert live_accuracy(ids, predictions, {}) == (None, 0)
     assert read_labels(ids, tmp_path / "absent.sqlite") == {}
+
+
+def test_live_metrics_follow_the_task(tmp_path: Path) -> None:
+    from sklearn.metrics import f1_score, mean_squared_error
+
+    truths = [1.5, 2.0, 4.0, 10.0]
+    guesses = [1.0, 2.5, 4.0, 7.0]
+    rmse, rows = live_metric("regression", [label(t) for t in truths], guesses)
+    assert rows == 4 and rmse == pytest.approx(mean_squared_error(truths, guesses) ** 0.5)
+    classes = ["0", "1", "2", "2", "1", "0"]
+    guessed = [0, 1, 1, 2, 1, 2]
+    f1, _ = live_metric("multiclass", classes, guessed)
+    assert f1 == pytest.approx(f1_score(classes, [str(g) for g in guessed], average="macro"))
+    accuracy, _ = live_metric("binary", ["1", "0", "1"], [1, 1, 1])
+    assert accuracy == pytest.approx(2 / 3)
+    assert live_metric("regression", [], []) == (None, 0)
+    # Only the rows whose label has arrived count.
+    assert live_metric_of("binary", ["a", "b", "c"], [1, 0, 1], {"a": "1", "c": "0"}) == (0.5, 2)
+
+
+def test_a_regression_reference_profiles_numbers_and_keeps_its_rmse() -> None:
+    values = np.linspace(10.0, 300.0, 500)
+    reference = prediction_reference(values + 5.0, values, task="regression")
+    assert reference["kind"] == "numeric" and reference["task"] == "regression"
+    assert reference["holdout_metric"] == {"name": "rmse", "value": pytest.approx(5.0)}
+    assert "holdout_accuracy" not in reference
+    # Without the task, few whole values would look like classes; the task says otherwise.
+    whole = np.asarray([100.0, 200.0] * 50)
+    assert prediction_reference(whole, task="regression")["kind"] == "numeric"
+    assert prediction_reference(whole)["kind"] == "categorical"
 
 
 def test_report_files_exist_and_open(tmp_path: Path) -> None:

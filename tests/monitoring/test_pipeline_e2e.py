@@ -143,3 +143,25 @@ def test_nothing_to_watch_is_said_plainly(served: ServedModel, tmp_path: Path) -
     assert no_log.status == "insufficient_data" and not no_log.retrain
     assert "no request log at" in no_log.reason
     assert "CTCD_SERVER_REQUEST_LOG_SAMPLE_RATE" in no_log.reason
+
+
+def test_drift_with_nothing_new_to_train_on_waits_for_data(served: ServedModel,
+                                                          tmp_path: Path) -> None:
+    start = _stream(served, traffic(date(2026, 2, 5), 800, drift=1.0))
+    common: dict[str, Any] = {
+        "client": mlflow.MlflowClient(), "request_log": served.log_path,
+        "labels_path": tmp_path / "labels.sqlite", "reports_dir": tmp_path / "reports",
+        "model_name": served.name}
+    mark = {"version": served.version, "rowid": start}
+
+    waiting = pipeline.check(MonitoringParams(cooldown_hours=0), mark, new_data=list, **common)
+
+    assert waiting.status == "drift" and not waiting.retrain and waiting.waiting_for_data
+    assert "drift seen; waiting for new data" in waiting.reason
+    assert "last_trigger" not in waiting.watermark  # no cool-down consumed
+    document = json.loads((Path(waiting.report_dir) / "drift.json").read_text())
+    assert document["waiting_for_data"] is True and document["retrain"] is False
+
+    landed = pipeline.check(MonitoringParams(cooldown_hours=0), mark,
+                            new_data=lambda: [date(2026, 2, 6)], **common)
+    assert landed.retrain and not landed.waiting_for_data

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import ModelFiles
 from tests.pipelines.landing import Landing, Run, Stopped
 
+from ctcd.models import ModelDefinition
 from ctcd.pipelines import continuous_training as pipeline
 from ctcd.tracking import Tracking
 
@@ -26,11 +28,17 @@ def tracking(mlflow_server: str) -> Tracking:
 
 
 @pytest.fixture
-def run(landing: Landing, tracking: Tracking) -> Run:
+def churn(model_files: ModelFiles) -> ModelDefinition:
+    """The test's churn model file (a fast logistic regression, named after the test)."""
+    return model_files.write("churn", gate={"metric": "roc_auc", "threshold": 0.75})
+
+
+@pytest.fixture
+def run(landing: Landing, tracking: Tracking, churn: ModelDefinition) -> Run:
     """ingest + validate from the test's landing location, as the DAG's first two tasks."""
 
     def go(**conf: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        ingested = pipeline.ingest({"landing_uri": landing.uri, **conf}, tracking)
+        ingested = pipeline.ingest(churn, {"landing_uri": landing.uri, **conf}, tracking)
         return ingested, pipeline.validate(ingested, tracking)
 
     return go
@@ -61,16 +69,12 @@ class Champion:
 
 @pytest.fixture
 def champion(
-    model_factory: Callable[..., Any],
-    tracking: Tracking,
-    monkeypatch: pytest.MonkeyPatch,
-    request: pytest.FixtureRequest,
+    model_factory: Callable[..., Any], tracking: Tracking, churn: ModelDefinition
 ) -> Champion:
-    """A registered model with a champion, as the pipelines' model (CTCD_MODEL_NAME)."""
-    name = f"pipe-{request.node.name[:40]}".replace("[", "-").replace("]", "")
+    """A registered version of the test's churn model, serving as its champion."""
+    name = churn.model_name
     registered = model_factory(name, "logistic_regression")
     tracking.promote(name, registered.version)
-    monkeypatch.setenv("CTCD_MODEL_NAME", name)
     return Champion(name, registered.version, tracking.model_versions(name))
 
 

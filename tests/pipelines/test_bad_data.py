@@ -18,6 +18,7 @@ import pytest
 from tests.pipelines.landing import TODAY, Landing, Run, Stopped
 
 from ctcd.data import watermark
+from ctcd.models import ModelDefinition
 from ctcd.pipelines.continuous_training import NothingNew
 from ctcd.tracking import Tracking
 
@@ -211,7 +212,8 @@ def test_a_label_with_one_class(landing: Landing, stopped: Stopped) -> None:
     landing.parquet(frame)
     message = stopped()
     assert "churned: column_distinct_values_to_contain_set" in message
-    assert "churned: column_mean_to_be_between (observed 0.0" in message
+    assert ("churned: column_values_to_be_in_set [label balance: class 1 makes up at least "
+            "2%] (") in message
 
 
 def test_a_stale_partition(landing: Landing, stopped: Stopped) -> None:
@@ -227,31 +229,32 @@ def test_files_of_one_partition_with_different_columns(landing: Landing, stopped
     assert "every file of partition" in stopped()
 
 
-def _trained_on(tracking: Tracking, landing: Landing, day) -> None:
-    """A finished training run on ``day`` of this landing location (the watermark)."""
+def _trained_on(tracking: Tracking, landing: Landing, day, model: str) -> None:
+    """A finished training run of ``model`` on ``day`` of this landing location (the
+    watermark)."""
     run = tracking.client.create_run(
         tracking.experiment_id(),
-        tags=watermark.training_tags("churn", landing.uri.rstrip("/"), day),
+        tags=watermark.training_tags(model, "churn", landing.uri.rstrip("/"), day),
     )
     tracking.client.set_terminated(run.info.run_id, "FINISHED")
 
 
 def test_a_partition_older_than_the_last_one_trained_on(
-    landing: Landing, tracking: Tracking, stopped: Stopped
+    landing: Landing, tracking: Tracking, stopped: Stopped, churn: ModelDefinition
 ) -> None:
     yesterday = TODAY - timedelta(days=1)
     landing.parquet(landing.frame(day=yesterday), day=yesterday)
-    _trained_on(tracking, landing, TODAY)
+    _trained_on(tracking, landing, TODAY, churn.model_name)
     message = stopped()
     assert f"Partition {yesterday} of 'churn' is older than {TODAY}" in message
     assert "force=true" in message
 
 
 def test_the_partition_trained_on_is_skipped_unless_forced(
-    landing: Landing, tracking: Tracking, run: Run
+    landing: Landing, tracking: Tracking, run: Run, churn: ModelDefinition
 ) -> None:
     landing.parquet(landing.frame())
-    _trained_on(tracking, landing, TODAY)
+    _trained_on(tracking, landing, TODAY, churn.model_name)
     with pytest.raises(NothingNew, match="trained on already"):
         run()
     assert run(force=True)[1]["success"]

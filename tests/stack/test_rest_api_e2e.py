@@ -30,8 +30,8 @@ from ctcd.stack.embedded import Ports, Stack
 from ctcd.stack.processes import free_port
 
 pytestmark = pytest.mark.e2e
-DAG_ID = "continuous_training"
-BATCH_DAG_ID = "batch_inference"
+DAG_ID = "churn_training"  # generated from include/models/churn.yaml
+BATCH_DAG_ID = "churn_batch_inference"
 SERVING_URI = "ctcd://models/churn-classifier"
 SCORING_URI = "ctcd://datasets/churn/scoring"
 EXAMPLE_REQUEST = PROJECT_ROOT / "include" / "examples" / "churn_request.json"
@@ -77,8 +77,8 @@ def _land_scoring(stack: Stack, day: date, rows: int) -> Any:
 
 @pytest.fixture(scope="module")
 def trained(client: AirflowClient, stack: Stack) -> dict[str, Any]:
-    """Scoring partitions landed and batch_inference unpaused, then one continuous_training
-    run, triggered over the REST API with a conf override, waited to its end."""
+    """Scoring partitions landed and the churn model's batch DAG unpaused, then one run of its
+    training DAG, triggered over the REST API with a conf override, waited to its end."""
     for day, rows in SCORING_DAYS.items():
         _land_scoring(stack, day, rows)
     client.wait_for_dag(BATCH_DAG_ID)
@@ -88,8 +88,8 @@ def trained(client: AirflowClient, stack: Stack) -> dict[str, Any]:
     run = client.trigger(
         DAG_ID,
         {
-            "model_type": "logistic_regression",
-            "min_roc_auc": 0.7,
+            "estimator": "logistic_regression",
+            "threshold": 0.7,
             "strategy": "replace",
         },
     )
@@ -100,7 +100,7 @@ def trained(client: AirflowClient, stack: Stack) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def champion_batch(trained: dict[str, Any], client: AirflowClient) -> dict[str, Any]:
-    """The batch_inference run that promote's serving Asset event started, waited to its end."""
+    """The batch DAG's run that promote's serving Asset event started, waited to its end."""
     assert trained["state"] == "success"
     found = wait_for_asset_run(client, BATCH_DAG_ID, SERVING_URI, timeout=300)
     final = client.wait_for_run(BATCH_DAG_ID, found["dag_run_id"], timeout=900)
@@ -118,7 +118,7 @@ def test_triggered_run_with_conf_override_trains_deploys_and_serves(
     client: AirflowClient, stack: Stack, trained: dict[str, Any]
 ) -> None:
     run = trained["triggered"]
-    assert run["conf"]["model_type"] == "logistic_regression"
+    assert run["conf"]["estimator"] == "logistic_regression"
     states = {ti["task_id"]: ti["state"] for ti in trained["task_instances"]}
     assert trained["state"] == "success", states
 
@@ -139,16 +139,17 @@ def test_triggered_run_with_conf_override_trains_deploys_and_serves(
     assert (start.strategy, start.outcome) == ("start", "succeeded")
     assert start.seconds_to_serving is not None and start.seconds_to_serving > 0
 
-    train = client.xcom(DAG_ID, run["dag_run_id"], "train")
-    assert train["metrics"]["holdout_roc_auc"] >= 0.7
+    evaluation = client.xcom(DAG_ID, run["dag_run_id"], "evaluate")
+    assert evaluation["metric"] == "roc_auc" and evaluation["candidate"]["roc_auc"] >= 0.7
 
 
 def test_out_of_range_param_is_refused_at_trigger_naming_it(client: AirflowClient) -> None:
     response = client.request(
-        "POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {"min_roc_auc": 7}}
+        "POST", f"/dags/{DAG_ID}/dagRuns",
+        json={"logical_date": None, "conf": {"holdout_fraction": 7}}
     )
     assert response.status_code == 400
-    assert "min_roc_auc" in response.text
+    assert "holdout_fraction" in response.text
 
 
 def test_unknown_param_fails_the_first_task_naming_it(client: AirflowClient, stack: Stack) -> None:
@@ -261,12 +262,45 @@ def test_first_prediction_page_runs_as_written(
     trigger = run(block(page, "/dagRuns"), {DEMO_AIRFLOW: stack.airflow_url})
     assert trigger.returncode == 0, trigger.stderr
     triggered = json.loads(trigger.stdout)
-    assert triggered["conf"] == {"model_type": "random_forest", "min_roc_auc": 0.8}
+    assert triggered["conf"] == {"estimator": "random_forest", "threshold": 0.8}
     final = client.wait_for_run(DAG_ID, triggered["dag_run_id"], timeout=900)
     states = _states(client, DAG_ID, triggered["dag_run_id"])
     # today's partition was trained on already: the page's run ends at ingest, as the
     # getting-started page says a second `make demo` of the day does
     assert final["state"] == "success" and states["ingest"] == ["skipped"], states
+
+
+def test_own_model_page_trains_deploys_and_serves_the_diabetes_model(
+    client: AirflowClient, stack: Stack, trained: dict[str, Any]
+) -> None:
+    """docs/how-to/own-model.md's commands: land a diabetes partition, trigger its generated
+    training DAG over the REST API (the model's own LightGBM trainer), then call the server
+    it deployed; the answer is the registered model's own (the MLflow pyfunc oracle)."""
+    import mlflow
+    import pandas as pd
+
+    page, dag_id = "how-to/own-model.md", "diabetes_training"
+    client.wait_for_dag(dag_id)
+    client.set_paused(dag_id, False)
+    result = run(block(page, "diabetes_training/dagRuns"), {DEMO_AIRFLOW: stack.airflow_url},
+                 env={"CTCD_HOME": str(stack.home)})
+    assert result.returncode == 0, result.stderr
+    triggered = json.loads(result.stdout.strip().splitlines()[-1])
+    assert triggered["conf"] == {"hyperparameters": {"n_estimators": 400}}
+    final = client.wait_for_run(dag_id, triggered["dag_run_id"], timeout=900)
+    states = _states(client, dag_id, triggered["dag_run_id"])
+    assert final["state"] == "success" and states["promote"] == ["success"], states
+    handle = client.xcom(dag_id, triggered["dag_run_id"], "deploy")["__data__"]
+    predict = run(block(page, "dataframe_records"), {DEMO_SERVER: handle["endpoint"]})
+    assert predict.returncode == 0, predict.stderr
+    [answer] = json.loads(predict.stdout)["predictions"]
+    row = pd.DataFrame([{"age": 50, "sex": 1, "bmi": 27.1, "bp": 95.0, "s1": 190.0,
+                         "s2": 115.0, "s3": 50.0, "s4": 4.0, "s5": 4.6, "s6": 91.0}])
+    from ctcd.tracking import Tracking
+
+    with Tracking(stack.mlflow_url).active():  # the stack's server, tracking and registry
+        oracle = mlflow.pyfunc.load_model(handle["model_uri"]).predict(row)
+    assert answer == pytest.approx(float(oracle[0]), rel=1e-6)
 
 
 def test_retrain_on_drift_snippet_sends_its_drifted_rows(

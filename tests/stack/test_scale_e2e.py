@@ -30,8 +30,8 @@ from ctcd.stack.embedded import Ports, Stack
 from ctcd.stack.processes import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.scale]
-DAG_ID = "continuous_training"
-BATCH_DAG_ID = "batch_inference"
+DAG_ID = "churn_training"  # generated from include/models/churn.yaml
+BATCH_DAG_ID = "churn_batch_inference"
 WORKERS = ("worker-1", "worker-2")
 EXAMPLE_REQUEST = PROJECT_ROOT / "include" / "examples" / "churn_request.json"
 
@@ -68,7 +68,7 @@ def trained(stack: Stack, client: AirflowClient) -> dict[str, Any]:
             landing_uri=f"file://{stack.home / 'landing' / 'churn'}/")
     run = client.trigger(
         DAG_ID,
-        {"model_type": "logistic_regression", "min_roc_auc": 0.7, "strategy": "replace"},
+        {"estimator": "logistic_regression", "threshold": 0.7, "strategy": "replace"},
     )
     final = client.wait_for_run(DAG_ID, run["dag_run_id"], timeout=900)
     return {**final, "task_instances": client.task_instances(DAG_ID, run["dag_run_id"])}

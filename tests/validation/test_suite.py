@@ -46,8 +46,30 @@ def test_suite_covers_every_rule_of_the_spec() -> None:
         "min_value": spec.rows.min,
         "max_value": spec.rows.max,
     }
-    assert kinds[("expect_column_mean_to_be_between", "churned")]["min_value"] == 0.02
+    balance = [e["kwargs"] for e in derive_suite(spec)["expectations"]
+               if e["meta"]["why"].startswith("label balance")]
+    assert balance == [{"column": "churned", "value_set": [c], "mostly": 0.02} for c in (0, 1)]
     assert ("expect_column_min_to_be_between", "snapshot_date") in kinds
+
+
+def test_a_regression_label_is_a_number_in_its_range() -> None:
+    spec = load_spec("diabetes")
+    label = [e for e in derive_suite(spec)["expectations"]
+             if e["kwargs"].get("column") == "progression"]
+    kinds = {e["type"]: e["kwargs"] for e in label}
+    assert set(kinds) == {"expect_column_to_exist", "expect_column_values_to_be_in_type_list",
+                          "expect_column_values_to_not_be_null",
+                          "expect_column_values_to_be_between"}
+    assert "float64" in kinds["expect_column_values_to_be_in_type_list"]["type_list"]
+    assert kinds["expect_column_values_to_be_between"] == {
+        "column": "progression", "min_value": 0.0, "max_value": 500.0}
+
+
+def test_every_class_of_a_multiclass_label_is_checked() -> None:
+    suite = derive_suite(load_spec("wine"))["expectations"]
+    balance = [e["kwargs"]["value_set"] for e in suite
+               if e["meta"]["why"].startswith("label balance")]
+    assert balance == [[0], [1], [2]]
 
 
 def test_a_feature_allowing_nulls_gets_mostly(tmp_path: Path) -> None:

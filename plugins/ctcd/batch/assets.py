@@ -10,7 +10,7 @@ from __future__ import annotations
 from airflow.sdk import Asset
 
 
-def serving_asset(model: str = "churn-classifier") -> Asset:
+def serving_asset(model: str) -> Asset:
     return Asset(name=f"{model}-serving", uri=f"ctcd://models/{model}")
 
 

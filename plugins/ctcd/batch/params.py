@@ -1,5 +1,5 @@
 """The batch_inference run parameters: one pydantic model feeds the DAG's Params form
-(``ctcd.training.params.airflow_params``) and the in-task check. Cheap to import (pydantic
+(``ctcd.params.airflow_params``) and the in-task check. Cheap to import (pydantic
 only): the DAG file reads it at parse time."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ class BatchInferenceParams(BaseModel):
 
     dataset: str = Field(default="churn", pattern=r"^[A-Za-z0-9_.-]+$",
                          description="Data set to score: its spec include/datasets/<dataset>.yaml.")
-    model_name: str = Field(default="", description="Registered model; empty: CTCD_MODEL_NAME "
-                            "(the model continuous_training trains).")
+    model_name: str = Field(default="", description="Registered model to score with (the "
+                            "model file's, in each model's batch inference DAG).")
     model_version: str = Field(
         default="", pattern=r"^\d*$",
         description="Version to score with; empty: the champion (a run started by a new "
@@ -66,6 +66,6 @@ class BatchInferenceParams(BaseModel):
 
 def parse_params(conf: Mapping[str, Any]) -> BatchInferenceParams:
     """Validate a run's params; raise InvalidParams naming each bad parameter."""
-    from ctcd.training.params import validate_params
+    from ctcd.params import validate_params
 
     return validate_params(BatchInferenceParams, conf, "batch_inference")

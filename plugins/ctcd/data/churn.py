@@ -68,12 +68,9 @@ def generate_snapshot(
     spec: DatasetSpec | None = None,
 ) -> pd.DataFrame:
     """Return one day's snapshot of ``rows`` customers, columns named by the churn spec."""
-    if rows <= 0:
-        raise ValueError(f"rows must be positive, got {rows}")
-    if not 0.0 <= drift <= 1.0:
-        raise ValueError(f"drift must be within [0, 1], got {drift}")
-    if corruption not in CORRUPTIONS:
-        raise ValueError(f"corruption must be one of {CORRUPTIONS}, got {corruption!r}")
+    from ctcd.data.examples import check_arguments
+
+    check_arguments(rows, drift, corruption, CORRUPTIONS)
 
     spec = spec or churn_spec()
     categories = spec.categories

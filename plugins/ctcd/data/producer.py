@@ -1,4 +1,5 @@
-"""The demo producer: lands one day's partition of the churn data set in a landing location.
+"""The demo producer: lands one day's partition of an example data set (churn, wine or
+diabetes) in a landing location.
 
 What a user's own system does in production: write ``date=YYYY-MM-DD/part-0.parquet`` (or
 ``.csv``) under the landing URI, then tell Airflow (the ``data_producer`` DAG updates the
@@ -61,7 +62,12 @@ def produce(
     rows to score, without labels, under the scoring location."""
     from airflow.sdk import ObjectStoragePath
 
-    frame = generate_snapshot(day, rows, drift=drift, corruption=corruption, spec=spec)
+    if spec.name == "churn":
+        frame = generate_snapshot(day, rows, drift=drift, corruption=corruption, spec=spec)
+    else:
+        from ctcd.data.examples import generate
+
+        frame = generate(spec, day, rows, drift=drift, corruption=corruption)
     scoring = purpose == "scoring"
     uri = landing_uri or (default_scoring_uri if scoring else default_landing_uri)(spec.name)
     root = ObjectStoragePath(uri, conn_id=conn_id)

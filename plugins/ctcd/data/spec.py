@@ -58,11 +58,35 @@ class FeatureSpec(_Strict):
 
 
 class LabelSpec(_Strict):
+    """The label: ``classes`` for a classifier (two: binary; more: multiclass), or a number
+    (no ``classes``; optionally ``min``/``max``) for a regression."""
+
     name: str = Field(min_length=1)
-    classes: tuple[int | str, ...] = Field(min_length=2, description="Allowed label values.")
+    classes: tuple[int | str, ...] | None = Field(
+        default=None, min_length=2, description="Allowed label values (classifiers).")
     min_class_share: float = Field(
         default=0.0, ge=0.0, lt=0.5, description="Each class must make up at least this share."
     )
+    min: float | None = Field(default=None, description="Smallest label value (regression).")
+    max: float | None = Field(default=None, description="Largest label value (regression).")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> LabelSpec:
+        if self.classes is not None:
+            if self.min is not None or self.max is not None:
+                raise ValueError(f"label {self.name!r}: a label with classes takes no min/max")
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError(f"label {self.name!r}: classes repeat")
+        elif self.min_class_share:
+            raise ValueError(f"label {self.name!r}: min_class_share needs classes")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"label {self.name!r}: min {self.min} > max {self.max}")
+        return self
+
+    @property
+    def is_numeric(self) -> bool:
+        """A regression target (no classes)."""
+        return self.classes is None
 
 
 class RowBounds(_Strict):

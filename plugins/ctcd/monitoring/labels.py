@@ -100,6 +100,30 @@ def live_accuracy(ids: Sequence[str], predictions: Sequence[Any],
     return sum(truth == guess for truth, guess in pairs) / len(pairs), len(pairs)
 
 
+def live_metric(task: str, truths: Sequence[str], guesses: Sequence[Any]
+                ) -> tuple[float | None, int]:
+    """The task's live metric (``ctcd.models.tasks.LIVE_METRIC``: accuracy, macro F1 or
+    RMSE) of ``guesses`` against the recorded ``truths``, and how many rows it covers."""
+    if not truths:
+        return None, 0
+    if task == "regression":
+        errors = [float(t) - float(g) for t, g in zip(truths, guesses, strict=True)]
+        return math.sqrt(sum(e * e for e in errors) / len(errors)), len(errors)
+    texts = [label(g) for g in guesses]
+    if task == "multiclass":
+        from sklearn.metrics import f1_score
+
+        return float(f1_score(list(truths), texts, average="macro", zero_division=0)), len(texts)
+    return sum(t == g for t, g in zip(truths, texts, strict=True)) / len(texts), len(texts)
+
+
+def live_metric_of(task: str, ids: Sequence[str], predictions: Sequence[Any],
+                   labels: Mapping[str, str]) -> tuple[float | None, int]:
+    """``live_metric`` over the served rows whose label has arrived."""
+    pairs = [(labels[i], p) for i, p in zip(ids, predictions, strict=True) if i in labels]
+    return live_metric(task, [t for t, _ in pairs], [p for _, p in pairs])
+
+
 def _canonical(value: Any, is_numeric: bool) -> str:
     if value is None:
         return "null"

@@ -12,11 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field
 class MonitoringParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_name: str | None = Field(
-        default=None, description="Registered model to watch; empty: CTCD_MODEL_NAME.")
-    dataset: str | None = Field(
-        default=None, description="Data set spec of the model's features; empty: the one its "
-        "reference statistics name.")
     min_samples: int = Field(
         default=500, ge=1, description="Fewest served rows a verdict needs; with fewer the check "
         "says so, keeps its window open for the next run and never retrains.")
@@ -35,8 +30,11 @@ class MonitoringParams(BaseModel):
     min_labels: int = Field(
         default=200, ge=1, description="Fewest labelled rows live accuracy needs.")
     max_accuracy_drop: float = Field(
-        default=0.05, ge=0, le=1, description="Retrain when live accuracy falls this far below "
-        "the holdout accuracy of training.")
+        default=0.05, ge=0, le=1, description="Classifiers: retrain when live accuracy (macro "
+        "F1 for multiclass) falls this far below its holdout value at training.")
+    max_error_increase: float = Field(
+        default=0.25, ge=0, description="Regressions: retrain when the live RMSE rises this "
+        "share above the holdout RMSE at training (0.25: 25% worse).")
     cooldown_hours: float = Field(
         default=6.0, ge=0, description="Do not trigger retraining again within this many hours "
         "of the last trigger (0: no cool-down).")
@@ -55,13 +53,14 @@ class MonitoringParams(BaseModel):
 
 def parse_params(conf: Mapping[str, Any]) -> MonitoringParams:
     """Validate a run's params; raise InvalidParams naming each bad parameter."""
-    from ctcd.training.params import validate_params
+    from ctcd.params import validate_params
 
     return validate_params(MonitoringParams, conf, "monitoring")
 
 
-def airflow_params() -> dict[str, Any]:
-    """Typed Airflow Params (JSON schema per field) built from the pydantic model."""
-    from ctcd.training.params import airflow_params as from_model
+def airflow_params(defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Typed Airflow Params (JSON schema per field) built from the pydantic model, with a
+    model file's ``monitoring.params`` as defaults."""
+    from ctcd.params import airflow_params as from_model
 
-    return from_model(MonitoringParams)
+    return from_model(MonitoringParams, defaults)

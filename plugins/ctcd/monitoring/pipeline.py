@@ -12,9 +12,9 @@ up over the following checks.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,11 +35,12 @@ class CheckResult:
     summary: dict[str, Any] = field(default_factory=dict)
     report_dir: str | None = None
     mlflow_run_id: str | None = None
+    waiting_for_data: bool = False  # drift, but nothing new to retrain on yet
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "retrain": self.retrain, "reason": self.reason,
                 "watermark": self.watermark, "report_dir": self.report_dir,
-                "mlflow_run_id": self.mlflow_run_id,
+                "mlflow_run_id": self.mlflow_run_id, "waiting_for_data": self.waiting_for_data,
                 "samples": self.summary.get("samples"),
                 "model_name": self.summary.get("model_name"),
                 "model_version": self.summary.get("model_version")}
@@ -56,7 +57,12 @@ def check(
     model_name: str,
     lineage: Mapping[str, str] | None = None,
     now: datetime | None = None,
+    new_data: Callable[[], Sequence[date]] | None = None,
 ) -> CheckResult:
+    """One check of ``model_name``'s champion. ``new_data`` lists the partitions landed
+    since the model last trained: drift with nothing new to learn from does not retrain
+    (it would train on what it already knows) and leaves the cool-down alone; it says
+    "drift seen; waiting for new data" and the next partition that lands retrains."""
     from mlflow.exceptions import MlflowException
 
     from ctcd.data.spec import load_spec
@@ -77,7 +83,7 @@ def check(
         reference = load_reference(str(champion.run_id), client=client)
     except ReferenceNotFound as err:
         return CheckResult("no_reference", False, err.message, mark)
-    spec = load_spec(params.dataset or reference["dataset"])
+    spec = load_spec(reference["dataset"])
     after = 0 if params.full_window or mark.get("version") != version else int(mark["rowid"])
     if after > served.max_rowid(request_log):
         after = 0  # the log was reset (a new file): start over
@@ -93,6 +99,8 @@ def check(
         "thresholds": params.model_dump(include={"psi_threshold", "ks_alpha", "ks_statistic",
                                                   "drifted_share", "max_accuracy_drop"}),
         "reference_accuracy": reference["predictions"].get("holdout_accuracy"),
+        "reference_metric": (reference["predictions"].get("holdout_metric") or {}).get("value"),
+        "live_metric_name": _live_metric_name(reference),
         "lineage": dict(lineage or {}),
     }
     result: drift.DriftResult | None = None
@@ -111,15 +119,17 @@ def check(
         summary["drifted_share"] = round(result.drifted_share, 4)
         reasons.extend(result.reasons)
         ids = labels.row_ids(window.frame, spec)
-        accuracy, labelled = labels.live_accuracy(ids, window.predictions,
-                                                  labels.read_labels(ids, labels_path))
-        summary.update(live_accuracy=accuracy, labelled_rows=labelled)
-        expected = summary["reference_accuracy"]
-        if (accuracy is not None and labelled >= params.min_labels and expected is not None
-                and accuracy < expected - params.max_accuracy_drop):
-            reasons.append(f"live accuracy {accuracy:.3f} on {labelled} labelled rows is more "
-                           f"than {params.max_accuracy_drop} below the holdout accuracy "
-                           f"{expected:.3f}")
+        name = summary["live_metric_name"]
+        live, labelled = labels.live_metric_of(_task(reference), ids, window.predictions,
+                                               labels.read_labels(ids, labels_path))
+        summary.update(live_metric=live, labelled_rows=labelled)
+        if name == "accuracy":
+            summary["live_accuracy"] = live
+        expected = summary["reference_metric"]
+        if expected is None and name == "accuracy":
+            expected = summary["reference_accuracy"]
+        if live is not None and labelled >= params.min_labels and expected is not None:
+            reasons.extend(_degraded(name, live, float(expected), labelled, params))
         status = "drift" if reasons else "ok"
         new_mark = {**mark, "version": version, "rowid": window.last_rowid or after}
     retrain = status == "drift" and params.trigger
@@ -127,6 +137,13 @@ def check(
         retrain = False
         reasons.append(f"retraining was last triggered at {mark['last_trigger']}, within the "
                        f"{params.cooldown_hours} h cool-down: not triggering again")
+    waiting = False
+    if retrain and new_data is not None and not list(new_data()):
+        retrain, waiting = False, True
+        reasons.append("drift seen; waiting for new data: no partition has landed since the "
+                       "model last trained, so retraining now would learn nothing new; the "
+                       "next partition that lands retrains it, with this reason")
+    summary["waiting_for_data"] = waiting
     summary.update(status=status, retrain=retrain, reasons=reasons)
     directory = reports_dir / _safe(model_name) / f"v{version}" / summary["checked_at"]
     files = report.write_report(directory, summary, result)
@@ -135,7 +152,36 @@ def check(
               + ("; ".join(reasons) or f"no drift above the thresholds in {window.rows} rows")
               + f" (drift report {files.html}, MLflow monitoring run {run_id})")
     log.info("monitoring %s v%s: %s", model_name, version, reason)
-    return CheckResult(status, retrain, reason, new_mark, summary, str(directory), run_id)
+    return CheckResult(status, retrain, reason, new_mark, summary, str(directory), run_id,
+                       waiting_for_data=waiting)
+
+
+def _task(reference: Mapping[str, Any]) -> str:
+    predictions = reference.get("predictions") or {}
+    return str(predictions.get("task") or
+               ("binary" if predictions.get("kind") == "categorical" else "regression"))
+
+
+def _live_metric_name(reference: Mapping[str, Any]) -> str:
+    from ctcd.models.tasks import LIVE_METRIC
+
+    return LIVE_METRIC[_task(reference)]  # type: ignore[index]
+
+
+def _degraded(name: str, live: float, expected: float, labelled: int,
+              params: MonitoringParams) -> list[str]:
+    """A reason to retrain when the live metric fell too far from the holdout's."""
+    if name == "rmse":
+        limit = expected * (1 + params.max_error_increase)
+        if live > limit:
+            return [f"live RMSE {live:.4g} on {labelled} labelled rows is more than "
+                    f"{params.max_error_increase:.0%} above the holdout RMSE {expected:.4g}"]
+        return []
+    if live < expected - params.max_accuracy_drop:
+        what = "accuracy" if name == "accuracy" else "macro F1"
+        return [f"live {what} {live:.3f} on {labelled} labelled rows is more than "
+                f"{params.max_accuracy_drop} below the holdout {what} {expected:.3f}"]
+    return []
 
 
 def mark_triggered(watermark: Mapping[str, Any], now: datetime | None = None) -> dict[str, Any]:

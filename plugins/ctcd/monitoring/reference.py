@@ -90,14 +90,29 @@ def categorical_reference(values: Any, categories: Sequence[str] = ()) -> dict[s
             "nulls": int(series.size - present.size), "shares": shares}
 
 
-def prediction_reference(predictions: Any, labels: Any = None) -> dict[str, Any]:
-    """Class shares (few distinct values) or a numeric profile (scores) of model output."""
+def prediction_reference(predictions: Any, labels: Any = None,
+                         task: str | None = None) -> dict[str, Any]:
+    """Class shares (a classifier's labels) or a numeric profile (a regression's values, or
+    scores) of model output. Without ``task`` few distinct whole values count as classes.
+    With ``labels``, the holdout value of the task's live metric (``holdout_metric``;
+    ``holdout_accuracy`` too for classifiers), which live metrics are compared with."""
+    from ctcd.models.tasks import LIVE_METRIC
+    from ctcd.monitoring.labels import live_metric
+
     flat = flatten_predictions(predictions)
-    doc = categorical_reference(flat) if is_classes(flat) else numeric_reference(flat)
-    if labels is not None and doc["kind"] == "categorical":
-        truth = np.asarray([label(v) for v in np.asarray(labels).tolist()], dtype=object)
-        guess = np.asarray([label(v) for v in flat.tolist()], dtype=object)
-        doc["holdout_accuracy"] = float((truth == guess).mean()) if truth.size else None
+    classes = is_classes(flat) if task is None else task != "regression"
+    doc = categorical_reference(flat) if classes else numeric_reference(flat)
+    if task is not None:
+        doc["task"] = task
+    if labels is None:
+        return doc
+    truth = np.asarray(labels).tolist()
+    if doc["kind"] == "categorical":
+        pairs = [(label(t), label(g)) for t, g in zip(truth, flat.tolist(), strict=True)]
+        doc["holdout_accuracy"] = (sum(t == g for t, g in pairs) / len(pairs)) if pairs else None
+    if task is not None:
+        value, _ = live_metric(task, [label(v) for v in truth], flat.tolist())
+        doc["holdout_metric"] = {"name": LIVE_METRIC[task], "value": value}  # type: ignore[index]
     return doc
 
 
@@ -106,6 +121,7 @@ def build_reference(
     spec: DatasetSpec,
     predictions: Any,
     labels: Any = None,
+    task: str | None = None,
 ) -> dict[str, Any]:
     """The reference document of a model trained on ``features``.
 
@@ -123,7 +139,7 @@ def build_reference(
         "created_at": datetime.now(UTC).isoformat(),
         "rows": len(features),
         "features": {},
-        "predictions": prediction_reference(predictions, labels),
+        "predictions": prediction_reference(predictions, labels, task),
     }
     for feature in spec.features:
         column = features[feature.name]
@@ -142,11 +158,13 @@ def log_training_reference(
     holdout: pd.DataFrame,
     spec: DatasetSpec,
     *,
+    task: str | None = None,
     client: MlflowClient | None = None,
 ) -> dict[str, Any]:
     """Build the reference of a fitted ``model`` and log it to the training run."""
     rows = holdout[list(spec.feature_names)]
-    document = build_reference(train_set, spec, model.predict(rows), holdout[spec.label.name])
+    document = build_reference(train_set, spec, model.predict(rows), holdout[spec.label.name],
+                               task)
     log_reference(run_id, document, client=client)
     return document
 
@@ -171,7 +189,7 @@ def load_reference(run_id: str, *, client: MlflowClient) -> dict[str, Any]:
         except (MlflowException, OSError) as err:
             raise ReferenceNotFound(
                 f"Run {run_id} has no {ARTIFACT_PATH}: the model was trained before reference "
-                "statistics were logged. Retrain it with continuous_training to monitor it."
+                "statistics were logged. Retrain it with its training DAG to monitor it."
             ) from err
         document: dict[str, Any] = json.loads(Path(local).read_text())
     if document.get("format") != FORMAT:

@@ -87,8 +87,9 @@ def log_report(files: ReportFiles, summary: Mapping[str, Any], result: DriftResu
         for feature in (*result.features, *((result.prediction,) if result.prediction else ())):
             if feature.psi is not None:
                 metrics[f"psi.{_metric_name(feature.name)}"] = feature.psi
-    if summary.get("live_accuracy") is not None:
-        metrics["live_accuracy"] = float(summary["live_accuracy"])
+    if summary.get("live_metric") is not None:
+        metrics[f"live_{summary.get('live_metric_name') or 'metric'}"] = float(
+            summary["live_metric"])
         metrics["labelled_rows"] = float(summary.get("labelled_rows") or 0)
     for key, value in metrics.items():
         client.log_metric(run_id, key, value)
@@ -136,8 +137,8 @@ def _html(summary: Mapping[str, Any], features: list[FeatureDrift], png: Path | 
             f"{esc(str(summary['model_version']))}</h1>")
     facts = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(summary.get(k)))}</td></tr>" for k in (
         "status", "retrain", "samples", "min_samples", "window_start", "window_end",
-        "requests", "skipped_requests", "drifted_share", "live_accuracy", "labelled_rows",
-        "reference_accuracy", "checked_at"))
+        "requests", "skipped_requests", "drifted_share", "live_metric_name", "live_metric",
+        "labelled_rows", "reference_metric", "waiting_for_data", "checked_at"))
     reasons = "".join(f"<li>{esc(str(r))}</li>" for r in summary.get("reasons") or ())
     table = ""
     if features:

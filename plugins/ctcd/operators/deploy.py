@@ -29,6 +29,9 @@ class DeployModelOperator(BaseOperator):
     :param strategy_options: options of the strategy, e.g. ``{"steps": [0.1, 0.5],
         "interval_seconds": 30, "max_error_rate": 0.02}`` for canary.
     :param server: model-server name; default one server per model (templated).
+    :param workers: model-server worker processes.
+    :param server_options: the model server's non-secret settings (``ServerSettings`` names,
+        e.g. ``{"max_batch_rows": "256"}``).
     :param timeout: seconds for the whole deployment, readiness included.
     :param deployer: backend name or dotted path; default ``CTCD_DEPLOYER``.
     :param deferrable: when a server has to be started, wait for it in the triggerer
@@ -52,6 +55,8 @@ class DeployModelOperator(BaseOperator):
         strategy: str = "replace",
         strategy_options: Mapping[str, Any] | None = None,
         server: str | None = None,
+        workers: int = 1,
+        server_options: Mapping[str, str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         deployer: str | None = None,
         deferrable: bool = True,
@@ -66,6 +71,8 @@ class DeployModelOperator(BaseOperator):
         self.strategy = strategy
         self.strategy_options = dict(strategy_options or {})
         self.server = server
+        self.workers = workers
+        self.server_options = dict(server_options or {})
         self.timeout = timeout
         self.deployer = deployer
         self.deferrable = deferrable
@@ -81,6 +88,8 @@ class DeployModelOperator(BaseOperator):
             mlflow_run_id=self.mlflow_run_id or None,
             dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
             server=self.server or None,
+            workers=self.workers,
+            server_options=self.server_options,
         )
 
     def execute(self, context: Any) -> ServiceHandle:

@@ -22,9 +22,11 @@ class TooManyRejects(DataValidationError):
 
 
 def _model_name(params: BatchInferenceParams) -> str:
-    from ctcd.settings import get_settings
-
-    return params.model_name or get_settings().model_name
+    if not params.model_name:
+        raise InvalidParams("Invalid batch_inference configuration: parameter 'model_name' is "
+                            "empty: name the registered model to score with (each model's "
+                            "batch inference DAG sets it from its model file).")
+    return params.model_name
 
 
 def _source(params: BatchInferenceParams, spec: DatasetSpec) -> Any:

@@ -1,8 +1,10 @@
-"""The steps of the continuous_training DAG, free of Airflow so they are tested directly.
+"""The steps of a model's training DAG, free of Airflow so they are tested directly.
 
-Each step takes plain values (and the :class:`~ctcd.tracking.Tracking` to use) and returns
-a small JSON-able dict (paths, URIs, ids, metrics) that Airflow passes on through XCom;
-data frames and models never leave a step.
+Each step takes the model's definition (its model file), plain values and the
+:class:`~ctcd.tracking.Tracking` to use, and returns a small JSON-able dict (paths, URIs,
+ids, metrics) that Airflow passes on through XCom; data frames and models never leave a
+step. ``ingest`` is in :mod:`ctcd.pipelines.ingest`, ``verify`` in
+:mod:`ctcd.pipelines.verify`.
 """
 
 from __future__ import annotations
@@ -13,83 +15,20 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from ctcd.data.spec import DatasetSpec, load_spec
-from ctcd.errors import DataValidationError
+from ctcd.data.spec import load_spec
+from ctcd.models.definition import ModelDefinition
+from ctcd.pipelines.ingest import NothingNew, holdout_split, ingest, set_pending_retrain
+from ctcd.pipelines.verify import verify
 from ctcd.settings import get_settings, thread_limits
 from ctcd.tracking import Tracking
-from ctcd.training.params import ContinuousTrainingParams, parse_params
+from ctcd.training.params import parse_params
 
 log = logging.getLogger(__name__)
 
-
-class NothingNew(Exception):
-    """The source has no partition that was not trained on already: the run is skipped."""
-
-
-def source_for(params: ContinuousTrainingParams, spec: DatasetSpec) -> Any:
-    from ctcd.data.sources import LandingSource, SqlSource, default_landing_uri
-
-    if params.source == "sql":
-        query = params.sql_query or f"SELECT * FROM {spec.name}"
-        return SqlSource(params.sql_conn_id, query, spec)
-    uri = params.landing_uri or default_landing_uri(spec.name)
-    return LandingSource(uri, spec, conn_id=params.landing_conn_id or None)
-
-
-def ingest(conf: Mapping[str, Any], tracking: Tracking) -> dict[str, Any]:
-    """Check the run's parameters, pick the partition, copy it into a local snapshot.
-
-    The newest partition of the source is taken, unless ``snapshot_date`` names one.
-    Raises NothingNew when it was trained on already, and DataValidationError when it is
-    older than the last one trained on (unless ``force``).
-    """
-    from ctcd.data.snapshots import snapshot_path
-    from ctcd.data.sources import copy_partition
-    from ctcd.data.watermark import last_trained
-
-    params = parse_params(conf)
-    spec = load_spec(params.dataset)
-    source = source_for(params, spec)
-    available = source.partitions()
-    if not available:
-        raise DataValidationError(
-            f"No partitions of data set {spec.name!r} in {source.id}: expected folders "
-            "date=YYYY-MM-DD/ holding *.parquet or *.csv files (or rows in the SQL source). "
-            "Land one, e.g. `ctcd data produce --date 2026-11-20`."
-        )
-    day = params.snapshot_date or available[-1]
-    if day not in available:
-        raise DataValidationError(
-            f"Partition {day} of {spec.name!r} is not in {source.id}; available: "
-            f"{[d.isoformat() for d in available[-10:]]}."
-        )
-    last = last_trained(tracking, spec.name, source.id)
-    if last is not None and not params.force:
-        if day == last:
-            raise NothingNew(
-                f"Partition {day} of {spec.name!r} from {source.id} was trained on already "
-                "and no newer one has landed: nothing to do. Trigger with force=true to "
-                "retrain on it."
-            )
-        if day < last:
-            raise DataValidationError(
-                f"Partition {day} of {spec.name!r} is older than {last}, the last partition "
-                f"trained on from {source.id}: training on it would roll the model back in "
-                "time. Land a newer partition, or trigger with force=true to train on it."
-            )
-    copied = copy_partition(
-        source, day, spec, snapshot_path(get_settings().data_dir, spec.name, day)
-    )
-    log.info("Ingested %s rows of %s partition %s from %s", copied.rows, spec.name, day, source.id)
-    return {
-        "snapshot": str(copied.path),
-        "dataset": spec.name,
-        "day": day.isoformat(),
-        "rows": copied.rows,
-        "source": source.id,
-        "files": list(copied.files),
-        "last_trained": last.isoformat() if last else None,
-    }
+__all__ = [
+    "NothingNew", "deployment_trigger", "evaluate", "ingest", "promote", "register", "train",
+    "validate", "verify",
+]
 
 
 def validate(
@@ -99,27 +38,34 @@ def validate(
     lineage: Mapping[str, str] | None = None,
     today: date | None = None,
 ) -> dict[str, Any]:
-    """Run the data set's GX checkpoint on the snapshot; fail closed.
+    """Run the data set's GX checkpoint on every partition of the window; fail closed.
 
     A failed result is logged to MLflow (a run of its own, tagged ``ctcd.stage=validation``)
     before the error propagates; a passing one is logged later with the trained model.
+    Returns the newest partition's result, with every partition's report.
     """
     from ctcd.validation.checkpoint import ValidationFailed, validate_snapshot
 
     spec = load_spec(ingested["dataset"])
-    try:
-        outcome = validate_snapshot(
-            Path(ingested["snapshot"]),
-            spec,
-            partition=date.fromisoformat(ingested["day"]),
-            home=get_settings().home,
-            today=today,
-        )
-    except ValidationFailed as err:
-        if tracking is not None:
-            _log_failed_validation(tracking, ingested, err, lineage or {})
-        raise
-    return outcome.to_dict()
+    snapshots = ingested.get("snapshots") or [ingested["snapshot"]]
+    days = ingested.get("days") or [ingested["day"]]
+    results = []
+    for snapshot, day in zip(snapshots, days, strict=True):
+        try:
+            outcome = validate_snapshot(
+                Path(snapshot), spec, partition=date.fromisoformat(day),
+                home=get_settings().home, today=today,
+            )
+        except ValidationFailed as err:
+            if tracking is not None:
+                _log_failed_validation(tracking, {**ingested, "day": day}, err, lineage or {})
+            raise
+        results.append(outcome.to_dict())
+    newest = dict(results[-1])
+    newest["partitions"] = [{"day": day, "report": r["report"], "docs_page": r["docs_page"]}
+                            for day, r in zip(days, results, strict=True)]
+    newest["evaluated"] = sum(int(r["evaluated"]) for r in results)
+    return newest
 
 
 def _log_failed_validation(
@@ -137,6 +83,7 @@ def _log_failed_validation(
             watermark.PARTITION: ingested["day"],
             watermark.STAGE: "validation",
             "ctcd.validation": "failed",
+            **({watermark.MODEL: ingested["model_name"]} if "model_name" in ingested else {}),
             **{f"airflow.{k}": v for k, v in lineage.items()},
         },
     )
@@ -156,38 +103,51 @@ def _validation_artifacts(report: str | Path, docs_page: str | Path | None) -> d
 
 
 def train(
+    definition: ModelDefinition,
     ingested: Mapping[str, Any],
     validation: Mapping[str, Any],
     conf: Mapping[str, Any],
     lineage: Mapping[str, str],
     tracking: Tracking,
 ) -> dict[str, Any]:
-    """Train on the validated snapshot; the validation result goes with the model."""
+    """Train on the window's training rows; the validation result, the reference statistics
+    and the lineage go with the model. The watermark tags come last."""
     from ctcd.data.watermark import training_tags
+    from ctcd.monitoring.reference import log_training_reference
+    from ctcd.training.train import finish
     from ctcd.training.train import train as train_model
 
-    params = parse_params(conf)
-    spec = load_spec(ingested["dataset"])
-    tags = {
-        **{f"airflow.{key}": value for key, value in lineage.items()},
-        **training_tags(spec.name, ingested["source"], date.fromisoformat(ingested["day"])),
-        "ctcd.validation": "passed",
-    }
+    params, spec, train_set, holdout = holdout_split(definition, ingested, conf)
+    if ingested.get("trigger_reason") and not params.trigger_reason:
+        params = params.model_copy(update={"trigger_reason": ingested["trigger_reason"]})
+    artifacts = _validation_artifacts(validation["report"], validation.get("docs_page"))
     with thread_limits():
         result = train_model(
-            tracking,
-            Path(ingested["snapshot"]),
-            spec,
-            model_type=params.model_type,
-            hyperparameters=params.effective_hyperparameters,
-            holdout_fraction=params.holdout_fraction,
-            tags=tags,
-            artifacts=_validation_artifacts(validation["report"], validation.get("docs_page")),
+            tracking, train_set, definition, spec, params,
+            snapshots=list(ingested.get("snapshots") or [ingested["snapshot"]]),
+            holdout_rows=len(holdout), artifacts=artifacts,
         )
-    return {"run_id": result.run_id, "model_uri": result.model_uri, "metrics": result.metrics}
+        # Reference statistics of the features and predictions, logged with the model
+        # (reference/statistics.json) so drift checks never re-read the training data.
+        log_training_reference(result.run_id, result.model, train_set, holdout, spec,
+                               task=definition.resolved_task, client=tracking.client)
+    finish(tracking, result.run_id, {
+        **{f"airflow.{key}": value for key, value in lineage.items()},
+        "ctcd.validation": "passed",
+        **training_tags(definition.model_name, spec.name, ingested["source"],
+                        date.fromisoformat(ingested["day"])),
+    })
+    if params.trigger_reason:
+        set_pending_retrain(tracking, definition.model_name, None)
+    log.info("Trained %s with %s: MLflow run %s (%s flavor)", definition.model_name,
+             definition.trainer.function or params.effective_estimator(definition),
+             result.run_id, result.flavor)
+    return {"run_id": result.run_id, "model_uri": result.model_uri, "flavor": result.flavor,
+            "trigger_reason": params.trigger_reason}
 
 
 def evaluate(
+    definition: ModelDefinition,
     candidate: Mapping[str, Any],
     ingested: Mapping[str, Any],
     conf: Mapping[str, Any],
@@ -196,15 +156,11 @@ def evaluate(
     """Score the candidate and the serving champion on the same holdout; log both."""
     from ctcd.training.evaluate import compare_with_champion
 
-    params = parse_params(conf)
+    _, spec, _, holdout = holdout_split(definition, ingested, conf)
     with thread_limits():
         comparison = compare_with_champion(
-            tracking,
-            candidate["model_uri"],
-            Path(ingested["snapshot"]),
-            load_spec(ingested["dataset"]),
-            params.holdout_fraction,
-            model_name=get_settings().model_name,
+            tracking, candidate["model_uri"], candidate["run_id"], holdout, spec,
+            definition.resolved_task, model_name=definition.model_name,
         )
     if comparison.champion is not None:
         for key, value in comparison.champion.items():
@@ -212,106 +168,54 @@ def evaluate(
         tracking.client.set_tag(
             candidate["run_id"], "champion_version", comparison.champion_version
         )
+    log.info("Holdout (%d rows): candidate %s; champion %s %s", len(holdout),
+             comparison.candidate, comparison.champion_version, comparison.champion)
     return {
+        "metric": definition.gate_metric,
         "candidate": comparison.candidate,
         "champion": comparison.champion,
         "champion_version": comparison.champion_version,
+        "holdout_rows": len(holdout),
     }
 
 
-def deployment_trigger(evaluation: Mapping[str, Any], conf: Mapping[str, Any]) -> dict[str, Any]:
+def deployment_trigger(
+    definition: ModelDefinition, evaluation: Mapping[str, Any], conf: Mapping[str, Any]
+) -> dict[str, Any]:
+    from ctcd.models.tasks import metric
     from ctcd.training.evaluate import Comparison
     from ctcd.training.gate import decide
 
-    params = parse_params(conf)
+    params = parse_params(conf, definition)
     decision = decide(
         Comparison(
             candidate=evaluation["candidate"],
             champion=evaluation["champion"],
             champion_version=evaluation["champion_version"],
         ),
-        metric="roc_auc",
-        threshold=params.min_roc_auc,
+        metric=metric(definition.resolved_task, definition.gate_metric),
+        threshold=params.threshold,
         min_improvement=params.min_improvement,
     )
     return {"deploy": decision.deploy, "reason": decision.reason}
 
 
 def register(
-    candidate: Mapping[str, Any], lineage: Mapping[str, str], tracking: Tracking
+    definition: ModelDefinition, candidate: Mapping[str, Any], lineage: Mapping[str, str],
+    tracking: Tracking, *, decision: str | None = None,
 ) -> dict[str, Any]:
-    name = get_settings().model_name
-    version = tracking.register(
-        candidate["model_uri"],
-        name,
-        run_id=candidate["run_id"],
-        tags={f"airflow.{key}": value for key, value in lineage.items()},
-    )
+    name = definition.model_name
+    tags = {f"airflow.{key}": value for key, value in lineage.items()}
+    if decision:
+        tags["ctcd.gate"] = decision[:5000]
+    version = tracking.register(candidate["model_uri"], name, run_id=candidate["run_id"],
+                                tags=tags)
     return {
         "model_name": name,
         "version": version,
         "model_uri": f"models:/{name}/{version}",
         "run_id": candidate["run_id"],
     }
-
-
-def verify(
-    endpoint: str,
-    registered: Mapping[str, Any],
-    ingested: Mapping[str, Any],
-    conf: Mapping[str, Any],
-    tracking: Tracking,
-    sample_rows: int = 200,
-) -> dict[str, Any]:
-    """Send holdout rows to the endpoint; the answers must equal the registered model's own,
-    and come from the registered version (the ``X-Model-Version`` response header).
-
-    Raises DeploymentError saying what differs.
-    """
-    import httpx
-    import mlflow
-    import numpy as np
-    import pandas as pd
-
-    from ctcd.data.snapshots import split
-    from ctcd.errors import DeploymentError
-
-    params = parse_params(conf)
-    spec = load_spec(ingested["dataset"])
-    _, holdout = split(
-        pd.read_parquet(ingested["snapshot"]), params.holdout_fraction, spec.id_column
-    )
-    rows = holdout[list(spec.feature_names)].head(sample_rows)
-    with thread_limits(), tracking.active():
-        expected = np.asarray(mlflow.pyfunc.load_model(registered["model_uri"]).predict(rows))
-    body = '{"dataframe_split": ' + rows.to_json(orient="split", index=False) + "}"
-    try:
-        response = httpx.post(
-            f"{endpoint}/invocations",
-            content=body,
-            timeout=30.0,
-            headers={"Content-Type": "application/json"},
-        )
-    except httpx.TransportError as err:
-        raise DeploymentError(f"The endpoint {endpoint} did not answer: {err}") from err
-    if response.status_code != 200:
-        raise DeploymentError(
-            f"The endpoint {endpoint} answered {response.status_code}: {response.text[:300]}"
-        )
-    answering = response.headers.get("X-Model-Version")
-    if answering != str(registered["version"]):
-        raise DeploymentError(
-            f"The endpoint answered with model version {answering}, expected "
-            f"{registered['version']}; the deploy did not take effect."
-        )
-    served = np.asarray(response.json()["predictions"])
-    mismatches = int((served != expected).sum())
-    if mismatches:
-        raise DeploymentError(
-            f"The endpoint's predictions differ from the registered model's on {mismatches} "
-            f"of {len(rows)} holdout rows; not promoting version {registered['version']}."
-        )
-    return {"rows_checked": len(rows), "version": registered["version"], "endpoint": endpoint}
 
 
 def promote(registered: Mapping[str, Any], tracking: Tracking) -> dict[str, Any]:

@@ -14,7 +14,8 @@ from ctcd.stack.airflow_api import AirflowClient
 from ctcd.stack.config import ADMIN_PASSWORD, ADMIN_USER
 from ctcd.stack.embedded import PROFILES, Stack
 
-DAG_ID = "continuous_training"
+DEMO_MODEL = "churn"  # include/models/churn.yaml
+DAG_ID = f"{DEMO_MODEL}_training"
 PRODUCER_ID = "data_producer"
 EXAMPLE_REQUEST = PROJECT_ROOT / "include" / "examples" / "churn_request.json"
 
@@ -39,16 +40,17 @@ def _serving_endpoint(client: AirflowClient, run_id: str) -> str | None:
             return endpoint
     # The trigger decided not to deploy (the champion is better): the champion still serves.
     from ctcd.deployers import get_deployer
-    from ctcd.settings import get_settings
+    from ctcd.models import load_model
 
-    servers = get_deployer().find_model_server(model_name=get_settings().model_name, running=True)
+    servers = get_deployer().find_model_server(model_name=load_model(DEMO_MODEL).model_name,
+                                               running=True)
     return servers[0].endpoint if servers else None
 
 
 def _asset_triggered_run(
     client: AirflowClient, after: str, timeout: float = 180.0
 ) -> dict[str, Any] | None:
-    """The continuous_training run the data set's Asset event scheduled (None if none came)."""
+    """The training run the data set's Asset event scheduled (None if none came)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         response = client.request(
@@ -63,9 +65,9 @@ def _asset_triggered_run(
 
 
 def demo(stack: Stack, conf: dict[str, Any], rows: int = 20_000) -> int:
-    """Land today's partition with the data_producer DAG; its Asset event starts
-    continuous_training, which ingests it from the landing location through GX. With a
-    ``conf``, continuous_training is triggered with it instead."""
+    """Land today's partition with the data_producer DAG; its Asset event starts the churn
+    model's training DAG, which ingests it from the landing location through GX. With a
+    ``conf``, the training DAG is triggered with it instead."""
     started = time.monotonic()
     _say(f"state directory: {stack.home}")
     _say(f"starting the {stack.profile} stack: {', '.join(stack.components)}...")
@@ -86,7 +88,7 @@ def demo(stack: Stack, conf: dict[str, Any], rows: int = 20_000) -> int:
             return 1
         run = None
         if not conf:
-            _say("partition landed; waiting for the data set's Asset to start continuous_training")
+            _say(f"partition landed; waiting for the data set's Asset to start {DAG_ID}")
             run = _asset_triggered_run(client, after=produced.get("queued_at") or "")
         if run is None:
             run = client.trigger(DAG_ID, conf)
@@ -157,9 +159,9 @@ def stop(stack: Stack) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ctcd.stack")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo_cmd = sub.add_parser("demo", help="start the stack and run continuous_training")
+    demo_cmd = sub.add_parser("demo", help=f"start the stack and run {DAG_ID}")
     demo_cmd.add_argument(
-        "--conf", default="{}", help="JSON conf: trigger continuous_training with it"
+        "--conf", default="{}", help=f"JSON conf: trigger {DAG_ID} with it"
     )
     demo_cmd.add_argument("--rows", type=int, default=20_000, help="rows of the partition")
     up_cmd = sub.add_parser("up", help="start the stack only")

@@ -1,42 +1,31 @@
-"""The continuous_training run parameters: one pydantic model, two uses.
+"""A training run's parameters: what a run may change of its model file.
 
-- ``airflow_params()`` turns it into typed Airflow ``Param``s (JSON schema), so the UI
-  trigger form shows typed fields and the REST API rejects a bad value with a 400.
-- ``parse_params()`` re-checks a run's whole ``conf`` inside the first task, which also
-  catches what Airflow lets through (unknown keys, hyperparameters for the wrong model,
-  runs created without the API's validation), and names the parameter at fault.
+One pydantic model, two uses (see ``ctcd.params``): the training DAG's Params form, whose
+defaults come from the model file (``ModelDefinition.training_params``), and the in-task
+check of a run's ``conf``, which also checks the trainer's hyperparameters against the
+model file's estimator and names the parameter at fault.
+
+This module is imported when Airflow parses the DAG file: keep it free of heavy imports
+(pandas, scikit-learn, mlflow).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date
-from typing import Any, Literal, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from ctcd.errors import InvalidParams
-
-# This module is imported when Airflow parses the DAG file: keep it free of heavy imports
-# (pandas, scikit-learn, mlflow). A test checks this literal against the estimator table.
-ModelType = Literal["hist_gradient_boosting", "random_forest", "logistic_regression"]
-
-DEFAULT_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
-    "hist_gradient_boosting": {"max_iter": 150, "learning_rate": 0.1, "max_leaf_nodes": 31},
-    "random_forest": {"n_estimators": 100, "max_depth": 12, "n_jobs": 1},
-    "logistic_regression": {"C": 1.0, "max_iter": 500},
-}
+from ctcd.models.definition import HoldoutFraction, ModelDefinition, SourceKind, Strategy
+from ctcd.params import validate_params
 
 
 class ContinuousTrainingParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = Field(
-        default="churn",
-        pattern=r"^[A-Za-z0-9_.-]+$",
-        description="Data set to train on: the spec include/datasets/<dataset>.yaml.",
-    )
-    source: Literal["landing", "sql"] = Field(
+    source: SourceKind = Field(
         default="landing",
         description="Where partitions come from: `landing` (dated partitions under "
         "landing_uri) or `sql` (sql_query through the Airflow connection sql_conn_id).",
@@ -59,99 +48,88 @@ class ContinuousTrainingParams(BaseModel):
     )
     snapshot_date: date | None = Field(
         default=None,
-        description="Partition to train on (YYYY-MM-DD); empty: the newest partition of the "
-        "source. A partition already trained on is skipped unless `force`.",
+        description="Newest partition to train on (YYYY-MM-DD); empty: the newest partition of "
+        "the source. A partition already trained on is skipped unless `force`.",
     )
     force: bool = Field(
         default=False,
         description="Train even on a partition already trained on, or older than the last one.",
     )
-    model_type: ModelType = Field(default="hist_gradient_boosting", description="Estimator.")
+    window_partitions: int | None = Field(
+        default=1, ge=1, le=366,
+        description="Train on the last N partitions up to the newest (empty: use window_days).",
+    )
+    window_days: int | None = Field(
+        default=None, ge=1, le=3660,
+        description="Train on the partitions of the last N days up to the newest (instead of "
+        "window_partitions).",
+    )
+    estimator: str = Field(
+        default="",
+        description="The built-in trainer's estimator: a shortcut or a dotted class path; "
+        "empty: the model file's. Not for a model trained by your own function.",
+    )
     hyperparameters: dict[str, Any] = Field(
         default_factory=dict,
-        description="Estimator hyperparameters; empty: the defaults for the model type.",
+        description="The estimator's hyperparameters (or your function's params); empty: the "
+        "model file's.",
     )
-    holdout_fraction: float = Field(
-        default=0.2, ge=0.05, le=0.5, description="Share of rows held out for evaluation."
+    holdout_fraction: HoldoutFraction = Field(
+        default=0.2, description="Share of rows held out for evaluation."
     )
-    min_roc_auc: float = Field(
-        default=0.75, ge=0.5, le=1.0, description="Deploy only at or above this holdout ROC AUC."
+    seed: int = Field(default=0, ge=0, description="Seed of the estimator and your function: "
+                      "the same data and params give the same model.")
+    threshold: float | None = Field(
+        default=None,
+        description="Deploy only when the gate's metric passes this (at or above it; at or "
+        "below for an error such as rmse); empty: no threshold.",
     )
     min_improvement: float = Field(
-        default=0.0, ge=0.0, le=0.5, description="Required ROC AUC gain over the champion."
+        default=0.0, ge=0.0, description="Required gain of the gate's metric over the champion."
     )
-    strategy: Literal["replace", "blue_green", "canary"] = Field(
+    strategy: Strategy = Field(
         default="blue_green", description="How the new version replaces the serving one."
     )
     trigger_reason: str | None = Field(
-        default=None, description="Why this run was started (set by model_monitoring on drift)."
+        default=None, description="Why this run was started (set by the monitoring DAG on drift)."
     )
 
-    @model_validator(mode="after")
-    def _hyperparameters_fit_model(self) -> ContinuousTrainingParams:
-        from ctcd.training.model import build_pipeline
+    def effective_estimator(self, definition: ModelDefinition) -> str:
+        from ctcd.training.model import DEFAULT_ESTIMATOR
 
-        try:
-            build_pipeline(self.model_type, self.effective_hyperparameters)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"hyperparameters: {err}") from err
-        return self
+        return self.estimator or definition.trainer.estimator or DEFAULT_ESTIMATOR
 
-    @property
-    def effective_hyperparameters(self) -> dict[str, Any]:
-        return self.hyperparameters or DEFAULT_HYPERPARAMETERS[self.model_type]
+    def effective_hyperparameters(self, definition: ModelDefinition) -> dict[str, Any]:
+        """The run's, else the model file's (for the model file's estimator), else (a
+        shortcut) the shortcut's defaults."""
+        from ctcd.training.model import DEFAULT_HYPERPARAMETERS
 
-
-def parse_params(conf: Mapping[str, Any]) -> ContinuousTrainingParams:
-    """Validate a run's params/conf; raise InvalidParams naming each bad parameter."""
-    return validate_params(ContinuousTrainingParams, conf, "run")
-
-
-M = TypeVar("M", bound=BaseModel)
+        if self.hyperparameters:
+            return dict(self.hyperparameters)
+        own = not self.estimator or self.estimator == definition.trainer.estimator
+        if definition.trainer.hyperparameters and own:
+            return dict(definition.trainer.hyperparameters)
+        if definition.trainer.function:
+            return {}
+        return dict(DEFAULT_HYPERPARAMETERS.get(self.effective_estimator(definition), {}))
 
 
-def validate_params(model: type[M], conf: Mapping[str, Any], what: str) -> M:
-    """``conf`` as ``model``; else InvalidParams naming each bad parameter (``what``: whose
-    configuration, for the message) and listing the valid ones."""
-    try:
-        return model.model_validate(dict(conf))
-    except ValidationError as err:
-        problems = []
-        for error in err.errors():
-            name = ".".join(str(part) for part in error["loc"])
-            if not name:  # a whole-model check; its message starts with the parameter's name
-                problems.append(str(error["msg"]).removeprefix("Value error, "))
-            elif error["type"] == "extra_forbidden":
-                problems.append(f"unknown parameter '{name}'")
-            else:
-                problems.append(f"parameter '{name}': {error['msg']} (got {error.get('input')!r})")
-        allowed = ", ".join(model.model_fields)
-        raise InvalidParams(
-            f"Invalid {what} configuration: " + "; ".join(problems)
-            + f". Valid parameters: {allowed}."
-        ) from None
-
-
-def airflow_params(model: type[BaseModel] = ContinuousTrainingParams) -> dict[str, Any]:
-    """Typed Airflow Params (JSON schema per field) built from a pydantic model."""
-    from airflow.sdk import Param
-
-    schema = model.model_json_schema()
-    params: dict[str, Any] = {}
-    for name, field in model.model_fields.items():
-        prop = dict(schema["properties"][name])
-        default = field.get_default(call_default_factory=True)
-        if isinstance(default, date):
-            default = default.isoformat()
-        prop.pop("default", None)
-        any_of = prop.pop("anyOf", None)
-        if any_of:
-            types = [option.get("type") for option in any_of]
-            formats = [option["format"] for option in any_of if "format" in option]
-            prop["type"] = types
-            if formats:
-                prop["format"] = formats[0]
-        if "const" in prop:
-            prop["enum"] = [prop.pop("const")]
-        params[name] = Param(default, **prop)
+def parse_params(conf: Mapping[str, Any], definition: ModelDefinition) -> ContinuousTrainingParams:
+    """A run's params/conf for ``definition``'s training DAG; InvalidParams naming each bad
+    parameter (the model file's values stand where the conf says nothing). Whether the
+    trainer can run with them is ``ctcd.training.trainers.check``'s to say (it imports it)."""
+    params = validate_params(ContinuousTrainingParams, {**definition.training_params(),
+                                                        **dict(conf)}, "run")
+    if params.window_partitions is not None and params.window_days is not None:
+        if "window_days" in conf and "window_partitions" not in conf:
+            params = params.model_copy(update={"window_partitions": None})
+        elif "window_partitions" in conf and "window_days" not in conf:
+            params = params.model_copy(update={"window_days": None})
+        else:
+            raise InvalidParams("Invalid run configuration: give window_partitions or "
+                                "window_days, not both.")
+    if params.estimator and definition.trainer.function:
+        raise InvalidParams(f"Invalid run configuration: parameter 'estimator': model "
+                            f"{definition.key} is trained by {definition.trainer.function}, "
+                            "not by an estimator; leave it empty.")
     return params

@@ -1,94 +1,114 @@
-"""Train a candidate on a snapshot's training split and track everything in MLflow."""
+"""Train a candidate on the training rows of a snapshot window and track it in MLflow."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ctcd.data.snapshots import split
 from ctcd.data.spec import DatasetSpec
+from ctcd.models.definition import ModelDefinition
 from ctcd.tracking import EXPERIMENT, Tracking
-from ctcd.training.evaluate import score
-from ctcd.training.model import build_pipeline, log_model
+from ctcd.training.params import ContinuousTrainingParams
 
 
 @dataclass(frozen=True)
 class TrainResult:
     run_id: str
     model_uri: str
-    metrics: dict[str, float]
+    flavor: str
+    model: Any  # the fitted model, for the reference statistics; never leaves the step
+
+
+def model_metadata(definition: ModelDefinition, spec: DatasetSpec) -> dict[str, Any]:
+    """What the model server and batch scoring read from a logged model (MLmodel
+    ``metadata.ctcd``): its task, the classes of a classifier, its data set."""
+    return {
+        "task": definition.resolved_task,
+        "classes": list(spec.label.classes) if spec.label.classes else None,
+        "dataset": spec.name,
+        "label": spec.label.name,
+        "model_file": definition.key,
+    }
 
 
 def train(
     tracking: Tracking,
-    snapshot_path: Path,
+    train_set: pd.DataFrame,
+    definition: ModelDefinition,
     spec: DatasetSpec,
+    params: ContinuousTrainingParams,
     *,
-    model_type: str,
-    hyperparameters: Mapping[str, Any],
-    holdout_fraction: float,
+    snapshots: Sequence[str],
+    holdout_rows: int,
     tags: Mapping[str, str] | None = None,
     artifacts: Mapping[str, Path] | None = None,
     experiment: str = EXPERIMENT,
 ) -> TrainResult:
-    """Fit on the training split; log params, metrics, dataset lineage, ``artifacts`` (e.g.
-    the validation of the data) and the model, in one MLflow run tagged with ``tags``."""
+    """Fit on ``train_set``; log params, dataset lineage, ``artifacts`` (e.g. the validation
+    of the data) and the model with its flavor, in one MLflow run tagged with ``tags``
+    (the watermark's tags go last, so a failed run never counts as trained on)."""
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
 
-    from ctcd.monitoring.reference import log_training_reference
+    from ctcd.training.flavors import log_fitted
+    from ctcd.training.trainers import fit
 
-    frame = pd.read_parquet(snapshot_path)
-    train_set, holdout = split(frame, holdout_fraction, spec.id_column)
-    features = list(spec.feature_names)
-    pipeline = build_pipeline(
-        model_type,
-        hyperparameters,
-        numeric=spec.numeric_features,
-        categorical=spec.categorical_features,
-    )
+    estimator = params.effective_estimator(definition)
+    hyperparameters = params.effective_hyperparameters(definition)
+    trainer = definition.trainer.function or estimator
     with tracking.active():
-        run = mlflow.start_run(experiment_id=tracking.experiment_id(experiment))
+        run = mlflow.start_run(experiment_id=tracking.experiment_id(experiment),
+                               run_name=f"{definition.model_name}-{Path(snapshots[-1]).parent.name}")
         try:
             mlflow.log_params(
                 {
+                    "model_file": definition.key,
                     "dataset": spec.name,
-                    "model_type": model_type,
-                    "holdout_fraction": holdout_fraction,
-                    "snapshot": str(snapshot_path),
+                    "task": definition.resolved_task,
+                    "trainer": trainer,
+                    "seed": params.seed,
+                    "holdout_fraction": params.holdout_fraction,
+                    "snapshot": snapshots[-1],
+                    "window_partitions": len(snapshots),
                     "train_rows": len(train_set),
-                    "holdout_rows": len(holdout),
+                    "holdout_rows": holdout_rows,
                     **{f"hp.{k}": v for k, v in hyperparameters.items()},
                 }
             )
-            dataset = from_pandas(
-                train_set,
-                source=str(snapshot_path),
-                name=f"{spec.name}/{snapshot_path.parent.name}",
-                targets=spec.label.name,
+            if params.trigger_reason:
+                mlflow.set_tag("ctcd.trigger_reason", params.trigger_reason[:5000])
+            first, last = Path(snapshots[0]).parent.name, Path(snapshots[-1]).parent.name
+            window = first if first == last else f"{first}..{last}"
+            mlflow.log_input(
+                from_pandas(train_set, source=snapshots[-1], name=f"{spec.name}/{window}",
+                            targets=spec.label.name),
+                context="training",
             )
-            mlflow.log_input(dataset, context="training")
-            pipeline.fit(train_set[features], train_set[spec.label.name])
-            metrics = {
-                **{f"train_{k}": v for k, v in score(pipeline, train_set, spec).items()},
-                **{f"holdout_{k}": v for k, v in score(pipeline, holdout, spec).items()},
-            }
-            mlflow.log_metrics(metrics)
+            fitted = fit(definition, spec, train_set, estimator=estimator,
+                         hyperparameters=hyperparameters, seed=params.seed)
             tracking.log_artifacts(run.info.run_id, artifacts or {})
-            info = log_model(pipeline, train_set[features].head(5))
-            # Reference statistics of the features and predictions, logged with the model
-            # (reference/statistics.json) so drift checks never re-read the training data.
-            log_training_reference(
-                run.info.run_id, pipeline, train_set, holdout, spec, client=tracking.client
+            info = log_fitted(
+                fitted.model,
+                train_set[list(spec.feature_names)].head(5).reset_index(drop=True),
+                metadata=model_metadata(definition, spec),
+                code_paths=fitted.code_paths,
             )
-            # Tagged last: the watermark counts a partition as trained on only from here.
-            mlflow.set_tags(dict(tags or {}))
+            flavor = str(info.metadata["ctcd"]["flavor"]) if info.metadata else "sklearn"
+            mlflow.set_tags({"ctcd.flavor": flavor, "ctcd.model_file": definition.key,
+                             "ctcd.model": definition.model_name})
         except BaseException:
             mlflow.end_run("FAILED")
             raise
         mlflow.end_run()
-    return TrainResult(run_id=run.info.run_id, model_uri=info.model_uri, metrics=metrics)
+    return TrainResult(run_id=run.info.run_id, model_uri=info.model_uri, flavor=flavor,
+                       model=fitted.model)
+
+
+def finish(tracking: Tracking, run_id: str, tags: Mapping[str, str]) -> None:
+    """Tag the run as trained on its partitions: the watermark counts it from here."""
+    for key, value in tags.items():
+        tracking.client.set_tag(run_id, key, value)

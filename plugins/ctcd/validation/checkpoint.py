@@ -34,10 +34,12 @@ class Failure:
     expectation: str
     column: str | None
     observed: str
+    why: str = ""  # the suite's reason for the expectation (its meta), when it says more
 
     def line(self) -> str:
         where = self.column or "table"
-        return f"{where}: {self.expectation} ({self.observed})"
+        why = f" [{self.why}]" if self.why else ""
+        return f"{where}: {self.expectation}{why} ({self.observed})"
 
 
 @dataclass(frozen=True)
@@ -190,9 +192,17 @@ def _failures(results: list[Any]) -> list[Failure]:
                 expectation=config.type.removeprefix("expect_"),
                 column=column,
                 observed=_observed(config, r.result, r.exception_info),
+                why=_why(config),
             )
         )
     return failures
+
+
+def _why(config: Any) -> str:
+    """The suite's reason where the expectation's name alone would mislead (a balance
+    check is an in-set check of one class)."""
+    why = str((config.meta or {}).get("why") or "")
+    return why if why.startswith("label balance") else ""
 
 
 def _observed(config: Any, result: dict[str, Any], exception: Any) -> str:

@@ -142,16 +142,28 @@ def derive_suite(spec: DatasetSpec) -> dict[str, Any]:
 
 def _label_expectations(spec: DatasetSpec) -> list[dict[str, Any]]:
     label = spec.label
+    present = _expect("column_values_to_not_be_null", "every row is labelled", column=label.name)
+    if label.classes is None:  # a regression target: a number, in its range
+        exps = [
+            _expect("column_values_to_be_in_type_list",
+                    "label type: a regression target is a number",
+                    column=label.name, type_list=INTEGER_TYPES + FLOAT_TYPES),
+            present,
+        ]
+        if label.min is not None or label.max is not None:
+            exps.append(_expect("column_values_to_be_between", "label range", column=label.name,
+                                min_value=label.min, max_value=label.max))
+        return exps
     classes = list(label.classes)
     numeric = all(isinstance(c, int) for c in classes)
     exps = [
         _expect(
             "column_values_to_be_in_type_list",
-            "label type",
+            "label type: the classes' type" + (" (whole numbers)" if numeric else " (text)"),
             column=label.name,
             type_list=INTEGER_TYPES if numeric else TEXT_TYPES,
         ),
-        _expect("column_values_to_not_be_null", "every row is labelled", column=label.name),
+        present,
         _expect(
             "column_values_to_be_in_set", "label classes", column=label.name, value_set=classes
         ),
@@ -162,16 +174,18 @@ def _label_expectations(spec: DatasetSpec) -> list[dict[str, Any]]:
             value_set=classes,
         ),
     ]
-    if label.min_class_share > 0 and numeric and sorted(classes) == [0, 1]:
-        # A 0/1 label's mean is the share of class 1: both shares >= min_class_share.
-        exps.append(
+    if label.min_class_share > 0:
+        # "At least this share of the rows is class c", once per class: a value set of one
+        # class, holding for `mostly` of the rows.
+        exps.extend(
             _expect(
-                "column_mean_to_be_between",
-                f"label balance: each class at least {label.min_class_share:.0%}",
+                "column_values_to_be_in_set",
+                f"label balance: class {c!r} makes up at least {label.min_class_share:.0%}",
                 column=label.name,
-                min_value=label.min_class_share,
-                max_value=round(1 - label.min_class_share, 6),
+                value_set=[c],
+                mostly=label.min_class_share,
             )
+            for c in classes
         )
     return exps
 
