@@ -4,7 +4,7 @@
 
 Debian's chromium, headless, driven over the Chrome DevTools Protocol (a websocket): it is
 given the UI's login cookie (a JWT from ``POST /auth/token``, as the UI's own login sets
-it), opens the ``continuous_training`` DAG's page, waits until the UI has drawn its runs,
+it), opens the ``churn_training`` DAG's page (the demo model's training DAG), waits until the UI has drawn its runs,
 and captures the page; the image is then scaled down to keep the repository small.
 """
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.screenshot_ui", description=__doc__)
     parser.add_argument("--airflow-url", default="http://127.0.0.1:"
                         f"{os.environ.get('CTCD_AIRFLOW_PORT', '8080')}")
-    parser.add_argument("--path", default="/dags/continuous_training",
+    parser.add_argument("--path", default="/dags/churn_training",
                         help="the UI page to capture")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--width", type=int, default=1400)
