@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pandas as pd
 import pytest
 
-from ctcd.batch.score import ScoredChunk
+from ctcd.batch.chunk import ScoredChunk
 from ctcd.batch.sinks import ParquetSink, PredictionsLocked, SqlSink
 from ctcd.errors import InvalidParams
 

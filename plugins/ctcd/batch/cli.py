@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ctcd.batch.score import DEFAULT_CHUNK_ROWS, count_rows, score_file
+from ctcd.batch.files import count_rows
+from ctcd.batch.score import DEFAULT_CHUNK_ROWS, score_file
 from ctcd.console import err, fail
 from ctcd.errors import CtcdError
 

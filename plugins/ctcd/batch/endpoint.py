@@ -12,7 +12,7 @@ cannot all go as tensors (missing values in an optional column, dates, binary) g
 ``/invocations`` as ``dataframe_split``.
 
 :func:`endpoint_model` wraps a server in a :class:`ctcd.batch.model.ScoringModel`, so the
-chunked core in :mod:`ctcd.batch.score` (checks, rejects, isolation of refused rows) is the
+chunked core in :mod:`ctcd.batch.chunk` (checks, rejects, isolation of refused rows) is the
 same for both modes.
 """
 

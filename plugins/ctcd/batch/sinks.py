@@ -12,7 +12,7 @@
   with backoff, then fails with :class:`PredictionsLocked`.
 - :class:`ParquetSink`: ``<root>/date=YYYY-MM-DD/predictions.parquet`` and
   ``rejects.parquet`` under a local directory, each written beside itself and renamed into
-  place at the end (:class:`ctcd.batch.score.FrameWriter`).
+  place at the end (:class:`ctcd.batch.files.FrameWriter`).
 
 A sink is used as ``with sink.partition(day) as writer: writer.write(chunk)``.
 """
@@ -33,7 +33,8 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from ctcd.batch.score import FrameWriter, ScoredChunk
+from ctcd.batch.chunk import ScoredChunk
+from ctcd.batch.files import FrameWriter
 from ctcd.errors import CtcdError, InvalidParams
 
 log = logging.getLogger(__name__)

@@ -123,7 +123,7 @@ def _chunks(source: Any, day: date, chunk_rows: int, columns: tuple[str, ...]) -
     """Chunks of at most ``chunk_rows`` rows, read lazily. Lines of a landed CSV file that do
     not parse come with them (they become rejects, the rest is scored), and its feature
     columns are read as text and parsed row by row, so a bad value rejects its row."""
-    from ctcd.batch.score import chunks_of
+    from ctcd.batch.files import chunks_of
     from ctcd.data.csv_reader import BadLine
     from ctcd.data.sources import LandingSource
 

@@ -32,9 +32,9 @@ import orjson
 import redis
 from threadpoolctl import threadpool_limits
 
+from ctcd.batch.chunk import predict_isolating
 from ctcd.batch.model import ModelRef, ScoringModel
 from ctcd.batch.rows import check_rows
-from ctcd.batch.score import predict_isolating
 from ctcd.data.spec import DatasetSpec
 from ctcd.streaming import messages
 from ctcd.streaming.messages import BadMessage, Fields, Request
