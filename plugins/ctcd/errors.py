@@ -44,9 +44,11 @@ class TrainingError(CtcdError):
 
 
 class DeploymentError(CtcdError):
-    """A deployment failed; the previously serving version keeps serving."""
+    """A deployment failed; the previously serving version keeps serving. ``notes`` are the
+    strategy's analysis up to the failure, when a strategy ran."""
 
     status_code = 502
+    notes: tuple[str, ...] = ()
 
 
 class ModelServerNotFound(CtcdError):

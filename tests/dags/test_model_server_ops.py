@@ -29,7 +29,7 @@ def ops_dag(airflow_home: Path) -> Any:
 
 def test_params_form_offers_the_actions(ops_dag: Any) -> None:
     action = ops_dag.params.get_param("action")
-    assert action.schema["enum"] == ["list", "start", "stop", "delete", "rollback"]
+    assert action.schema["enum"] == ["list", "start", "stop", "delete", "rollback", "promote"]
     assert action.value == "list"
 
 

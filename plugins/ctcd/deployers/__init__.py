@@ -15,6 +15,7 @@ from ctcd.deployers.base import (
     DeploymentEvent,
     ModelDeployer,
     ServerDescription,
+    SupportsPromotion,
     SupportsRollback,
     redact_uri,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "ServerDescription",
     "Strategy",
     "StrategySpec",
+    "SupportsPromotion",
     "SupportsRollback",
     "SupportsScorers",
     "get_deployer",

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import httpx
 
 from ctcd.errors import DeploymentError, ModelServerUnavailable, VersionRejected
+from ctcd.net import tls_context
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ class AdminClient:
     def __init__(self, endpoint: str, *, token: str | None = None, timeout: float = 30.0) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.endpoint = endpoint
-        self._client = httpx.Client(base_url=endpoint, headers=headers, timeout=timeout)
+        self._client = httpx.Client(base_url=endpoint, headers=headers, timeout=timeout,
+                                    verify=tls_context())
 
     def __enter__(self) -> AdminClient:
         return self

@@ -12,10 +12,12 @@ Two parts:
 * :class:`ModelDeployer`: the methods every backend has (deploy, find, status, describe,
   start, stop, delete, logs).
 * Optional capabilities, each a small protocol a caller tests with ``isinstance``:
-  :class:`SupportsRollback` (redeploy the previous version from the backend's own history)
-  and :class:`ctcd.deployers.scorers.SupportsScorers` (run streaming scorers like model
-  servers; its own module, with the values it deals in). A backend without one gets a clear
-  "backend X cannot ..." from the caller, never an ``AttributeError``.
+  :class:`SupportsRollback` (redeploy the previous version from the backend's own history,
+  or drop a new version still in its rollout), :class:`SupportsPromotion` (end a rollout
+  at once in favour of the new version) and :class:`ctcd.deployers.scorers.SupportsScorers`
+  (run streaming scorers like model servers; its own module, with the values it deals
+  in). A backend without one gets a clear "backend X cannot ..." from the caller, never an
+  ``AttributeError``.
 
 Rules every backend keeps:
 
@@ -148,7 +150,10 @@ class DeploymentEvent:
 
     ``outcome`` is ``succeeded``, ``unchanged`` (that version was already serving) or
     ``failed`` (``message`` says why; the previous version kept serving). ``strategy`` is
-    the strategy's name, or ``start`` when a stopped server was started with the version.
+    the strategy's name, ``start`` when a stopped server was started with the version, or
+    ``promote`` / ``rollback`` for a rollout ended by hand. ``notes`` are the strategy's
+    analysis, step by step (``"canary step 10% passed: 0 errors in 57 requests, p99 12.0
+    ms"``): the evidence a person reads before approving a version.
     """
 
     config: DeploymentConfig
@@ -158,6 +163,7 @@ class DeploymentEvent:
     finished_at: str
     message: str | None = None
     seconds_to_serving: float | None = None
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -165,6 +171,8 @@ class DeploymentEvent:
             "mlflow_run_id": self.config.mlflow_run_id, "strategy": self.strategy,
             "outcome": self.outcome, "message": self.message, "started_at": self.started_at,
             "finished_at": self.finished_at, "seconds_to_serving": self.seconds_to_serving,
+            "dag_id": self.config.dag_id, "run_id": self.config.run_id,
+            "task_id": self.config.task_id, "notes": list(self.notes),
         }
 
 
@@ -325,8 +333,30 @@ class SupportsRollback(Protocol):
         strategy: StrategySpec = "blue_green",
         timeout: float = DEFAULT_TIMEOUT,
     ) -> ServiceHandle:
-        """Deploy (with ``strategy``, as :meth:`ModelDeployer.deploy_model` does) the last
-        successfully deployed version other than the current one, with its recorded config
-        (model URI, MLflow run id, tracking server). Raises ``DeploymentError`` when the
-        history holds no such version, or as ``deploy_model`` does."""
+        """With a rollout in progress (a new version loaded beside the recorded one: a
+        canary, a blue/green verification), drop the new version: the recorded one takes
+        all traffic again at once, and the deploy that started the rollout fails with
+        ``RolledBack``. Otherwise deploy (with ``strategy``, as
+        :meth:`ModelDeployer.deploy_model` does) the last successfully deployed version
+        other than the current one, with its recorded config (model URI, MLflow run id,
+        tracking server). Raises ``DeploymentError`` when the history holds no such
+        version, or as ``deploy_model`` does."""
+        ...
+
+
+@runtime_checkable
+class SupportsPromotion(Protocol):
+    """Capability: end a rollout in progress at once in favour of the new version.
+
+    ``if isinstance(deployer, SupportsPromotion): deployer.promote_model_server(...)``.
+    """
+
+    def promote_model_server(self, service_id: str, timeout: float = DEFAULT_TIMEOUT
+                             ) -> ServiceHandle:
+        """Give the version under trial (a canary at any weight, a blue/green version
+        being verified) all traffic and unload the others; the deploy that started the
+        rollout then ends successfully. Returns the server's handle once the rollout is
+        over (or after ``timeout``). Raises
+        :class:`ctcd.deployers.traffic.NoRolloutInProgress` (409) when no new version is
+        loaded beside the serving one."""
         ...

@@ -15,6 +15,13 @@ atomically, and a version is unloaded only once it has no weight.
 
 A failure raises a :class:`ctcd.errors.DeploymentError` subclass after traffic is back on
 the previous version.
+
+While a strategy waits (a canary's interval, a blue/green verification), someone may end the
+rollout by hand through the deployer contract (``promote_model_server``,
+``rollback_model_server``; the deployments page in the Airflow UI): the strategy watches the
+server's versions every ``watch_seconds`` and stops with that outcome, the one recorded
+(:func:`taken_over`). Each step's numbers are kept as notes (``Rollout.events``) that the
+backends record with the deployment (its analysis evidence).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ class Rollout:
     clock: Callable[[], float] = time.monotonic
     serving_since: float | None = None  # when the new version first took traffic
     events: list[str] = field(default_factory=list)
+    watch_seconds: float = 1.0
 
     def remaining(self) -> float:
         return max(self.deadline - self.clock(), 0.0)
@@ -54,6 +62,18 @@ class Rollout:
 
     def wait(self, seconds: float) -> None:
         self.sleep(min(seconds, self.remaining()))
+
+    def watch(self, seconds: float, previous: Mapping[str, float]) -> str | None:
+        """Wait ``seconds`` (within the deadline), looking at the server every
+        ``watch_seconds``; return ``"promoted"`` or ``"rolled_back"`` as soon as someone
+        ended the rollout by hand, else ``None``."""
+        end = self.clock() + min(seconds, self.remaining())
+        while True:
+            outcome = taken_over(self.admin.versions(), self.version, previous)
+            left = end - self.clock()
+            if outcome or left <= 0:
+                return outcome
+            self.sleep(min(self.watch_seconds, left))
 
 
 @dataclass(frozen=True)
@@ -84,7 +104,9 @@ class BlueGreen:
         _switch(rollout, {rollout.version: 1.0})
         rollout.note(f"verifying version {rollout.version} for {self.verify_seconds}s")
         before = rollout.admin.versions()
-        rollout.wait(self.verify_seconds)
+        if _ended_by_hand(rollout, previous,
+                          rollout.watch(self.verify_seconds, previous)):
+            return
         failure = _judge(
             before, rollout.admin.versions(), rollout.version,
             max_error_rate=self.max_error_rate, max_latency_ms_p99=None,
@@ -92,6 +114,7 @@ class BlueGreen:
         )
         if failure:
             _roll_back(rollout, previous, f"blue/green verification failed: {failure}")
+        rollout.note(f"blue/green verification passed: {_window(before, rollout)}")
         _unload_others(rollout, previous)
 
 
@@ -120,8 +143,20 @@ class Canary:
             weights = {v: w * (1.0 - weight) for v, w in previous.items()}
             weights[rollout.version] = weight
             before = rollout.admin.versions()
-            _switch(rollout, weights)
-            rollout.wait(self.interval_seconds)
+            if _ended_by_hand(rollout, previous,
+                              taken_over(before, rollout.version, previous)):
+                return
+            try:
+                _switch(rollout, weights)
+            except DeploymentError:  # the version went away between the look and the switch
+                if _ended_by_hand(rollout, previous,
+                                  taken_over(rollout.admin.versions(), rollout.version,
+                                             previous)):
+                    return
+                raise
+            if _ended_by_hand(rollout, previous,
+                              rollout.watch(self.interval_seconds, previous)):
+                return
             failure = _judge(
                 before, rollout.admin.versions(), rollout.version,
                 max_error_rate=self.max_error_rate, max_latency_ms_p99=self.max_latency_ms_p99,
@@ -129,7 +164,7 @@ class Canary:
             )
             if failure:
                 _roll_back(rollout, previous, f"canary failed at {weight:.0%} traffic: {failure}")
-            rollout.note(f"canary step {weight:.0%} passed")
+            rollout.note(f"canary step {weight:.0%} passed: {_window(before, rollout)}")
         _switch(rollout, {rollout.version: 1.0})
         _unload_others(rollout, previous)
 
@@ -171,6 +206,50 @@ def resolve_strategy(spec: StrategySpec) -> Strategy:
 
 
 # -- steps shared by the strategies ---------------------------------------------------------
+
+
+def taken_over(
+    versions: Mapping[str, VersionStats], version: str, previous: Mapping[str, float]
+) -> str | None:
+    """How a rollout of ``version`` was ended by hand, judged from the server's versions:
+    ``"rolled_back"`` when ``version`` is no longer loaded, ``"promoted"`` when it takes all
+    traffic and none of the ``previous`` versions is loaded any more, else ``None``."""
+    if version not in versions:
+        return "rolled_back"
+    if previous and not set(previous) & set(versions) and versions[version].weight >= 1.0:
+        return "promoted"
+    return None
+
+
+def _ended_by_hand(rollout: Rollout, previous: Mapping[str, float], outcome: str | None
+                   ) -> bool:
+    """Stop the strategy when someone promoted the new version by hand (True: the rollout
+    is done); raise ``RolledBack`` when someone rolled it back."""
+    if outcome == "promoted":
+        rollout.note(f"version {rollout.version} was promoted by hand before the strategy "
+                     "finished; it serves all traffic")
+        return True
+    if outcome == "rolled_back":
+        rollout.note(f"version {rollout.version} was rolled back by hand")
+        raise RolledBack(
+            f"version {rollout.version} was rolled back by hand (the deployer's "
+            "rollback_model_server, e.g. from the deployments page) before the strategy "
+            "finished; the previous version serves all traffic",
+            kept_version=", ".join(sorted(previous)), failed_version=rollout.version,
+        )
+    return False
+
+
+def _window(before: Mapping[str, VersionStats], rollout: Rollout) -> str:
+    """The new version's numbers over the window just judged, for the notes."""
+    now = rollout.admin.versions().get(rollout.version)
+    if now is None:
+        return "no numbers"
+    start = before.get(rollout.version)
+    requests = now.requests - (start.requests if start else 0)
+    errors = now.errors - (start.errors if start else 0)
+    p99 = "-" if now.latency_ms_p99 is None else f"{now.latency_ms_p99:.1f} ms"
+    return f"{errors} errors in {requests} requests, p99 {p99}"
 
 
 def _load_new(rollout: Rollout) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Start, stop, delete or roll back a model server from a task."""
+"""Start, stop, delete, roll back or promote a model server's rollout from a task."""
 
 from __future__ import annotations
 
@@ -8,21 +8,31 @@ from typing import Any, Literal
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from ctcd.deployers import DEFAULT_TIMEOUT, SupportsRollback, get_deployer, resolve_service
+from ctcd.deployers import (
+    DEFAULT_TIMEOUT,
+    SupportsPromotion,
+    SupportsRollback,
+    get_deployer,
+    resolve_service,
+)
+from ctcd.deployers.traffic import NoRolloutInProgress
 from ctcd.errors import InvalidParams, ModelServerNotFound
 from ctcd.services.handle import ServiceHandle
 
-Action = Literal["start", "stop", "delete", "rollback"]
-ACTIONS: tuple[str, ...] = ("start", "stop", "delete", "rollback")
+Action = Literal["start", "stop", "delete", "rollback", "promote"]
+ACTIONS: tuple[str, ...] = ("start", "stop", "delete", "rollback", "promote")
 
 
 class ModelServerLifecycleOperator(BaseOperator):
     """Apply ``action`` to one model server.
 
-    :param action: ``start``, ``stop``, ``delete`` or ``rollback`` (templated). ``rollback``
+    :param action: ``start``, ``stop``, ``delete``, ``rollback`` or ``promote``
+        (templated). ``rollback`` drops the new version of a rollout in progress, else
         redeploys the version that served before the current one (backends with the
-        :class:`~ctcd.deployers.SupportsRollback` capability, e.g. ``local``; others fail
-        the task at once).
+        :class:`~ctcd.deployers.SupportsRollback` capability); ``promote`` gives the new
+        version of a rollout in progress all traffic at once
+        (:class:`~ctcd.deployers.SupportsPromotion`). A backend without the capability fails
+        the task at once.
     :param service: service id (or unique prefix) or server name (templated); or
     :param model_name: the model whose server to act on (templated).
     :param timeout: seconds to wait for the server to start or stop.
@@ -71,6 +81,14 @@ class ModelServerLifecycleOperator(BaseOperator):
         if self.action == "delete":
             deployer.delete_model_server(service_id, timeout=timeout, force=force)
             return None
+        if self.action == "promote":
+            if not isinstance(deployer, SupportsPromotion):
+                raise AirflowFailException(
+                    f"deployer {deployer.name!r} cannot promote a rollout by hand")
+            try:
+                return deployer.promote_model_server(service_id, timeout=timeout)
+            except NoRolloutInProgress as err:
+                raise AirflowFailException(err.message) from err
         if not isinstance(deployer, SupportsRollback):
             raise AirflowFailException(
                 f"deployer {deployer.name!r} keeps no deployment history, so it cannot roll "

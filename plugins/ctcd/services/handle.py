@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from ctcd.errors import ModelServerUnavailable, PredictionFailed
+from ctcd.net import tls_context
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,7 +115,7 @@ def probe(endpoint: str, model_name: str, *, timeout: float = 2.0) -> ServiceSta
     server readiness, then model metadata, so another server on a reused port never reads as
     this one)."""
     try:
-        with httpx.Client(base_url=endpoint, timeout=timeout) as client:
+        with httpx.Client(base_url=endpoint, timeout=timeout, verify=tls_context()) as client:
             ready = client.get("/v2/health/ready")
             if ready.status_code != 200:
                 return ServiceStatus.UNHEALTHY

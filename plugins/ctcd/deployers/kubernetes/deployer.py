@@ -18,9 +18,10 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import replace
 
-from ctcd.deployers import options
+from ctcd.deployers import options, traffic
 from ctcd.deployers.admin import VersionStats
 from ctcd.deployers.base import (
     DEFAULT_TIMEOUT,
@@ -179,6 +180,8 @@ class KubernetesDeployer(ScorersFrom):
         timeout: float = DEFAULT_TIMEOUT,
     ) -> ServiceHandle:
         server = self._resolve(service_id)
+        if server.kind == self.deployments.kind and self.deployments.in_rollout(server):
+            return self._end_rollout(server, traffic.drop, timeout)
         current = server.config.model_version
         for event in server.history():
             config = DeploymentConfig.from_dict(event["config"])
@@ -189,6 +192,24 @@ class KubernetesDeployer(ScorersFrom):
             f"version than {current} in its history (annotation {res.HISTORY} of "
             f"{server.kind} {self.ns}/{server.name}) to roll back to"
         )
+
+    def promote_model_server(
+        self, service_id: str, timeout: float = DEFAULT_TIMEOUT
+    ) -> ServiceHandle:
+        server = self._resolve(service_id)
+        if server.kind != self.deployments.kind:
+            raise InvalidParams(
+                f"model server {server.config.server_name!r} is a KServe InferenceService: "
+                "KServe moves a canary's traffic itself (canaryTrafficPercent), so it cannot be "
+                "promoted by hand here; deploy the version again with strategy replace")
+        return self._end_rollout(server, traffic.promote, timeout)
+
+    def _end_rollout(self, server: Server, action: traffic.Action, timeout: float
+                     ) -> ServiceHandle:
+        def lease() -> AbstractContextManager[None]:
+            return self.leases.hold(server.config.server_name, server.name, timeout)
+
+        return self.deployments.end_rollout(server, action, servers.utcnow(), lease)
 
     def get_logs(
         self, service_id: str, follow: bool = False, tail: int | None = None

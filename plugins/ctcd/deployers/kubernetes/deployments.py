@@ -19,8 +19,11 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
+from ctcd.deployers import traffic
 from ctcd.deployers.base import DeploymentConfig
 from ctcd.deployers.kubernetes import resources as res
 from ctcd.deployers.kubernetes import servers
@@ -69,7 +72,7 @@ class Deployments:
             self._run_strategy(name, config, plan, deadline, started_at)
         except DeploymentError as err:
             self._record(name, servers.record(config, plan.name, plan.name, "failed", started_at,
-                                              message=err.message))
+                                              message=err.message, notes=err.notes))
             raise
         return self.handle(self.server(name))
 
@@ -140,11 +143,50 @@ class Deployments:
             rollout = Rollout(admin=admin, model_name=config.model_name,
                               model_uri=config.model_uri, version=config.model_version,
                               deadline=deadline)
-            plan.run(rollout)
+            try:
+                plan.run(rollout)
+            except DeploymentError as err:
+                err.notes = tuple(rollout.events)
+                raise
         self._write_model(name, config)
         serving = None if rollout.serving_since is None else rollout.serving_since - t0
         self._record(name, servers.record(config, plan.name, plan.name, "succeeded", started_at,
-                                          deployed=True, seconds_to_serving=serving))
+                                          deployed=True, seconds_to_serving=serving,
+                                          notes=rollout.events))
+
+    def end_rollout(self, server: Server, action: traffic.Action, started_at: str,
+                    lease: Callable[[], AbstractContextManager[None]]) -> ServiceHandle:
+        """Promote or drop the version under trial in every pod, then take the server's
+        lease: a deploy still running its strategy holds it until it has ended with the
+        change and recorded it; if none did, the change is recorded here."""
+        with self.pods_admin(server.name) as admin:
+            found = action(admin, server.config.model_version, server.config.server_name)
+        with lease():
+            now = self.server(server.name)
+            latest = now.history()[:1]
+            if not latest or latest[0]["finished_at"] < started_at:
+                message = traffic.message(action, found)
+                if action is traffic.promote:
+                    config = traffic.promoted_config(now.config, found)
+                    self._write_model(now.name, config)
+                    change = servers.record(config, "promote", "promote", "succeeded",
+                                            started_at, message=message, deployed=True)
+                else:
+                    change = servers.record(now.config, now.annotations.get(res.STRATEGY, ""),
+                                            "rollback", "succeeded", started_at,
+                                            message=message)
+                self._record(now.name, change)
+        return self.handle(self.server(server.name))
+
+    def in_rollout(self, server: Server) -> bool:
+        """Whether a version is loaded beside the recorded one (asked of the pods now)."""
+        if server.replicas == 0:
+            return False
+        try:
+            with self.pods_admin(server.name) as admin:
+                return traffic.candidate(admin.versions(), server.config.model_version) is not None
+        except DeploymentError:
+            return False
 
     def _roll_template(
         self, current: Server, config: DeploymentConfig, deadline: float, *, watch: bool = True

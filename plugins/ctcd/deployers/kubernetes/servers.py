@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -108,11 +109,13 @@ def prediction_token(config: DeploymentConfig) -> str | None:
 def event(
     config: DeploymentConfig, strategy: str, outcome: str, started_at: str,
     message: str | None = None, seconds_to_serving: float | None = None,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     return {"config": config.to_dict(), "strategy": strategy, "outcome": outcome,
             "started_at": started_at, "finished_at": utcnow(),
             "message": message[:500] if message else None,
-            "seconds_to_serving": seconds_to_serving}
+            "seconds_to_serving": seconds_to_serving,
+            "notes": [note[:300] for note in notes][-12:]}  # annotations are small
 
 
 def to_event(data: dict[str, Any]) -> DeploymentEvent:
@@ -121,6 +124,7 @@ def to_event(data: dict[str, Any]) -> DeploymentEvent:
         outcome=data["outcome"], started_at=data["started_at"],
         finished_at=data["finished_at"], message=data.get("message"),
         seconds_to_serving=data.get("seconds_to_serving"),
+        notes=tuple(data.get("notes") or ()),
     )
 
 
@@ -128,11 +132,13 @@ def record(
     config: DeploymentConfig, strategy: str, event_strategy: str, outcome: str,
     started_at: str, *, message: str | None = None, deployed: bool = False,
     seconds_to_serving: float | None = None, replace_last: bool = False,
+    notes: Sequence[str] = (),
 ) -> Change:
     """The change that appends an outcome to a server's history annotation; a deployed
     config also becomes the server's config, labels and strategy (one patch, for
     ``Kube.update`` to send with the resourceVersion it was computed from)."""
-    entry = event(config, event_strategy, outcome, started_at, message, seconds_to_serving)
+    entry = event(config, event_strategy, outcome, started_at, message, seconds_to_serving,
+                  notes)
 
     def change(current: dict[str, Any]) -> dict[str, Any]:
         name = current["metadata"]["name"]

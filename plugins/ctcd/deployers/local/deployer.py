@@ -24,7 +24,7 @@ from pathlib import Path
 
 import filelock
 
-from ctcd.deployers import options
+from ctcd.deployers import options, traffic
 from ctcd.deployers.admin import AdminClient, VersionStats
 from ctcd.deployers.base import (
     DEFAULT_TIMEOUT,
@@ -161,7 +161,7 @@ class LocalDeployer(ScorersFrom):
             except DeploymentError as err:
                 self.store.record_deployment(
                     record.id, config, strategy=strategy.name, outcome="failed",
-                    started_at=started_at, message=err.message,
+                    started_at=started_at, message=err.message, notes=rollout.events,
                 )
                 raise
         record = self.store.update(
@@ -171,7 +171,7 @@ class LocalDeployer(ScorersFrom):
         serving = None if rollout.serving_since is None else rollout.serving_since - t0
         self.store.record_deployment(
             record.id, config, strategy=strategy.name, outcome="succeeded",
-            started_at=started_at, seconds_to_serving=serving,
+            started_at=started_at, seconds_to_serving=serving, notes=rollout.events,
         )
         return self._handle(record)
 
@@ -290,8 +290,11 @@ class LocalDeployer(ScorersFrom):
         self, service_id: str, strategy: StrategySpec = "blue_green",
         timeout: float = DEFAULT_TIMEOUT,
     ) -> ServiceHandle:
-        """Deploy the version that served before the current one."""
+        """Drop the version of a rollout in progress, else deploy the version that served
+        before the current one."""
         record = self.store.resolve(service_id)
+        if self._in_rollout(record):
+            return self._by_hand(record, traffic.drop, timeout)
         current = record.config.model_version
         for entry in self.store.history(record.id, limit=200):
             if entry.outcome == "succeeded" and entry.config.model_version != current:
@@ -300,6 +303,49 @@ class LocalDeployer(ScorersFrom):
             f"model server {record.name!r} has no earlier successfully deployed version than "
             f"{current} to roll back to"
         )
+
+    def promote_model_server(
+        self, service_id: str, timeout: float = DEFAULT_TIMEOUT
+    ) -> ServiceHandle:
+        """All traffic to the version of the rollout in progress, now."""
+        return self._by_hand(self.store.resolve(service_id), traffic.promote, timeout)
+
+    def _in_rollout(self, record: ServerRecord) -> bool:
+        if not self._alive(record):
+            return False
+        try:
+            with AdminClient(record.endpoint, token=record.admin_token, timeout=5) as admin:
+                return traffic.candidate(admin.versions(), record.config.model_version) is not None
+        except (DeploymentError, ModelServerUnavailable):
+            return False
+
+    def _by_hand(self, record: ServerRecord, action: traffic.Action, timeout: float
+                 ) -> ServiceHandle:
+        """Promote or drop the version under trial on the live server, then take the
+        server's lock: a deploy still running its strategy holds it until it has seen the
+        change, ended with it and recorded it; if none did, the change is recorded here."""
+        started_at = utcnow()
+        with AdminClient(record.endpoint, token=record.admin_token) as admin:
+            found = action(admin, record.config.model_version, record.name)
+        with self._locked(record.name, timeout):
+            latest = self.store.history(record.id, limit=1)
+            if not latest or latest[0].finished_at < started_at:
+                self._record_by_hand(self.store.resolve(record.id), action, found, started_at)
+        return self._handle(self.store.resolve(record.id))
+
+    def _record_by_hand(self, record: ServerRecord, action: traffic.Action,
+                        found: traffic.Candidate, started_at: str) -> None:
+        if action is traffic.promote:
+            config = traffic.promoted_config(record.config, found)
+            self.store.update(record.id, config=config, strategy="promote",
+                              deployed_at=utcnow(), last_error=None)
+            self.store.record_deployment(
+                record.id, config, strategy="promote", outcome="succeeded",
+                started_at=started_at, message=traffic.message(action, found))
+            return
+        self.store.record_deployment(
+            record.id, record.config, strategy="rollback", outcome="succeeded",
+            started_at=started_at, message=traffic.message(action, found))
 
     def get_logs(
         self, service_id: str, follow: bool = False, tail: int | None = None
@@ -446,13 +492,15 @@ class LocalDeployer(ScorersFrom):
         return self.dir / record.id / "server.log"
 
     def _locked(self, server_name: str, timeout: float) -> AbstractContextManager[None]:
+        return operation_lock(self._lock_path(server_name), timeout,
+                              f"model server {server_name!r}")
+
+    def _lock_path(self, server_name: str) -> Path:
         if not server_name:
             raise InvalidParams("a model server needs a name")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "locks").mkdir(exist_ok=True)
+        (self.dir / "locks").mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha1(server_name.encode()).hexdigest()[:16]
-        return operation_lock(self.dir / "locks" / f"{digest}.lock", timeout,
-                              f"model server {server_name!r}")
+        return self.dir / "locks" / f"{digest}.lock"
 
 
 def _ref(record: ServerRecord) -> process.ProcessRef | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,6 +93,7 @@ class ServerStore:
         with self._connect() as db:
             db.executescript(SCHEMA)
             _allow_pending(db)
+            _add_notes(db)
         path.chmod(0o600)  # holds admin tokens
 
     @contextmanager
@@ -142,7 +143,7 @@ class ServerStore:
         with self._connect() as db:
             rows = db.execute(
                 "SELECT config, strategy, outcome, message, started_at, finished_at,"
-                " seconds_to_serving FROM deployments WHERE server_id = ?"
+                " seconds_to_serving, notes FROM deployments WHERE server_id = ?"
                 " ORDER BY seq DESC LIMIT ?",
                 (server_id, limit),
             ).fetchall()
@@ -150,6 +151,7 @@ class ServerStore:
         for row in rows:
             data: dict[str, Any] = dict(row)
             data["config"] = DeploymentConfig.from_dict(json.loads(data["config"]))
+            data["notes"] = tuple(json.loads(data["notes"] or "[]"))
             out.append(DeploymentEvent(**data))
         return out
 
@@ -184,15 +186,18 @@ class ServerStore:
     def record_deployment(
         self, server_id: str, config: DeploymentConfig, *, strategy: str, outcome: str,
         started_at: str, message: str | None = None, seconds_to_serving: float | None = None,
+        notes: Sequence[str] = (),
     ) -> None:
         """Append a deployment. ``pending``: launched, readiness not yet observed (its
-        ``finished_at`` is the launch time until :meth:`settle_pending` completes it)."""
+        ``finished_at`` is the launch time until :meth:`settle_pending` completes it).
+        ``notes``: the strategy's analysis, step by step."""
         with self._connect() as db:
             db.execute(
                 "INSERT INTO deployments (server_id, config, strategy, outcome, message,"
-                " started_at, finished_at, seconds_to_serving) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " started_at, finished_at, seconds_to_serving, notes)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (server_id, json.dumps(config.to_dict()), strategy, outcome, message,
-                 started_at, utcnow(), seconds_to_serving),
+                 started_at, utcnow(), seconds_to_serving, json.dumps(list(notes))),
             )
 
     def settle_pending(self, server_id: str, outcome: str, message: str | None = None) -> int:
@@ -242,3 +247,14 @@ def _allow_pending(db: sqlite3.Connection) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def _add_notes(db: sqlite3.Connection) -> None:
+    """Registries made before a deployment kept its strategy's notes: add the column."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(deployments)")}
+    if "notes" not in columns:
+        try:
+            db.execute("ALTER TABLE deployments ADD COLUMN notes TEXT")
+        except sqlite3.OperationalError as err:  # another process added it meanwhile
+            if "duplicate column" not in str(err):
+                raise
