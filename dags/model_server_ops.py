@@ -1,7 +1,9 @@
-"""Model server operations from the Airflow UI: list, start, stop, delete or roll back.
+"""Model server operations from the Airflow UI: list, start, stop, delete, roll back or promote.
 
 Trigger it with the Params form: choose the action from the dropdown, name the server by
-service id / server name, or by model name when the model has one server.
+service id / server name, or by model name when the model has one server. Actions taken on
+the deployments page (the Deployments entry of the navigation) are recorded here too, as
+runs whose `recorded` Param says who did what and how it went: those runs change nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ DOC = __doc__ + """
 | start | starts a stopped or crashed server, same id, port and version |
 | stop | stops it (SIGTERM; with *force*, SIGKILL after the timeout) |
 | delete | stops it and forgets it, freeing its port |
-| rollback | redeploys the version that served before the current one (blue/green) |
+| rollback | drops a rollout's new version (a canary), else redeploys the previous one |
+| promote | gives the new version of a rollout in progress all traffic now |
 """
 
 
@@ -44,6 +47,10 @@ DOC = __doc__ + """
                          title="Timeout (seconds)"),
         "force": Param(False, type="boolean", title="Force",
                        description="stop/delete: kill the server if it does not stop in time."),
+        "recorded": Param(None, type=["null", "object"], title="Recorded action",
+                          description="Set by the deployments page: the action was already "
+                          "done there; this run records who did it and how it went, and "
+                          "changes nothing."),
     },
 )
 def model_server_ops() -> None:
@@ -62,7 +69,15 @@ def model_server_ops() -> None:
 
     @task.short_circuit
     def changes_something() -> bool:
-        return bool(get_current_context()["params"]["action"] != "list")
+        params = get_current_context()["params"]
+        recorded = params.get("recorded")
+        if recorded:
+            print(f"Recorded: {recorded.get('action')} of {recorded.get('kind', 'server')} "
+                  f"{recorded.get('name')} by {recorded.get('by')} from "
+                  f"{recorded.get('from', 'elsewhere')} at {recorded.get('at')}: "
+                  f"{recorded.get('outcome')} ({recorded.get('message')}). Nothing to do.")
+            return False
+        return bool(params["action"] != "list")
 
     apply = ModelServerLifecycleOperator(
         task_id="apply",

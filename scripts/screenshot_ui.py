@@ -4,8 +4,9 @@
 
 Debian's chromium, headless, driven over the Chrome DevTools Protocol (a websocket): it is
 given the UI's login cookie (a JWT from ``POST /auth/token``, as the UI's own login sets
-it), opens the ``churn_training`` DAG's page (the demo model's training DAG), waits until the UI has drawn its runs,
-and captures the page; the image is then scaled down to keep the repository small.
+it), opens the ``churn_training`` DAG's page (the demo model's training DAG), waits until
+the UI has drawn its runs, and captures the page; the image is then scaled down to keep the
+repository small.
 """
 
 from __future__ import annotations

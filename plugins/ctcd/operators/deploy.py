@@ -10,10 +10,12 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from ctcd.deployers import DEFAULT_TIMEOUT, DeploymentConfig, get_deployer
-from ctcd.errors import ServerStartFailed
-from ctcd.operators.links import MlflowRunLink, ModelServerLink
+from ctcd.errors import CtcdError, ServerStartFailed
+from ctcd.operators.links import DeploymentPageLink, MlflowRunLink, ModelServerLink
 from ctcd.services.handle import ServiceHandle, ServiceStatus
 from ctcd.triggers.model_server import ModelServerReadyTrigger
+
+DEPLOYMENT_KEY = "deployment"
 
 
 class DeployModelOperator(BaseOperator):
@@ -42,7 +44,7 @@ class DeployModelOperator(BaseOperator):
     template_fields: Sequence[str] = (
         "model_name", "model_version", "model_uri", "mlflow_run_id", "strategy", "server",
     )
-    operator_extra_links = (ModelServerLink(), MlflowRunLink())
+    operator_extra_links = (DeploymentPageLink(), ModelServerLink(), MlflowRunLink())
     ui_color = "#d9f2e6"
 
     def __init__(
@@ -101,7 +103,7 @@ class DeployModelOperator(BaseOperator):
             config, strategy=strategy, timeout=self.timeout, wait=not self.deferrable
         )
         if not self.deferrable or deployer.status(handle.service_id) is ServiceStatus.RUNNING:
-            return handle
+            return self._keep_record(context, deployer, handle)
         self.log.info("model server %s starting at %s; waiting in the triggerer",
                       handle.server_name, handle.endpoint)
         self.defer(
@@ -132,4 +134,22 @@ class DeployModelOperator(BaseOperator):
                 f"then read {status.value} when checked again, so it was stopped; see "
                 f"`ctcd models logs {started.service_id}`"
             )
-        return started
+        return self._keep_record(context, deployer, started)
+
+    def _keep_record(self, context: Any, deployer: Any, handle: ServiceHandle) -> ServiceHandle:
+        """The backend's record of this deployment (strategy, outcome, the strategy's notes:
+        the analysis a person reads before approving it) as the XCom ``deployment``."""
+        try:
+            history = deployer.describe_model_server(handle.service_id).history
+        except CtcdError as err:
+            self.log.warning("could not read the record of this deployment: %s", err.message)
+            return handle
+        for event in history:
+            if (event.config.run_id, event.config.model_version) == (
+                    handle.run_id, handle.model_version):
+                record = event.to_dict()
+                for note in record["notes"]:
+                    self.log.info("%s: %s", record["strategy"], note)
+                context["ti"].xcom_push(key=DEPLOYMENT_KEY, value=record)
+                break
+        return handle

@@ -1,6 +1,7 @@
-"""Extra links on deploy tasks: the model server and the MLflow run of the deployed model.
+"""Extra links on deploy tasks: the deployment's page in the Airflow UI, the model server and
+the MLflow run of the deployed model.
 
-Airflow 3 computes a link on the worker when the task finishes and stores it; both links read
+Airflow 3 computes a link on the worker when the task finishes and stores it; the links read
 the task's returned :class:`ctcd.services.ServiceHandle`.
 """
 
@@ -22,6 +23,33 @@ def _handle(ti_key: Any) -> ServiceHandle | None:
         return None
     value = pull(task_ids=ti_key.task_id, key="return_value")
     return value if isinstance(value, ServiceHandle) else None
+
+
+# The deployments view inside the Airflow UI (ctcd.ui): its route and the plugin app's prefix.
+UI_ROUTE = "deployments"
+APP_PREFIX = "/ctcd"
+
+
+def deployment_page_url(handle: ServiceHandle) -> str:
+    """The deployment's page, opened inside the Airflow UI (``[api] base_url`` when set)."""
+    from urllib.parse import quote
+
+    from airflow.sdk.configuration import conf
+
+    base = (conf.get("api", "base_url", fallback=None) or "").rstrip("/")
+    return (f"{base}/plugin/{UI_ROUTE}{APP_PREFIX}/deployments/"
+            f"{quote(handle.service_id, safe='')}")
+
+
+class DeploymentPageLink(BaseOperatorLink):
+    """What the task deployed, on the deployments page: versions, traffic, health, the
+    gate's decision, the history and the lineage."""
+
+    name = "Deployment"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        handle = _handle(ti_key)
+        return deployment_page_url(handle) if handle else ""
 
 
 class ModelServerLink(BaseOperatorLink):

@@ -139,6 +139,8 @@ def demo(stack: Stack, conf: dict[str, Any], rows: int = 20_000) -> int:
             "No model server is running: the run deployed nothing (see the deployment_trigger log)."
         )
     print(f"Airflow UI:    {stack.airflow_url}   (login {ADMIN_USER} / {ADMIN_PASSWORD})")
+    print(f"Deployments:   {stack.airflow_url}/plugin/deployments   (what serves, health, "
+          "actions)")
     print(f"MLflow UI:     {stack.mlflow_url}")
     print("Stop it all:   make stop")
     return 0
