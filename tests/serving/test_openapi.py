@@ -41,3 +41,27 @@ def test_schemathesis_finds_nothing(churn_url: str, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     failures = result.stdout.partition("FAILURES")[2].partition("WARNINGS")[0]
     assert result.returncode == 0, "\n".join(line[:300] for line in failures.splitlines())
+
+
+ADMIN_BODIES = [("post", "/admin/versions", {"model_uri": "fake://2", "version": "2"}),
+                ("put", "/admin/traffic", {"weights": {"1": 1.0}})]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_BODIES,
+                         ids=[p for _, p, _ in ADMIN_BODIES])
+async def test_admin_bodies_the_server_refuses_extra_fields_of_say_so(
+        make_server: Any, client_for: Any, method: str, path: str, body: dict[str, Any]) -> None:
+    from tests.serving.conftest import fake_loader
+
+    from ctcd.serving.openapi import document
+
+    client = client_for(make_server("fake", {"1": "fake://1"}, loader=fake_loader()))
+    schema = document("fake")["paths"][path][method]["requestBody"]["content"][
+        "application/json"]["schema"]
+    assert schema["additionalProperties"] is False
+    assert set(body) == set(schema["properties"]) >= set(schema["required"])
+    refused = await client.request(method, path, json={**body, "surprise": 1})
+    assert refused.status_code == 400 and "surprise" in refused.json()["error"]
+    accepted = await client.request(method, path, json=body)
+    assert accepted.status_code in (200, 201), accepted.text

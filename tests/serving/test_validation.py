@@ -33,7 +33,7 @@ _DROP = object()
 # (case, body builder(row-maker) -> json body, expected status, words the message must hold)
 CASES: list[tuple[str, Any, int, tuple[str, ...]]] = [
     ("missing column", lambda r: {"dataframe_records": [r(support_calls=_DROP)]}, 400,
-     ("support_calls", "missing")),
+     ("dataframe_records.support_calls[0]: ", "missing")),
     ("extra column", lambda r: {"dataframe_records": [r(surprise=1)]}, 400,
      ("surprise", "unexpected")),
     ("string in integer column", lambda r: {"dataframe_records": [r(age="old")]}, 400,
@@ -44,8 +44,14 @@ CASES: list[tuple[str, Any, int, tuple[str, ...]]] = [
      ("region", "string")),
     ("null in required column", lambda r: {"dataframe_records": [r(monthly_charges=None)]},
      400, ("monthly_charges", "null")),
-    ("fractional integer", lambda r: {"dataframe_records": [r(age=40.5)]}, 400,
-     ("age", "integer")),
+    ("fractional integer", lambda r: {"dataframe_records": [r(), r(age=40.5)]}, 400,
+     ("dataframe_records.age[1]: expected an integer, got 40.5",)),
+    ("fractional integer, split", lambda r: {"dataframe_split": {
+        "columns": list(r()), "data": [list(r(age=29.5).values())]}}, 400,
+     ("dataframe_split.age[0]: expected an integer, got 29.5",)),
+    ("fractional integer, columnar", lambda r: {"inputs": {
+        k: [v] for k, v in r(age=29.5).items()}}, 400,
+     ("inputs.age[0]: expected an integer, got 29.5",)),
     ("boolean in number column", lambda r: {"dataframe_records": [r(age=True)]}, 400,
      ("age",)),
     ("no format field", lambda r: {"rows": [r()]}, 400, ("dataframe_split", "rows")),
@@ -136,6 +142,20 @@ async def test_unknown_route_and_method_are_json_4xx(churn: Any) -> None:
     assert "/nope" in missing.json()["error"]
     wrong = await churn.get("/invocations")
     assert wrong.status_code == 405
+
+
+@pytest.mark.parametrize(("path", "allow"), [
+    ("/admin/versions", "GET, HEAD, OPTIONS, POST"),
+    ("/admin/versions/1", "DELETE, OPTIONS"),
+    ("/invocations", "OPTIONS, POST"),
+])
+async def test_options_and_405_name_every_method_of_the_path(churn: Any, path: str,
+                                                             allow: str) -> None:
+    options = await churn.options(path)
+    assert options.status_code == 204 and options.headers["allow"] == allow
+    wrong = await churn.patch(path)
+    assert wrong.status_code == 405
+    assert sorted(wrong.headers["allow"].split(", ")) == allow.split(", ")
 
 
 async def test_client_errors_are_not_version_errors(churn: Any, churn_model: Any) -> None:

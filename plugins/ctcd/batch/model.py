@@ -81,7 +81,8 @@ class ScoringModel:
 def resolve_version(ref: ModelRef, tracking_uri: str) -> str:
     """The version ``ref`` names now (an alias is looked up in the registry)."""
     if ref.alias is None:
-        assert ref.version is not None
+        if ref.version is None:
+            raise InvalidParams(f"model reference {ref} names neither a version nor an alias")
         return ref.version
     if urlparse(tracking_uri).scheme in ("http", "https"):
         return _alias_over_rest(ref, tracking_uri)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from ctcd.data.spec import DatasetSpec
 from ctcd.serving.errors import InvalidInput
-from ctcd.serving.schema import ColumnSpec, InputSchema, Table, coerce_column
+from ctcd.serving.schema import ColumnSpec, InputSchema, Table, as_sent, coerce_column
 
 _NUMERIC = frozenset({"integer", "long", "float", "double"})
 # What a numeric field read from text may say for "no value"; text columns keep these words
@@ -106,24 +106,20 @@ def spec_violations(spec: DatasetSpec, arrays: Mapping[str, np.ndarray],
             with np.errstate(invalid="ignore"):
                 if feature.min is not None:
                     for i in np.flatnonzero(numbers < feature.min):
-                        out.setdefault(int(i), f"{name}: {_show(values[i])} is below the minimum "
-                                       f"{feature.min:g} of data set {spec.name!r}")
+                        out.setdefault(int(i), f"{name}: {as_sent(values[i])} is below the "
+                                       f"minimum {feature.min:g} of data set {spec.name!r}")
                 if feature.max is not None:
                     for i in np.flatnonzero(numbers > feature.max):
-                        out.setdefault(int(i), f"{name}: {_show(values[i])} is above the maximum "
-                                       f"{feature.max:g} of data set {spec.name!r}")
-        else:
-            assert feature.categories is not None
+                        out.setdefault(int(i), f"{name}: {as_sent(values[i])} is above the "
+                                       f"maximum {feature.max:g} of data set {spec.name!r}")
+        elif feature.categories is not None:
             series = pd.Series(values, dtype=object, copy=False)
             unknown = ~(series.isin(feature.categories) | series.isna()).to_numpy()
             for i in np.flatnonzero(unknown):
-                out.setdefault(int(i), f"{name}: {_show(values[i])} is not one of the categories "
-                               f"{list(feature.categories)} of data set {spec.name!r}")
+                out.setdefault(int(i), f"{name}: {as_sent(values[i])} is not one of the "
+                               f"categories {list(feature.categories)} of data set {spec.name!r}")
     return out
 
-
-def _show(value: Any) -> str:
-    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _clean_text(col: ColumnSpec, values: Any) -> np.ndarray | None:
@@ -176,7 +172,8 @@ def _parse_numbers(col: ColumnSpec, values: Any, name: str, bad: dict[int, str])
         return parsed.to_numpy()
     expected = "an integer" if col.kind in ("integer", "long") else "a number"
     for i in np.flatnonzero(wrong):
-        bad.setdefault(int(i), f"{name}: expected {expected} ({col.kind}), got {array[i]!r}")
+        bad.setdefault(int(i), f"{name}: expected {expected} ({col.kind}), "
+                       f"got {as_sent(array[i])}")
     return parsed.mask(wrong, 0).to_numpy()
 
 

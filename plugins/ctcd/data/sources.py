@@ -96,7 +96,8 @@ def copy_partition(source: Source, day: date, spec: DatasetSpec, dest: Path) -> 
                         )
                     continue
                 table = _fill_partition(pa.Table.from_batches([item]), spec, day)
-                assert writer is not None and schema is not None
+                if writer is None or schema is None:  # set with the first file above
+                    raise RuntimeError(f"{origin}: no schema from the partition's first file")
                 try:
                     table = table.select(schema.names).cast(schema)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:

@@ -55,8 +55,11 @@ class Admin:
         return status, entry
 
     async def set_traffic(self, doc: dict[str, Any], *, internal: bool = False) -> AdminResult:
-        if set(doc) != {"weights"}:
-            raise InvalidInput("weights", "send exactly {\"weights\": {version: weight}}")
+        unknown = sorted(set(doc) - {"weights"})
+        if unknown or "weights" not in doc:
+            raise InvalidInput(unknown[0] if unknown else "weights",
+                               "is not a field; send {\"weights\": {version: weight}}"
+                               if unknown else "is required: {\"weights\": {version: weight}}")
         before = {s.version: s.weight for s in self.server.registry.slots if s.weight > 0}
         described = await self.server.set_traffic(doc["weights"])
         peers = self._fan_out(internal)

@@ -191,8 +191,8 @@ class Batcher:
         try:
             await waiter
         finally:
-            assert handle is not None
-            handle.cancel()
+            if handle is not None:
+                handle.cancel()
             if self._waiter is waiter:
                 self._waiter = None
 
@@ -209,7 +209,7 @@ class Batcher:
 
     async def _run(self, batch: list[tuple[ScoringRequest, asyncio.Future[Any]]]) -> None:
         loop = asyncio.get_running_loop()
-        tables: list[Table] = [r.table for r, _ in batch]  # type: ignore[misc]
+        tables = [_table(r) for r, _ in batch]
         merged = Table.concat(tables)
         outputs = _union(r.outputs for r, _ in batch)
         self._observe(len(batch), merged.rows)
@@ -221,9 +221,8 @@ class Batcher:
                 return
             for request, future in batch:  # isolate the request(s) the model refuses
                 try:
-                    assert request.table is not None  # only tables are batched
                     one = await loop.run_in_executor(
-                        self._executor, self._call, request.table, request.outputs)
+                        self._executor, self._call, _table(request), request.outputs)
                 except Exception as single_err:
                     _settle(future, error=single_err)
                 else:
@@ -258,6 +257,12 @@ class Batcher:
         average = self._predict_s
         self._predict_s = took if average is None else average + (took - average) * 0.2
         return result
+
+
+def _table(request: ScoringRequest) -> Table:
+    if request.table is None:  # _batchable lets only tables in
+        raise TypeError("only requests checked into a Table are batched")
+    return request.table
 
 
 def _union(wanted: Iterable[tuple[str, ...]]) -> tuple[str, ...]:

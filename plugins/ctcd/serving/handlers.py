@@ -118,23 +118,26 @@ class ModelServer:
         """A version has traffic."""
         return self.registry.ready()
 
-    def slot_for(self, model: str, version: str | None, *, routed: bool) -> VersionSlot | None:
-        """The version a V2 call names; without one, the version the traffic split picks
-        (``routed``) or None (meaning: the model as a whole)."""
+    def slot_for(self, model: str, version: str | None) -> VersionSlot | None:
+        """The version a V2 metadata call names; None without one (the model as a whole)."""
         if model != self.name:
             raise ModelNotFound(model)
-        if version is not None:
-            return self.registry.get(version)
-        return self.registry.pick() if routed else None
+        return self.registry.get(version) if version is not None else None
+
+    def route(self, model: str, version: str | None) -> VersionSlot:
+        """The version a prediction names, or the one the traffic split picks."""
+        if model != self.name:
+            raise ModelNotFound(model)
+        return self.registry.get(version) if version is not None else self.registry.pick()
 
     def model_metadata(self, model: str, version: str | None = None) -> dict[str, Any]:
         from ctcd.serving.protocols import v2
 
-        slot = self.slot_for(model, version, routed=False)
+        slot = self.slot_for(model, version)
         return v2.model_metadata(self.name, [slot] if slot is not None else self.registry.slots)
 
     def model_ready(self, model: str, version: str | None = None) -> bool:
-        slot = self.slot_for(model, version, routed=False)
+        slot = self.slot_for(model, version)
         return slot.state == "ready" if slot is not None else self.registry.ready()
 
     # -- versions --------------------------------------------------------------------

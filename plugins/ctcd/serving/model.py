@@ -98,14 +98,14 @@ class LoadedModel:
             return self._predict_pyfunc(data, params)
         # params: the native flavors' pyfuncs ignore them (a model whose signature declares
         # some is served through pyfunc)
-        if self.takes_arrays:
-            assert native.arrays is not None
+        if self.takes_arrays and native.arrays is not None:
             return _refusing(native.arrays.predict, _array(data))
         return _refusing(native.predict, data)
 
     def _predict_proba(self, data: Any) -> Any:
         native = self.native
-        assert native is not None and native.predict_proba is not None
+        if native is None or native.predict_proba is None:  # extra_outputs offers it only then
+            raise InvalidInput("outputs", f"model {self.uri} has no predict_proba")
         if self.takes_arrays and native.arrays is not None and native.arrays.predict_proba:
             return _refusing(native.arrays.predict_proba, _array(data))
         return _refusing(native.predict_proba, data)

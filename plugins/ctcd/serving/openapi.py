@@ -169,8 +169,9 @@ def document(model_name: str, schema: InputSchema | None = None, *, token: bool 
                  "200": _json({"$ref": "#/components/schemas/Version"}, "Already loaded")},
                 body={"application/json": {"schema": {
                     "type": "object", "required": ["model_uri", "version"],
-                    "properties": {"model_uri": {"type": "string"},
-                                   "version": {"type": "string"}}}}},
+                    "additionalProperties": False,
+                    "properties": {"model_uri": {"type": "string", "minLength": 1},
+                                   "version": {"type": "string", "minLength": 1}}}}},
                 errors=(400, 401, 403, 409, 422), **admin),
         },
         "/admin/versions/{version}": {"delete": _op(
@@ -179,8 +180,8 @@ def document(model_name: str, schema: InputSchema | None = None, *, token: bool 
         "/admin/traffic": {"put": _op(
             "Set the whole traffic split at once", versions_ok,
             body={"application/json": {"schema": {
-                "type": "object", "required": ["weights"],
-                "properties": {"weights": {"type": "object",
+                "type": "object", "required": ["weights"], "additionalProperties": False,
+                "properties": {"weights": {"type": "object", "minProperties": 1,
                                            "additionalProperties": {"type": "number",
                                                                     "minimum": 0}}}}}},
             errors=(400, 401, 403), **admin)},

@@ -176,9 +176,7 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
         data = await body(request)
         headers = hot_headers(request)
         # no await between picking the version and scoring on it
-        slot = server.slot_for(request.path_params["name"], request.path_params.get("version"),
-                               routed=True)
-        assert slot is not None
+        slot = server.route(request.path_params["name"], request.path_params.get("version"))
         content_type = headers.get(b"content-type")
         outputs = slot.model.output_names
 
@@ -251,27 +249,26 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
         return OrjsonResponse(document(name, schema, token=config.token is not None,
                                        admin_token=config.admin_token is not None))
 
-    routes = [
-        Route("/ping", ping, methods=["GET"]),
-        Route("/health", ping, methods=["GET"]),
-        Route("/version", mlflow_version, methods=["GET"]),
-        Route("/invocations", invocations, methods=["POST"]),
-        Route("/v2", v2_server, methods=["GET"]),
-        Route("/v2/health/live", v2_live, methods=["GET"]),
-        Route("/v2/health/ready", v2_ready, methods=["GET"]),
-        Route("/v2/models/{name}", v2_model, methods=["GET"]),
-        Route("/v2/models/{name}/ready", v2_model_ready, methods=["GET"]),
-        Route("/v2/models/{name}/infer", v2_infer, methods=["POST"]),
-        Route("/v2/models/{name}/versions/{version}", v2_model, methods=["GET"]),
-        Route("/v2/models/{name}/versions/{version}/ready", v2_model_ready, methods=["GET"]),
-        Route("/v2/models/{name}/versions/{version}/infer", v2_infer, methods=["POST"]),
-        Route("/admin/versions", list_versions, methods=["GET"]),
-        Route("/admin/versions", add_version, methods=["POST"]),
-        Route("/admin/versions/{version}", remove_version, methods=["DELETE"]),
-        Route("/admin/traffic", set_traffic, methods=["PUT"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-    ]
+    routes = by_path([
+        ("/ping", {"GET": ping}),
+        ("/health", {"GET": ping}),
+        ("/version", {"GET": mlflow_version}),
+        ("/invocations", {"POST": invocations}),
+        ("/v2", {"GET": v2_server}),
+        ("/v2/health/live", {"GET": v2_live}),
+        ("/v2/health/ready", {"GET": v2_ready}),
+        ("/v2/models/{name}", {"GET": v2_model}),
+        ("/v2/models/{name}/ready", {"GET": v2_model_ready}),
+        ("/v2/models/{name}/infer", {"POST": v2_infer}),
+        ("/v2/models/{name}/versions/{version}", {"GET": v2_model}),
+        ("/v2/models/{name}/versions/{version}/ready", {"GET": v2_model_ready}),
+        ("/v2/models/{name}/versions/{version}/infer", {"POST": v2_infer}),
+        ("/admin/versions", {"GET": list_versions, "POST": add_version}),
+        ("/admin/versions/{version}", {"DELETE": remove_version}),
+        ("/admin/traffic", {"PUT": set_traffic}),
+        ("/metrics", {"GET": metrics}),
+        ("/openapi.json", {"GET": openapi}),
+    ])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -292,17 +289,40 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
 Endpoint = Callable[[Request], Awaitable[Response | Scored]]
 
 
+def by_path(table: list[tuple[str, dict[str, Endpoint]]]) -> list[Route]:
+    """One route per path, whatever its methods: a 405 and ``OPTIONS`` (204) name every
+    method the path serves in ``Allow`` (a route per method would name its own only)."""
+    routes = []
+    for path, endpoints in table:
+        methods = {*endpoints, *(("HEAD",) if "GET" in endpoints else ()), "OPTIONS"}
+        allow = ", ".join(sorted(methods))
+
+        async def dispatch(request: Request, endpoints: dict[str, Endpoint] = endpoints,
+                           allow: str = allow) -> Response | Scored:
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers={"Allow": allow})
+            return await endpoints["GET" if request.method == "HEAD" else request.method](
+                request)
+
+        routes.append(Route(path, dispatch, methods=sorted(methods)))
+    return routes
+
+
 class _App(Starlette):
     """Starlette, with the two prediction routes dispatched ahead of its middleware stack
     and router: the same endpoints, called directly (their errors rendered as the
     exception handler renders them). Those layers cost more per request than the
-    endpoint's own work."""
+    endpoint's own work.
+
+    Middleware added to the app (``add_middleware``, ``middleware=``) would not run on
+    that fast path, so an app that has any takes Starlette's whole stack for every
+    request instead: CORS, tracing or logging middleware sees the predictions too."""
 
     invocations: Endpoint | None = None
     infer: Endpoint | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = self._prediction(scope)
+        endpoint = None if self.user_middleware else self._prediction(scope)
         if endpoint is None:
             return await super().__call__(scope, receive, send)
         scope["app"] = self
@@ -333,13 +353,15 @@ class _App(Starlette):
 
 
 async def _serving_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServingError)
+    if not isinstance(exc, ServingError):  # registered for ServingError only
+        raise exc
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     return OrjsonResponse({"error": exc.message}, status_code=exc.status_code, headers=headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+    if not isinstance(exc, HTTPException):  # registered for HTTPException only
+        raise exc
     return OrjsonResponse({"error": f"{request.method} {request.url.path}: {exc.detail}"},
                           status_code=exc.status_code, headers=exc.headers)
 

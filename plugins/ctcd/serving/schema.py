@@ -145,7 +145,8 @@ class Table:
     @property
     def arrays(self) -> Mapping[str, np.ndarray]:
         if self._arrays is None:
-            assert self.block is not None
+            if self.block is None:  # the constructor takes one or the other
+                raise TypeError("a Table holds column arrays or a block")
             self._arrays = {n: self.block[:, j] for j, n in enumerate(self.names)}
         return self._arrays
 
@@ -341,7 +342,7 @@ def _numeric(spec: ColumnSpec, source: np.ndarray, field: str) -> np.ndarray:
             if frac.any():
                 row = int(frac.argmax())
                 raise InvalidInput(
-                    f"{field}[{row}]", f"expected an integer, got {source[row]!r}"
+                    f"{field}[{row}]", f"expected an integer, got {as_sent(source[row])}"
                 )
     if dtype.kind == "i" and k in "iuf":  # floats too: a huge JSON integer arrives as one
         info = np.iinfo(dtype)
@@ -402,6 +403,15 @@ def check_tensor(spec: TensorSpec, values: Any, field: str) -> Table:
     return Table({"": out}, int(array.shape[0]))
 
 
+def as_sent(value: Any) -> str:
+    """A value as the client wrote it (``29.5``, not numpy's ``np.float64(29.5)``)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
 def _describe(value: Any) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()
     text = repr(value)
     return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"

@@ -181,11 +181,12 @@ def run(settings: ServerSettings, display: str, preloaded: LoadedModel | None = 
     if worker:
         from ctcd.serving.workers import Peers, announce_worker
 
-        assert settings.peers_dir is not None and settings.internal_token is not None
-        assert settings.worker_index is not None
+        if settings.peers_dir is None or settings.internal_token is None:
+            raise ServingError("a worker (--worker-index) is started by its supervisor "
+                               "(--workers N), which gives it --peers-dir and its token")
         sockets.append(bind("127.0.0.1", 0, reuse_port=False))  # peers' private port
         token = settings.internal_token.get_secret_value()
-        index, peers_dir = settings.worker_index, settings.peers_dir
+        index, peers_dir = int(settings.worker_index or 0), settings.peers_dir
         control = sockets[1].getsockname()[1]
         app_config = replace(app_config, internal_token=token,
                              peers=Peers(peers_dir, index, settings.workers, token))

@@ -174,8 +174,7 @@ class Scorer:
         ``recheck``: the entries were delivered before (claimed or re-read), so their
         delivery counts are checked against ``max_deliveries`` first.
         """
-        assert self.model is not None
-        model, s = self.model, self.settings
+        model, s = self._model(), self.settings
         schema = model.schema
         deliveries = self._deliveries([i for i, _ in entries]) if recheck else {}
         dead: list[tuple[str, Fields | None, str]] = []
@@ -225,12 +224,16 @@ class Scorer:
         self.counters.batches += 1
         return len(entries)
 
+    def _model(self) -> ScoringModel:
+        if self.model is None:
+            raise RuntimeError("the scorer scores only after start() has loaded its model")
+        return self.model
+
     def _write(self, scored: Sequence[tuple[Request, Any]],
                dead: Sequence[tuple[str, Fields | None, str]], gone: Sequence[str],
                deliveries: dict[str, int] | None = None) -> None:
         """Outputs, dead letters and the acknowledgement of them all, in one transaction."""
-        assert self.model is not None
-        s, model, now = self.settings, self.model, _now()
+        s, model, now = self.settings, self._model(), _now()
         pipe = self.redis.pipeline(transaction=True)
         for request, value in scored:
             out: dict[Any, Any] = {

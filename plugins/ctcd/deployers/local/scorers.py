@@ -177,8 +177,7 @@ class LocalScorers:
         record, sent = self._resolve(name), 0
         for i in range(record.config.replicas):
             ref = _ref(record, i)
-            if process.alive(ref):
-                assert ref is not None
+            if ref is not None and process.alive(ref):
                 os.kill(ref.pid, signal.SIGHUP)
                 sent += 1
         return sent

@@ -110,9 +110,7 @@ class InferenceService:
 
     async def model_infer(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
         self._check(context)
-        slot = self.server.slot_for(request.model_name, request.model_version or None,
-                                    routed=True)
-        assert slot is not None
+        slot = self.server.route(request.model_name, request.model_version or None)
         answer = await self.server.score(
             slot, "grpc",
             lambda schema: decode(request, schema, slot.model.output_names),

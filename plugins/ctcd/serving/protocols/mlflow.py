@@ -137,7 +137,7 @@ def _transpose_records(field: str, records: list[dict[str, Any]],
             what = (f"is missing column(s) {missing}" if missing
                     else f"has unexpected column(s) {extra}")
             name = (missing or extra)[0]
-            raise InvalidInput(f"{field}[{i}].{name}",
+            raise InvalidInput(f"{field}.{name}[{i}]",
                                f"{what}; the model expects columns {list(names)}")
     if not records:
         return {n: [] for n in names}
