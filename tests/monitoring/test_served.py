@@ -19,8 +19,8 @@ FEATURES = ("a", "b")
 def _log(path: Path, entries: list[tuple[str, ScoringRequest, object]]) -> None:
     log = RequestLog(path, sample_rate=1.0, flush_seconds=0.01)
     for version, request, output in entries:
-        log.offer(model_name="m", version=version, protocol="mlflow", request=request,
-                  output=output, latency_ms=1.0)
+        log.offer(model_name="m", version=version, protocol="mlflow", request_id="r",
+                  request=request, output=output, latency_ms=1.0)
     log.close()
 
 
@@ -63,7 +63,9 @@ def test_undecodable_requests_are_skipped_and_counted(tmp_path: Path) -> None:
     path = tmp_path / "requests.sqlite"
     _log(path, [("1", _table([1.0], ["x"]), np.array([1]))])
     with sqlite3.connect(path) as db:
-        db.executemany("INSERT INTO requests VALUES ('t', 'm', '1', 'mlflow', ?, ?, ?, 1.0)", [
+        db.executemany("INSERT INTO requests (ts, model_name, model_version, protocol, rows,"
+                       " inputs, outputs, latency_ms) VALUES ('t', 'm', '1', 'mlflow', ?, ?, ?,"
+                       " 1.0)", [
             (1, "not json", "[1]"),
             (2, '{"a": [1.0, 2.0], "b": ["x", "y"]}', "[1]"),  # outputs short of the rows
             (1, '{"a": [1.0]}', "[1]"),                         # a feature missing

@@ -109,14 +109,27 @@ async def client_for() -> AsyncIterator[ClientFactory]:
         await client.aclose()
 
 
+HANG = threading.Event()  # a model with "hang" in its URI waits for this once warm
+
+
 class FakeModel:
     """A model over columns ``a`` (long) and ``b`` (string) whose prediction of a row is
     ``a * 10``; rows with ``b == "refuse"`` are refused (a 4xx), ``b == "crash"`` raise.
-    ``delay`` makes each predict slow so that concurrent requests queue and merge."""
+    ``delay`` makes each predict slow so that concurrent requests queue and merge.
+
+    Once warm, its URI may change it (shadow tests): ``scale=N`` predicts ``a * N``,
+    ``raise`` raises on every call, ``hang`` waits for :data:`HANG`, ``slow=S`` sleeps S
+    seconds per call."""
 
     def __init__(self, delay: float = 0.0, uri: str = "fake://model", *,
                  proba: bool = False) -> None:
         self.uri = uri
+        self.warmed = False
+        self.task: str | None = None
+        self.scale = int(uri.partition("scale=")[2].split("&")[0] or 10)
+        slow = uri.partition("slow=")[2].split("&")[0]
+        if slow:
+            delay = float(slow)
         self.schema: InputSchema | None = InputSchema(
             columns=(ColumnSpec("a", "long"), ColumnSpec("b", "string")))
         self.example = None
@@ -132,7 +145,7 @@ class FakeModel:
         if self.delay:
             time.sleep(self.delay)
         self.proba_calls.append(len(frame))
-        share = frame["a"].to_numpy() / 1000
+        share = frame["a"].to_numpy() * self.scale / 10_000
         return np.column_stack([1 - share, share])
 
     def predict(self, data: Any, params: Any = None, outputs: tuple[str, ...] = ()) -> Any:
@@ -143,11 +156,15 @@ class FakeModel:
             time.sleep(self.delay)
         frame = data
         self.calls.append(len(frame))
+        if self.warmed and "raise" in self.uri:
+            raise RuntimeError("this version raises on every call")
+        if self.warmed and "hang" in self.uri:
+            HANG.wait()
         if (frame["b"] == "refuse").any():
             raise ModelRejectedInput("b is 'refuse'")
         if (frame["b"] == "crash").any():
             raise RuntimeError("the model crashed")
-        return frame["a"].to_numpy() * 10
+        return frame["a"].to_numpy() * self.scale
 
     def predict_table(self, table: Table, params: Any = None) -> Any:
         return self.predict(table.to_model_input(), params)
@@ -160,6 +177,7 @@ class FakeModel:
             raise ModelLoadError(self.uri, "warm-up prediction failed: broken on purpose")
         assert self.schema is not None
         self.predict_table(self.schema.synthetic_rows())
+        self.warmed = True
 
 
 def fake_loader(delay: float = 0.0, *, proba: bool = False) -> Callable[[str], FakeModel]:

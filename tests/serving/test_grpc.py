@@ -148,7 +148,16 @@ def test_grpc_is_counted_and_logged(live: Any, churn_versions: Any) -> None:
     first, _ = churn_versions
     pb, stub, channel = _stub(live)
     with channel:
-        stub.ModelInfer(_typed_request(pb, first.name, first.example.head(2)), metadata=AUTH)
+        _, call = stub.ModelInfer.with_call(_typed_request(pb, first.name, first.example.head(2)),
+                                            metadata=[*AUTH, ("x-request-id", "grpc-corr-1")])
+        made = dict(stub.ModelInfer.with_call(_typed_request(pb, first.name, first.example),
+                                              metadata=AUTH)[1].trailing_metadata())
+        with pytest.raises(grpc.RpcError) as refused:  # no token: the id comes back too
+            stub.ModelInfer(_typed_request(pb, first.name, first.example),
+                            metadata=[("x-request-id", "grpc-corr-2")])
+    assert dict(call.trailing_metadata())["x-request-id"] == "grpc-corr-1"
+    assert made["x-request-id"] and made["x-request-id"] != "grpc-corr-1"
+    assert dict(refused.value.trailing_metadata())["x-request-id"] == "grpc-corr-2"
     text = httpx.get(f"{live.url}/metrics", timeout=30).text
     assert 'protocol="grpc"' in text
     assert any(line.startswith("ctcd_model_requests_total{") and 'protocol="grpc"' in line
@@ -158,10 +167,10 @@ def test_grpc_is_counted_and_logged(live: Any, churn_versions: Any) -> None:
     while time.monotonic() < deadline and not rows:
         if Path(live.log).exists():
             with sqlite3.connect(live.log) as db:
-                rows = db.execute("SELECT protocol, rows FROM requests WHERE protocol = "
-                                  "'grpc'").fetchall()
+                rows = db.execute("SELECT request_id, rows FROM requests WHERE protocol = "
+                                  "'grpc' AND request_id = 'grpc-corr-1'").fetchall()
         time.sleep(0.2)
-    assert rows and all(n >= 1 for _, n in rows)
+    assert rows == [("grpc-corr-1", 2)]
 
 
 def test_every_worker_serves_grpc(churn_model: Any, mlflow_server: str) -> None:

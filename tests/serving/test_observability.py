@@ -77,8 +77,8 @@ def test_request_log_sampling_rate(tmp_path: Path) -> None:
     from ctcd.serving.protocols import ScoringRequest
 
     log = RequestLog(tmp_path / "r.sqlite", sample_rate=0.0)
-    log.offer(model_name="m", version="1", protocol="mlflow", request=ScoringRequest(),
-              output=[], latency_ms=1.0)
+    log.offer(model_name="m", version="1", protocol="mlflow", request_id="r",
+              request=ScoringRequest(), output=[], latency_ms=1.0)
     log.close()
     with sqlite3.connect(tmp_path / "r.sqlite") as db:
         assert db.execute("SELECT count(*) FROM requests").fetchone() == (0,)
@@ -92,8 +92,11 @@ async def test_openapi_documents_every_route(make_server: Any, client_for: Any) 
     documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
     app = create_app(server)
     served = {(route.path, method) for route in app.routes if isinstance(route, Route)
-              for method in (route.methods or ()) if method != "HEAD"}
+              for method in (route.methods or ()) if method not in ("HEAD", "OPTIONS")}
     assert served == documented
+    # every path answers OPTIONS (its Allow header), which the document leaves implicit
+    assert all("OPTIONS" in (route.methods or ()) for route in app.routes
+               if isinstance(route, Route))
     for path, ops in doc["paths"].items():
         for name in re.findall(r"{(\w+)}", path):
             for op in ops.values():

@@ -44,7 +44,10 @@ def test_schemathesis_finds_nothing(churn_url: str, tmp_path: Path) -> None:
 
 
 ADMIN_BODIES = [("post", "/admin/versions", {"model_uri": "fake://2", "version": "2"}),
-                ("put", "/admin/traffic", {"weights": {"1": 1.0}})]
+                ("put", "/admin/traffic", {"weights": {"1": 1.0}}),
+                ("put", "/admin/shadow", {"version": "2", "mirror_percent": 10,
+                                          "timeout_ms": 500, "tolerance": 0.01,
+                                          "window_seconds": 30})]
 
 
 @pytest.mark.anyio
@@ -56,9 +59,12 @@ async def test_admin_bodies_the_server_refuses_extra_fields_of_say_so(
 
     from ctcd.serving.openapi import document
 
-    client = client_for(make_server("fake", {"1": "fake://1"}, loader=fake_loader()))
-    schema = document("fake")["paths"][path][method]["requestBody"]["content"][
-        "application/json"]["schema"]
+    client = client_for(make_server("fake", {"1": "fake://1", "2": "fake://2"},
+                                    loader=fake_loader()))
+    doc = document("fake")
+    schema = doc["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+    if "$ref" in schema:
+        schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
     assert schema["additionalProperties"] is False
     assert set(body) == set(schema["properties"]) >= set(schema["required"])
     refused = await client.request(method, path, json={**body, "surprise": 1})

@@ -1,4 +1,4 @@
-"""Admin operations (list, load, split traffic, unload) over all workers of a server.
+"""Admin operations (list, load, split traffic, unload, shadow) over all workers of a server.
 
 A transport checks the caller and parses the body; this applies the change on the local
 :class:`~ctcd.serving.handlers.ModelServer` and, with ``--workers N``, repeats it on
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ctcd.serving.comparison import merge_states
 from ctcd.serving.errors import InvalidInput
 from ctcd.serving.handlers import ModelServer
 from ctcd.serving.workers import Peers, merge_versions
@@ -84,6 +85,41 @@ class Admin:
                 return 502, {"error": f"unloaded here, but worker {url} answered "
                              f"{status}: {answer}"}
         return 200, described
+
+
+    async def shadow_state(self, samples: int, *, internal: bool = False) -> AdminResult:
+        own = self.server.shadow_state(samples)
+        peers = self._fan_out(internal)
+        if peers is not None and own["shadow"] is not None:
+            others = [b.get("shadow") for _, status, b in
+                      await peers.call("GET", f"/admin/shadow?samples={samples}")
+                      if status == 200]
+            own = {**own, "shadow": merge_states(own["shadow"], others, samples)}
+        return 200, own
+
+    async def start_shadow(self, doc: dict[str, Any], *, internal: bool = False) -> AdminResult:
+        was_running = self.server.shadow is not None
+        await self.server.start_shadow(doc)
+        peers = self._fan_out(internal)
+        if peers is not None:
+            results = await peers.call("PUT", "/admin/shadow", doc)
+            failed = [r for r in results if r[1] >= 300]
+            if failed:
+                started = [url for url, code, _ in results if code < 300]
+                await peers.call("DELETE", "/admin/shadow", urls=started)
+                if not was_running:
+                    await self.server.stop_shadow()
+                return _peer_failure(failed)
+        return await self.shadow_state(20, internal=internal)
+
+    async def stop_shadow(self, *, internal: bool = False) -> AdminResult:
+        final = await self.server.stop_shadow()
+        peers = self._fan_out(internal)
+        if peers is not None and final["shadow"] is not None:
+            ended = [b.get("shadow") for _, status, b in
+                     await peers.call("DELETE", "/admin/shadow") if status == 200]
+            final = {**final, "shadow": merge_states(final["shadow"], ended, 20)}
+        return 200, final
 
 
 def _peer_failure(failed: list[tuple[str, int, Any]]) -> AdminResult:

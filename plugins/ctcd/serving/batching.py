@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -222,7 +222,7 @@ class Batcher:
             for request, future in batch:  # isolate the request(s) the model refuses
                 try:
                     one = await loop.run_in_executor(
-                        self._executor, self._call, _table(request), request.outputs)
+                        self._executor, call, self.model, _table(request), request.outputs)
                 except Exception as single_err:
                     _settle(future, error=single_err)
                 else:
@@ -232,31 +232,72 @@ class Batcher:
             for _, future in batch:
                 _settle(future, error=err)
             return
-        start = 0
-        for request, future in batch:
-            stop = start + request.rows
-            if not outputs:
-                part = take(result, start, stop)
-            elif request.outputs:
-                part = {name: take(result[name], start, stop) for name in request.outputs}
-            else:
-                part = take(result["predict"], start, stop)
+        parts = split(result, [r for r, _ in batch], outputs)
+        for (_, future), part in zip(batch, parts, strict=True):
             _settle(future, result=part)
-            start = stop
-
-    def _call(self, table: Table, outputs: tuple[str, ...]) -> Any:
-        """The model's default output (``outputs`` empty), else a dict of each named one."""
-        if not outputs:
-            return self.model.predict_table(table)
-        return self.model.predict(table.to_model_input(), None, outputs=outputs)
 
     def _timed(self, table: Table, outputs: tuple[str, ...]) -> Any:
         started = time.perf_counter()
-        result = self._call(table, outputs)
+        result = call(self.model, table, outputs)
         took = time.perf_counter() - started
         average = self._predict_s
         self._predict_s = took if average is None else average + (took - average) * 0.2
         return result
+
+
+def call(model: LoadedModel, table: Table, outputs: tuple[str, ...]) -> Any:
+    """The model's default output (``outputs`` empty), else a dict of each named one."""
+    if not outputs:
+        return model.predict_table(table)
+    return model.predict(table.to_model_input(), None, outputs=outputs)
+
+
+def split(result: Any, requests: Sequence[ScoringRequest], outputs: tuple[str, ...]) -> list[Any]:
+    """Each request's rows of a merged call's ``result`` (the outputs it asked for)."""
+    parts, start = [], 0
+    for request in requests:
+        stop = start + request.rows
+        if not outputs:
+            parts.append(take(result, start, stop))
+        elif request.outputs:
+            parts.append({name: take(result[name], start, stop) for name in request.outputs})
+        else:
+            parts.append(take(result["predict"], start, stop))
+        start = stop
+    return parts
+
+
+def predict_each(model: LoadedModel, requests: Sequence[ScoringRequest]) -> list[Any]:
+    """In a predict thread, each request's output or the exception it raised: the
+    requests with a checked table in one merged call, the others one by one; a merged call
+    that fails is repeated one by one, so one refused input fails only its own request."""
+    out: list[Any] = [None] * len(requests)
+    merged = [i for i, r in enumerate(requests)
+              if r.table is not None and not r.params and model.row_aligned]
+    single = [i for i in range(len(requests)) if i not in set(merged)]
+    if len(merged) > 1:
+        group = [requests[i] for i in merged]
+        outputs = _union(r.outputs for r in group)
+        try:
+            result = call(model, Table.concat([_table(r) for r in group]), outputs)
+        except Exception:
+            single += merged
+        else:
+            for i, part in zip(merged, split(result, group, outputs), strict=True):
+                out[i] = part
+    else:
+        single += merged
+    for i in single:
+        request = requests[i]
+        try:
+            if request.table is not None and not request.params:
+                out[i] = call(model, request.table, request.outputs)
+            else:
+                out[i] = model.predict(request.model_input(), request.params,
+                                       outputs=request.outputs)
+        except Exception as err:  # the caller counts it; nothing here is answered to anyone
+            out[i] = err
+    return out
 
 
 def _table(request: ScoringRequest) -> Table:

@@ -29,6 +29,7 @@ from ctcd.serving.model import LoadedModel
 from ctcd.serving.protocols import Reply, ScoringRequest
 from ctcd.serving.registry import ModelRegistry, VersionSlot
 from ctcd.serving.schema import InputSchema
+from ctcd.serving.shadow import SampleSink, Shadow, ShadowLimits, ShadowPlan
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ Encoder = Callable[[VersionSlot, ScoringRequest, Any], "bytes | Reply"]
 
 
 class RequestSink(Protocol):
-    def offer(self, *, model_name: str, version: str, protocol: str,
+    def offer(self, *, model_name: str, version: str, protocol: str, request_id: str,
               request: ScoringRequest, output: Any, latency_ms: float) -> None: ...
 
 
@@ -58,9 +59,16 @@ class Answer:
     status: int
     body: bytes
     version: str
+    request_id: str
     error: str | None = None
     media_type: str = "application/json"
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def internal_error(request_id: str) -> str:
+    """What a client is told of an unexpected server error (the detail is in the log)."""
+    return (f"internal error; the model server's log has the detail under request id "
+            f"{request_id}")
 
 
 class ModelServer:
@@ -72,7 +80,11 @@ class ModelServer:
         batching: BatchConfig | None = None,
         metrics: ServerMetrics | None = None,
         sink: RequestSink | None = None,
+        shadow_limits: ShadowLimits | None = None,
+        samples: Callable[[], SampleSink] | None = None,
     ) -> None:
+        """``samples`` opens where a shadow's samples are written (the request log),
+        when ``sink`` is not that already."""
         self.name = name
         self.registry = ModelRegistry(name)
         self.metrics = metrics or ServerMetrics(name)
@@ -80,11 +92,18 @@ class ModelServer:
         self._batching = batching or BatchConfig()
         self._sink = sink
         self._admin_lock = asyncio.Lock()
+        self.shadow: Shadow | None = None
+        self._shadow_limits = shadow_limits or ShadowLimits(
+            max_rows=self._batching.max_rows, threads=self._batching.threads)
+        self._open_samples = samples
 
     # -- scoring ---------------------------------------------------------------------
     async def score(self, slot: VersionSlot, protocol: str, decode: Decoder,
-                    encode: Encoder) -> Answer:
-        """Decode, check, predict (batched), encode; count the outcome on ``slot``."""
+                    encode: Encoder, request_id: str) -> Answer:
+        """Decode, check, predict (batched), encode; count the outcome on ``slot``. An
+        unexpected failure is answered with a generic message naming ``request_id`` (the
+        request's correlation id) and logged in full under it: its text is the server's,
+        not the client's, to read."""
         started = time.perf_counter()
         rows = 0
         request: ScoringRequest | None = None
@@ -98,20 +117,26 @@ class ModelServer:
             status, encoded = 200, encode(slot, request, output)
         except ServingError as err:
             status, error = err.status_code, err.message
-        except Exception as err:
-            log.exception("prediction failed on %s version %s", self.name, slot.version)
+        except Exception:
+            log.exception("request %s: prediction failed on %s version %s", request_id,
+                          self.name, slot.version)
             status = 500
-            error = f"internal error while scoring: {type(err).__name__}: {err}"
+            error = internal_error(request_id)
         elapsed = time.perf_counter() - started
         slot.record(status, elapsed)
         self.metrics.observe_request(slot.version, protocol, status, elapsed, rows)
-        if status == 200 and self._sink is not None and request is not None:
-            self._sink.offer(model_name=self.name, version=slot.version, protocol=protocol,
-                             request=request, output=output, latency_ms=elapsed * 1000)
+        if status == 200 and request is not None:
+            if self._sink is not None:
+                self._sink.offer(model_name=self.name, version=slot.version, protocol=protocol,
+                                 request_id=request_id, request=request, output=output,
+                                 latency_ms=elapsed * 1000)
+            shadow = self.shadow
+            if shadow is not None and slot is not shadow.slot:
+                shadow.offer(request, request_id, slot.version, output, elapsed)
         if isinstance(encoded, Reply):
-            return Answer(status, encoded.body, slot.version, error, encoded.media_type,
-                          encoded.headers)
-        return Answer(status, encoded, slot.version, error)
+            return Answer(status, encoded.body, slot.version, request_id, error,
+                          encoded.media_type, encoded.headers)
+        return Answer(status, encoded, slot.version, request_id, error)
 
     # -- model metadata and readiness (the V2 view of the model) ----------------------
     def ready(self) -> bool:
@@ -197,20 +222,80 @@ class ModelServer:
         async with self._admin_lock:
             self.registry.set_weights(weights)
             self.metrics.set_weights({s.version: s.weight for s in self.registry.slots})
+            shadow = self.shadow
+            if shadow is not None and shadow.slot.weight > 0:  # promoted: it is live now
+                self._end_shadow("it was given traffic")
         return self.registry.describe()
 
     async def remove_version(self, version: str) -> dict[str, Any]:
         async with self._admin_lock:
             slot = self.registry.remove(version)
             self.metrics.set_weights({}, removed=(version,))
+            if self.shadow is not None and self.shadow.slot is slot:
+                self._end_shadow("it was unloaded")
         # In-flight requests hold the slot and finish; the predict thread exits after them.
         # The model is in memory: its downloaded files can go now.
         slot.batcher.close()
         slot.model.close()
         return self.registry.describe()
 
+    # -- shadow ----------------------------------------------------------------------
+    async def start_shadow(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """Mirror a share of live requests to a loaded version with no traffic
+        (:mod:`ctcd.serving.shadow`). Asking again for the same shadow changes nothing."""
+        plan = ShadowPlan.parse(doc)
+        async with self._admin_lock:
+            running = self.shadow
+            if running is not None:
+                if running.plan == plan:
+                    return self.shadow_state()
+                raise AdminConflict(
+                    f"version {running.plan.version} is shadowed already (since "
+                    f"{running.started_at.isoformat()}); end it with DELETE /admin/shadow "
+                    "first")
+            slot = self.registry.find(plan.version)
+            if slot is None:
+                raise InvalidInput("version", f"version {plan.version!r} is not loaded; load "
+                                   "it with POST /admin/versions first")
+            if slot.weight > 0 or slot.state != "ready":
+                what = f"has traffic weight {slot.weight}" if slot.weight else f"is {slot.state}"
+                raise AdminConflict(f"version {plan.version!r} {what}; a shadow answers no "
+                                    "client, so it needs a ready version with weight 0")
+            samples = self._sink if isinstance(self._sink, SampleSink) else None
+            if samples is None and self._open_samples is not None:
+                samples = self._open_samples()
+            self.shadow = Shadow(self.name, plan, slot, self._shadow_limits, self.metrics,
+                                 samples)
+            self.metrics.set_mirror(plan.version, plan.mirror_percent / 100)
+            log.info("shadow: mirroring %g%% of requests to version %s", plan.mirror_percent,
+                     plan.version)
+        return self.shadow_state()
+
+    async def stop_shadow(self) -> dict[str, Any]:
+        """End the shadow (the version stays loaded); its last state, or none."""
+        async with self._admin_lock:
+            final = self.shadow_state()
+            if self.shadow is not None:
+                self._end_shadow("it was ended by the admin API")
+        return final
+
+    def shadow_state(self, samples: int = 20) -> dict[str, Any]:
+        shadow = self.shadow
+        return {"model_name": self.name,
+                "shadow": shadow.state(samples) if shadow is not None else None}
+
+    def _end_shadow(self, why: str) -> None:
+        shadow = self.shadow
+        if shadow is None:
+            return
+        self.shadow = None
+        shadow.close()
+        self.metrics.set_mirror(shadow.plan.version, 0.0)
+        log.info("shadow of version %s ended: %s", shadow.plan.version, why)
+
     def close(self) -> None:
         """Stop every version's predict thread and remove its downloaded files."""
+        self._end_shadow("the server stops")
         for slot in self.registry.slots:
             slot.batcher.close()
             slot.model.close()

@@ -33,18 +33,28 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _json(_ERROR, text[c]) for c in codes}
 
 
+_SAMPLES = {"name": "samples", "in": "query", "required": False,
+            "description": "How many of the kept disagreeing or failed requests to include",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 20}}
+_REQUEST_ID = {"name": "X-Request-ID", "in": "header", "required": False,
+               "description": "Correlation id of the request (up to 128 printable ASCII "
+               "characters); the server makes one when it is absent or empty",
+               "schema": {"type": "string", "maxLength": 128, "pattern": "^[ -~]*$"}}
+
+
 def _op(summary: str, ok: dict[str, dict[str, Any]], *, body: dict[str, Any] | None = None,
         errors: tuple[int, ...] = (), tags: tuple[str, ...] = (), secured: str | None = None,
-        params: tuple[str, ...] = ()) -> dict[str, Any]:
+        params: tuple[str, ...] = (), extra: tuple[dict[str, Any], ...] = ()
+        ) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "tags": list(tags), "responses": {**ok,
                                                                               **_errors(*errors)}}
     if body is not None:
         op["requestBody"] = {"required": True, "content": body}
     if secured:
         op["security"] = [{secured: []}]
-    if params:
-        op["parameters"] = [{"name": p, "in": "path", "required": True,
-                             "schema": {"type": "string"}} for p in params]
+    if params or extra:
+        op["parameters"] = [*({"name": p, "in": "path", "required": True,
+                               "schema": {"type": "string"}} for p in params), *extra]
     return op
 
 
@@ -94,10 +104,13 @@ def document(model_name: str, schema: InputSchema | None = None, *, token: bool 
     """``token`` / ``admin_token``: whether the server requires them (else no security)."""
     text_ok = {"200": {"description": "OK", "content": {"text/plain": {}}}}
     versions_ok = {"200": _json({"$ref": "#/components/schemas/Versions"}, "All versions")}
+    shadow_ok = {"200": _json({"$ref": "#/components/schemas/Shadow"}, "The shadow, or null")}
     predict_headers = {
         "X-Model-Name": {"schema": {"type": "string"}, "description": "Model that answered"},
         "X-Model-Version": {"schema": {"type": "string"}, "description": "Version that "
                             "answered"},
+        "X-Request-ID": {"schema": {"type": "string"}, "description": "The request's "
+                         "correlation id: the one sent, else one made by the server"},
     }
     predictions = _json({"$ref": "#/components/schemas/Predictions"}, "Predictions")
     predictions["headers"] = predict_headers
@@ -109,7 +122,7 @@ def document(model_name: str, schema: InputSchema | None = None, *, token: bool 
                    body={"application/json": {"schema": {"$ref":
                                                          "#/components/schemas/V2Request"}}},
                    errors=(400, *unauthorized, 404, 413, 415, 422, 503), tags=("v2",),
-                   secured=predict, params=("name",))
+                   secured=predict, params=("name",), extra=(_REQUEST_ID,))
     v2_meta = _op("Model metadata", {"200": _json({"type": "object"}, "Metadata")},
                   errors=(*unauthorized, 404), tags=("v2",), secured=predict,
                   params=("name",))
@@ -137,7 +150,8 @@ def document(model_name: str, schema: InputSchema | None = None, *, token: bool 
     invocations = _op(
         "Score rows (MLflow scoring protocol)", {"200": predictions},
         body={"application/json": {"schema": {"$ref": "#/components/schemas/MlflowRequest"}}},
-        errors=(400, *unauthorized, 413, 415, 422, 503), tags=("mlflow",), secured=predict)
+        errors=(400, *unauthorized, 413, 415, 422, 503), tags=("mlflow",), secured=predict,
+        extra=(_REQUEST_ID,))
     invocations["description"] = (
         "Also accepts text/csv (UTF-8, a header row naming the columns), columns in any "
         "order in dataframe_split, and columnar objects {column: [values]} in instances / "
@@ -177,6 +191,17 @@ def document(model_name: str, schema: InputSchema | None = None, *, token: bool 
         "/admin/versions/{version}": {"delete": _op(
             "Unload a version with weight 0", versions_ok, errors=(401, 403, 404, 409),
             params=("version",), **admin)},
+        "/admin/shadow": {
+            "get": _op("The shadow version and its comparison with the live one",
+                       shadow_ok, errors=(400, 401, 403), extra=(_SAMPLES,), **admin),
+            "put": _op(
+                "Mirror a share of live requests to a loaded version with weight 0",
+                shadow_ok, body={"application/json": {"schema": {
+                    "$ref": "#/components/schemas/ShadowPlan"}}},
+                errors=(400, 401, 403, 409), **admin),
+            "delete": _op("End the shadow (the version stays loaded); its last state",
+                          shadow_ok, errors=(401, 403), **admin),
+        },
         "/admin/traffic": {"put": _op(
             "Set the whole traffic split at once", versions_ok,
             body={"application/json": {"schema": {
@@ -238,6 +263,28 @@ _SCHEMAS: dict[str, Any] = {
         "requests": {"type": "integer"}, "errors": {"type": "integer"},
         "latency_ms_p50": {"type": ["number", "null"]},
         "latency_ms_p99": {"type": ["number", "null"]}}},
+    "ShadowPlan": {
+        "type": "object", "required": ["version", "mirror_percent"],
+        "additionalProperties": False, "properties": {
+            "version": {"type": "string", "minLength": 1,
+                        "description": "A loaded version with traffic weight 0"},
+            "mirror_percent": {"type": "number", "exclusiveMinimum": 0, "maximum": 100,
+                               "description": "Share of live requests copied to it"},
+            "timeout_ms": {"type": "number", "exclusiveMinimum": 0, "maximum": 600000,
+                           "default": 1000, "description": "A copy not answered by then "
+                           "counts as a timeout"},
+            "tolerance": {"type": "number", "minimum": 0, "default": 1e-6,
+                          "description": "Largest absolute difference of a number that "
+                          "still agrees"},
+            "window_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400,
+                               "default": 60, "description": "Length of a comparison "
+                               "window"}}},
+    "Shadow": {"type": "object", "required": ["model_name", "shadow"], "properties": {
+        "model_name": {"type": "string"},
+        "shadow": {"type": ["object", "null"], "description": "The plan, `cumulative` and "
+                   "`windows` of the comparison (mirrored, dropped, answered, errors, "
+                   "timeouts, labels.agreement, numbers.abs_difference, latency_ms.live/"
+                   "shadow), and `samples` of disagreeing or failed requests"}}},
     "Versions": {"type": "object", "properties": {
         "model_name": {"type": "string"},
         "versions": {"type": "array", "items": {"$ref": "#/components/schemas/Version"}}}},

@@ -9,9 +9,8 @@ wire formats are in :mod:`ctcd.serving.protocols`.
 from __future__ import annotations
 
 import contextlib
-import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+import logging
+from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
@@ -20,35 +19,33 @@ import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from ctcd.serving import auth
-from ctcd.serving.admin import Admin, AdminResult
-from ctcd.serving.errors import InvalidInput, PayloadTooLarge, ServingError
-from ctcd.serving.handlers import Answer, ModelServer
+from ctcd.serving import auth, correlation
+from ctcd.serving.admin import Admin
+from ctcd.serving.errors import InvalidInput, ServingError
+from ctcd.serving.handlers import Answer, ModelServer, internal_error
+from ctcd.serving.http import (
+    BINARY_HEADER,
+    ID_KEY,
+    AppConfig,
+    Endpoint,
+    OrjsonResponse,
+    by_path,
+    hot_headers,
+    read_body,
+    request_id,
+)
 from ctcd.serving.protocols import ScoringRequest, v2_binary
 from ctcd.serving.protocols import mlflow as mlflow_protocol
 from ctcd.serving.protocols import v2 as v2_protocol
-from ctcd.serving.workers import INTERNAL_HEADER, Peers
+from ctcd.serving.rest_admin import admin_routes
+
+__all__ = ["AppConfig", "create_app", "hot_headers"]
 
 JSON = "application/json"
-
-
-@dataclass(frozen=True)
-class AppConfig:
-    token: str | None = None
-    admin_token: str | None = None
-    loopback: bool = True
-    max_body_bytes: int = 16 * 1024 * 1024
-    internal_token: str | None = None  # calls between workers of one server
-    peers: Peers | None = None  # the other workers, when --workers > 1
-
-
-class OrjsonResponse(JSONResponse):
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+log = logging.getLogger("ctcd.serving")
 
 
 class Scored:
@@ -70,6 +67,7 @@ class Scored:
             (b"content-type", media_type.encode("latin-1")),
             (b"x-model-name", name),
             (b"x-model-version", result.version.encode("latin-1")),
+            (b"x-request-id", result.request_id.encode("latin-1")),
             *((k.lower().encode("latin-1"), v.encode("latin-1"))
               for k, v in result.headers.items()),
         ]
@@ -80,46 +78,10 @@ class Scored:
         await send({"type": "http.response.body", "body": self.body})
 
 
-# the request headers the prediction routes read (ASGI header names are lower-case)
-_BINARY_HEADER = v2_binary.HEADER.lower().encode("latin-1")
-_HOT_HEADERS = frozenset((b"authorization", b"content-length", b"content-type",
-                          _BINARY_HEADER))
-
-
-def hot_headers(request: Request) -> dict[bytes, str]:
-    """The headers the prediction routes read, from one pass over the ASGI scope's raw
-    headers (the first of a repeated name, as Starlette's ``Headers.get`` gives), kept in
-    the scope: cheaper per request than building ``Headers`` and scanning it per lookup."""
-    scope = request.scope
-    found: dict[bytes, str] | None = scope.get("ctcd.headers")
-    if found is None:
-        found = {}
-        for key, value in scope["headers"]:
-            if key in _HOT_HEADERS and key not in found:
-                found[key] = value.decode("latin-1")
-        scope["ctcd.headers"] = found
-    return found
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = hot_headers(request).get(b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(int(declared), limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(None, limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlette:
     config = config or AppConfig()
     name = server.name
     name_header = name.encode("latin-1")
-    admin = Admin(server, config.peers)
 
     async def body(request: Request) -> bytes:
         return await read_body(request, config.max_body_bytes)
@@ -138,6 +100,7 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
         return PlainTextResponse(served_version)
 
     async def invocations(request: Request) -> Scored:
+        rid = request_id(request)
         predict_auth(request)
         data = await body(request)
         content_type = hot_headers(request).get(b"content-type")
@@ -145,7 +108,7 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
         result = await server.score(
             slot, "mlflow",
             lambda schema: mlflow_protocol.decode(data, content_type, schema),
-            lambda _slot, _request, output: mlflow_protocol.encode(output),
+            lambda _slot, _request, output: mlflow_protocol.encode(output), rid,
         )
         return Scored(name_header, result)
 
@@ -172,6 +135,7 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
         return OrjsonResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
     async def v2_infer(request: Request) -> Scored:
+        rid = request_id(request)
         predict_auth(request)
         data = await body(request)
         headers = hot_headers(request)
@@ -181,61 +145,19 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
         outputs = slot.model.output_names
 
         def decode(schema: Any) -> ScoringRequest:
-            length = v2_binary.header_length(headers.get(_BINARY_HEADER), len(data))
+            length = v2_binary.header_length(headers.get(BINARY_HEADER), len(data))
             if length is None:
-                return v2_protocol.decode(data, content_type, schema, outputs)
-            return v2_binary.decode(data, length, content_type, schema, outputs)
+                scoring = v2_protocol.decode(data, content_type, schema, outputs)
+            else:
+                scoring = v2_binary.decode(data, length, content_type, schema, outputs)
+            scoring.meta["id"] = scoring.meta.get("id") or rid
+            return scoring
 
         result = await server.score(
             slot, "v2", decode,
-            lambda s, scoring, output: v2_binary.encode(name, s.version, scoring, output),
+            lambda s, scoring, output: v2_binary.encode(name, s.version, scoring, output), rid,
         )
         return Scored(name_header, result)
-
-    # -- admin -------------------------------------------------------------------------
-    def admin_auth(request: Request) -> bool:
-        """Check the caller; True when it is another worker of this server (apply here
-        only, do not fan out again)."""
-        given = request.headers.get(INTERNAL_HEADER)
-        if (config.internal_token is not None and given is not None
-                and hmac.compare_digest(given.encode(), config.internal_token.encode())):
-            return True
-        auth.check_admin(request.headers.get("authorization"), config.admin_token,
-                         config.loopback)
-        return False
-
-    async def json_object(request: Request) -> dict[str, Any]:
-        raw = await body(request)
-        try:
-            doc = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError as err:
-            raise InvalidInput("body", f"is not valid JSON ({err})") from None
-        if not isinstance(doc, dict):
-            raise InvalidInput("body", "must be a JSON object")
-        return doc
-
-    def admin_response(result: AdminResult) -> Response:
-        status, content = result
-        return OrjsonResponse(content, status_code=status)
-
-    async def list_versions(request: Request) -> Response:
-        internal = admin_auth(request)
-        return admin_response(await admin.list_versions(internal=internal))
-
-    async def add_version(request: Request) -> Response:
-        internal = admin_auth(request)
-        doc = await json_object(request)
-        return admin_response(await admin.add_version(doc, internal=internal))
-
-    async def set_traffic(request: Request) -> Response:
-        internal = admin_auth(request)
-        doc = await json_object(request)
-        return admin_response(await admin.set_traffic(doc, internal=internal))
-
-    async def remove_version(request: Request) -> Response:
-        internal = admin_auth(request)
-        return admin_response(await admin.remove_version(request.path_params["version"],
-                                                         internal=internal))
 
     # -- operations --------------------------------------------------------------------
     async def metrics(request: Request) -> Response:
@@ -263,9 +185,7 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
         ("/v2/models/{name}/versions/{version}", {"GET": v2_model}),
         ("/v2/models/{name}/versions/{version}/ready", {"GET": v2_model_ready}),
         ("/v2/models/{name}/versions/{version}/infer", {"POST": v2_infer}),
-        ("/admin/versions", {"GET": list_versions, "POST": add_version}),
-        ("/admin/versions/{version}", {"DELETE": remove_version}),
-        ("/admin/traffic", {"PUT": set_traffic}),
+        *admin_routes(Admin(server, config.peers), config),
         ("/metrics", {"GET": metrics}),
         ("/openapi.json", {"GET": openapi}),
     ])
@@ -279,33 +199,12 @@ def create_app(server: ModelServer, config: AppConfig | None = None) -> Starlett
 
     app = _App(
         routes=routes,
-        exception_handlers={ServingError: _serving_error, HTTPException: _http_error},
+        exception_handlers={ServingError: _serving_error, HTTPException: _http_error,
+                            Exception: _internal_error},
         lifespan=lifespan,
     )
     app.invocations, app.infer = invocations, v2_infer
     return app
-
-
-Endpoint = Callable[[Request], Awaitable[Response | Scored]]
-
-
-def by_path(table: list[tuple[str, dict[str, Endpoint]]]) -> list[Route]:
-    """One route per path, whatever its methods: a 405 and ``OPTIONS`` (204) name every
-    method the path serves in ``Allow`` (a route per method would name its own only)."""
-    routes = []
-    for path, endpoints in table:
-        methods = {*endpoints, *(("HEAD",) if "GET" in endpoints else ()), "OPTIONS"}
-        allow = ", ".join(sorted(methods))
-
-        async def dispatch(request: Request, endpoints: dict[str, Endpoint] = endpoints,
-                           allow: str = allow) -> Response | Scored:
-            if request.method == "OPTIONS":
-                return Response(status_code=204, headers={"Allow": allow})
-            return await endpoints["GET" if request.method == "HEAD" else request.method](
-                request)
-
-        routes.append(Route(path, dispatch, methods=sorted(methods)))
-    return routes
 
 
 class _App(Starlette):
@@ -331,6 +230,8 @@ class _App(Starlette):
             response = await endpoint(request)
         except ServingError as err:
             response = await _serving_error(request, err)
+        except Exception as err:  # the last resort, as Starlette's would be
+            response = await _internal_error(request, err)
         await response(scope, receive, send)
 
     def _prediction(self, scope: Scope) -> Endpoint | None:
@@ -355,8 +256,26 @@ class _App(Starlette):
 async def _serving_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, ServingError):  # registered for ServingError only
         raise exc
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else {}
+    rid = request.scope.get(ID_KEY)
+    if rid is not None:
+        headers[correlation.HEADER] = rid
     return OrjsonResponse({"error": exc.message}, status_code=exc.status_code, headers=headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """An unexpected error: a generic answer naming the request's correlation id, the
+    detail in the server's log under it (never the exception's text to the client)."""
+    rid = request.scope.get(ID_KEY)
+    if rid is None:
+        try:
+            rid = request_id(request)
+        except InvalidInput:
+            rid = request.scope[ID_KEY]
+    log.error("request %s: %s %s failed", rid, request.method, request.url.path,
+              exc_info=exc)
+    return OrjsonResponse({"error": internal_error(rid)}, status_code=500,
+                          headers={correlation.HEADER: rid})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

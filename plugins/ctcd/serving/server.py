@@ -78,10 +78,17 @@ def build(settings: ServerSettings,
     from ctcd.serving.handlers import BatchConfig, ModelServer
     from ctcd.serving.reqlog import RequestLog
     from ctcd.serving.rest import AppConfig
+    from ctcd.serving.shadow import ShadowLimits
 
     sink = None
     if settings.request_log_sample_rate > 0:
         sink = RequestLog.open(settings.request_log_path, settings.request_log_sample_rate)
+    opened: list[RequestLog] = []
+
+    def samples() -> RequestLog:  # a shadow's samples need the log even when nothing is sampled
+        if not opened:
+            opened.append(RequestLog.open(settings.request_log_path, 0.0))
+        return opened[0]
     first = {settings.model_uri: preloaded} if preloaded is not None else {}
 
     def loader(uri: str) -> LoadedModel:  # the first load takes the preloaded model
@@ -93,6 +100,11 @@ def build(settings: ServerSettings,
         batching=BatchConfig(settings.batching, settings.max_batch_rows,
                              settings.max_batch_wait_ms, settings.threads),
         sink=sink,
+        shadow_limits=ShadowLimits(
+            max_queue=settings.shadow_max_queue, samples=settings.shadow_samples,
+            windows=settings.shadow_windows, max_rows=settings.max_batch_rows,
+            threads=settings.threads),
+        samples=samples,
     )
     model = server.load_blocking(settings.model_uri)
     server.install(settings.model_version, model, weight=1.0)

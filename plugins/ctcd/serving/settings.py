@@ -52,6 +52,17 @@ class ServerSettings(BaseSettings):
     request_log_path: Path | None = Field(
         default=None, description="SQLite file of the request log; default "
         "$CTCD_HOME/serving/requests.sqlite.")
+    shadow_max_queue: int = Field(
+        default=1000, ge=1, le=1_000_000, description="Copies of live requests waiting for "
+        "a shadow version (PUT /admin/shadow); when it is full, copies are dropped and "
+        "counted, never waited for.")
+    shadow_samples: int = Field(
+        default=100, ge=0, le=10_000, description="Disagreeing or failed shadow requests kept "
+        "(inputs and both answers; a uniform sample), per shadow and worker, in memory and "
+        "in the request log's table shadow_samples.")
+    shadow_windows: int = Field(
+        default=10, ge=1, le=1000, description="Closed windows of the shadow comparison kept "
+        "besides the current one and the cumulative figures.")
     log_level: str = Field(default="warning", description="Log level of the server.")
     # Set by the supervisor for its workers (--workers > 1); not for users.
     worker_index: int | None = Field(default=None, description="Internal: worker number.")

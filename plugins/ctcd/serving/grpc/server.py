@@ -5,21 +5,25 @@ prediction routes do), then goes through :class:`ctcd.serving.handlers.ModelServ
 the same version routing and traffic split, signature validation, batching, metrics
 (protocol ``grpc``) and request log as REST. Errors keep their message (which names the
 field) and map to gRPC codes: 400 -> INVALID_ARGUMENT, 401 -> UNAUTHENTICATED, 404 ->
-NOT_FOUND, 503 -> UNAVAILABLE, 500 -> INTERNAL.
+NOT_FOUND, 503 -> UNAVAILABLE, 500 -> INTERNAL (a generic message naming the request's
+correlation id, the detail in the server's log). ``ModelInfer`` takes the correlation id
+from the metadata key ``x-request-id`` (else makes one) and returns it in the trailing
+metadata under the same key.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import grpc
 import numpy as np
 
-from ctcd.serving import auth
+from ctcd.serving import auth, correlation
 from ctcd.serving.errors import InvalidInput, ServingError
 from ctcd.serving.grpc import SERVICE, protos
-from ctcd.serving.handlers import ModelServer
+from ctcd.serving.handlers import ModelServer, internal_error
 from ctcd.serving.protocols import ScoringRequest, v2
 from ctcd.serving.protocols.v2_binary import tensor_from_bytes, to_bytes
 from ctcd.serving.registry import VersionSlot
@@ -46,6 +50,7 @@ _FIELD_DTYPES: Final[dict[str, str]] = {
 }
 
 Method = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+log = logging.getLogger("ctcd.serving")
 
 
 def code_of(status: int) -> grpc.StatusCode:
@@ -109,12 +114,18 @@ class InferenceService:
             outputs=[tensor(t) for t in meta["outputs"]])
 
     async def model_infer(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        rid = request_id(context)
         self._check(context)
         slot = self.server.route(request.model_name, request.model_version or None)
+
+        def checked(schema: InputSchema | None) -> ScoringRequest:
+            scoring = decode(request, schema, slot.model.output_names)
+            scoring.meta["id"] = scoring.meta.get("id") or rid
+            return scoring
+
         answer = await self.server.score(
-            slot, "grpc",
-            lambda schema: decode(request, schema, slot.model.output_names),
-            lambda s, scoring, output: self.encode(s, scoring, output))
+            slot, "grpc", checked, lambda s, scoring, output: self.encode(s, scoring, output),
+            rid)
         if answer.error is not None:
             await context.abort(code_of(answer.status), answer.error)
         return answer.body
@@ -173,13 +184,36 @@ def _serialize(message: Any) -> bytes:
     return message.SerializeToString()  # type: ignore[no-any-return]
 
 
+def request_id(context: grpc.aio.ServicerContext) -> str:
+    """The call's correlation id (metadata ``x-request-id``, else a new one), set in the
+    trailing metadata; a malformed one is INVALID_ARGUMENT, answered under a new id."""
+    given = dict(context.invocation_metadata() or ()).get(correlation.METADATA)
+    try:
+        rid = correlation.accept(given if isinstance(given, str) else None)
+    except InvalidInput:
+        context.set_trailing_metadata(((correlation.METADATA, correlation.new_id()),))
+        raise
+    context.set_trailing_metadata(((correlation.METADATA, rid),))
+    return rid
+
+
 def _guarded(fn: Method) -> Method:
-    """Turn the data plane's errors into gRPC status codes with their message."""
+    """Turn the data plane's errors into gRPC status codes with their message; anything
+    unexpected into INTERNAL with a generic message (the detail goes to the log)."""
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await fn(request, context)
         except ServingError as err:
             await context.abort(code_of(err.status_code), err.message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:  # the last resort: the client gets no internals
+            rid = dict(context.trailing_metadata() or ()).get(correlation.METADATA)
+            if not rid:
+                rid = correlation.new_id()
+                context.set_trailing_metadata(((correlation.METADATA, rid),))
+            log.exception("request %s: gRPC %s failed", rid, type(request).__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, internal_error(str(rid)))
 
     return call
 

@@ -16,9 +16,7 @@ metadata).
 
 from __future__ import annotations
 
-import itertools
 import math
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -38,11 +36,6 @@ from ctcd.serving.schema import (
     check_matrix,
     check_tensor,
 )
-
-# ids of requests that bring none: unique per process start, without a uuid4 (an
-# os.urandom call) per request
-_ID_PREFIX: Final = uuid.uuid4().hex[:16]
-_ID_COUNTER: Final = itertools.count(1)
 
 DATATYPES: Final[dict[str, str]] = {
     "BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
@@ -261,7 +254,8 @@ def to_request(tensors: list[Tensor], schema: InputSchema | None, *,
     """Decoded input tensors (or their ``table``, already checked) -> a request checked
     against the signature."""
     names = tuple(o.name for o in outputs)
-    meta = {"id": request_id or f"{_ID_PREFIX}-{next(_ID_COUNTER)}", "outputs": list(outputs),
+    # a request without an id answers with its correlation id (set by the transport)
+    meta = {"id": request_id, "outputs": list(outputs),
             "binary": binary_default}
     selected = () if names in ((), ("predict",)) else names  # plain predict is the default
     if table is not None:
