@@ -1,5 +1,6 @@
 """The ctcd Airflow plugin: the deployments view inside the Airflow UI (a FastAPI app, a
-navigation entry and a tab on DAG runs) and the deploy task's extra links.
+navigation entry and a tab on DAG runs), the deploy task's extra links, and the listener
+that keeps task logs readable.
 
 Airflow loads this module from the plugins folder. Airflow imports *every* ``.py`` file
 there under its bare file name, so no module in this package may be named like a top-level
@@ -12,6 +13,7 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
+from ctcd import listeners
 from ctcd.operators.links import (
     APP_PREFIX,
     UI_ROUTE,
@@ -34,6 +36,7 @@ class DeploymentsApp:
 
 class CtcdPlugin(AirflowPlugin):
     name = "ctcd"
+    listeners = [listeners]  # noqa: RUF012  (task logs without library warning floods)
     operator_extra_links = [DeploymentPageLink(), ModelServerLink(), MlflowRunLink(),  # noqa: RUF012
                             DataDocsLink()]
     fastapi_apps = [{"app": DeploymentsApp(), "url_prefix": APP_PREFIX,  # noqa: RUF012
