@@ -93,6 +93,13 @@ def test_train_evaluate_gate_register_promote_then_skip(
 
     registered = pipeline.register(churn, candidate, LINEAGE, tracking, decision="passes")
     assert registered["version"] == "1" and registered["model_name"] == churn.model_name
+    # compiled at registration, verified on the holdout rows the training run kept
+    assert registered["compiled"] == "verified"
+    version_tags = tracking.client.get_model_version(churn.model_name, "1").tags
+    assert version_tags["ctcd.compiled"] == "verified"
+    assert "equal on" in version_tags["ctcd.compiled.reason"]
+    holdout = tracking.client.list_artifacts(candidate["run_id"], "verification")
+    assert [a.path for a in holdout] == ["verification/holdout.parquet"]
     assert pipeline.register(churn, candidate, LINEAGE, tracking)["version"] == "1"  # a retry
     assert tracking.alias_version(churn.model_name, "challenger") == "1"
     pipeline.promote(registered, tracking)

@@ -166,8 +166,14 @@ class FakeModel:
             raise RuntimeError("the model crashed")
         return frame["a"].to_numpy() * self.scale
 
-    def predict_table(self, table: Table, params: Any = None) -> Any:
-        return self.predict(table.to_model_input(), params)
+    def predict_table(self, table: Table, params: Any = None,
+                      outputs: tuple[str, ...] = ()) -> Any:
+        return self.predict(table.to_model_input(), params, outputs)
+
+    runtime = "fake"
+
+    def compiled_view(self) -> dict[str, str]:
+        return {"runtime": self.runtime}
 
     def close(self) -> None:
         self.closed = True

@@ -36,7 +36,8 @@ async def test_metadata_names_the_task_and_only_a_classifier_has_probabilities(
 ) -> None:
     model, http = client
     meta = (await http.get(f"/v2/models/{model.name}")).json()
-    assert meta["parameters"] == {"task": model.task}
+    assert meta["parameters"]["task"] == model.task
+    assert meta["parameters"]["runtime"] == model.flavor  # none of these is compiled
     predict, *others = meta["outputs"]
     width = [3] if model.kind == "xgboost-booster" else []  # a Booster's probabilities
     assert predict == {"name": "predict", "datatype": DATATYPES[model.kind],

@@ -9,6 +9,7 @@ prediction then records the exact version that made it, even if the alias moves 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from ctcd.errors import InvalidParams
 from ctcd.serving.errors import ModelLoadError, ServingError
 from ctcd.serving.model import LoadedModel, load
 from ctcd.serving.schema import InputSchema
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ALIAS = "champion"
 _REF = re.compile(r"^(?:models:/)?(?P<name>[^/@\s]+)(?:/(?P<version>\d+)|@(?P<alias>[^/@\s]+))?/?$")
@@ -109,6 +112,10 @@ def load_version(name: str, version: str) -> ScoringModel:
     except (ValueError, TypeError, RuntimeError, AttributeError) as err:
         raise ModelLoadError(uri, f"warm-up prediction failed: {type(err).__name__}: "
                              f"{err}") from err
+    view = model.compiled_view()
+    log.info("%s answers through %s (compiled model: %s%s)", uri, view["runtime"],
+             view.get("compiled", "none"),
+             f"; {view['compiled_reason']}" if view.get("compiled_reason") else "")
     return ScoringModel(name, version, model)
 
 

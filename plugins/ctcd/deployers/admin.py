@@ -26,6 +26,9 @@ class VersionStats:
     errors: int
     latency_ms_p50: float | None
     latency_ms_p99: float | None
+    runtime: str = ""  # what answers: onnxruntime (compiled) or the model's flavor
+    compiled: str = ""  # verified, off, none, failed, refused
+    compiled_reason: str = ""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VersionStats:
@@ -38,6 +41,9 @@ class VersionStats:
             errors=int(data.get("errors", 0)),
             latency_ms_p50=_float_or_none(data.get("latency_ms_p50")),
             latency_ms_p99=_float_or_none(data.get("latency_ms_p99")),
+            runtime=str(data.get("runtime", "")),
+            compiled=str(data.get("compiled", "")),
+            compiled_reason=str(data.get("compiled_reason", "")),
         )
 
 

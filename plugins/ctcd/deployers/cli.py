@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ctcd.compiled.cli import compile_command
 from ctcd.console import fail, out
 from ctcd.deployers.base import (
     DEFAULT_TIMEOUT,
@@ -23,8 +24,9 @@ from ctcd.deployers.registry import get_deployer, resolve_service
 from ctcd.errors import CtcdError, InvalidParams
 from ctcd.services.handle import ServiceStatus
 
-app = typer.Typer(help="Model servers: list, describe, start, stop, delete, logs.",
-                  no_args_is_help=True)
+app = typer.Typer(help="Model servers: list, describe, start, stop, delete, logs; compile "
+                  "a registered version.", no_args_is_help=True)
+app.command("compile")(compile_command)
 
 Service = Annotated[str, typer.Argument(help="Service id, unique id prefix, or server name.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -100,12 +102,16 @@ def _print_description(described: ServerDescription) -> None:
     out.print(table)
     if described.versions:
         versions = Table("VERSION", "TRAFFIC", "STATE", "REQUESTS", "ERRORS", "P50", "P99",
-                         "MODEL URI", title="loaded versions", box=None)
+                         "RUNTIME", "MODEL URI", title="loaded versions", box=None)
         for v in described.versions:
             versions.add_row(v.version, percent(v.weight), v.state, f"{v.requests:,}",
                              f"{v.errors:,}", milliseconds(v.latency_ms_p50),
-                             milliseconds(v.latency_ms_p99), v.model_uri)
+                             milliseconds(v.latency_ms_p99), v.runtime or "-", v.model_uri)
         out.print(versions)
+        for v in described.versions:
+            if v.compiled and v.compiled != "verified":
+                out.print(f"version {v.version} is not compiled ({v.compiled}): "
+                          f"{v.compiled_reason}")
     if described.history:
         history = Table("WHEN", "VERSION", "STRATEGY", "OUTCOME", "TO SERVING", "MESSAGE",
                         title="deployments", box=None)

@@ -112,6 +112,7 @@ def train(
 ) -> dict[str, Any]:
     """Train on the window's training rows; the validation result, the reference statistics
     and the lineage go with the model. The watermark tags come last."""
+    from ctcd.compiled.version import log_holdout
     from ctcd.data.watermark import training_tags
     from ctcd.monitoring.reference import log_training_reference
     from ctcd.training.train import finish
@@ -131,6 +132,9 @@ def train(
         # (reference/statistics.json) so drift checks never re-read the training data.
         log_training_reference(result.run_id, result.model, train_set, holdout, spec,
                                task=definition.resolved_task, client=tracking.client)
+    # Holdout rows kept with the run: a compiled model is verified on them at registration
+    # (and by `ctcd models compile` later).
+    log_holdout(tracking.client, result.run_id, holdout, list(spec.feature_names))
     finish(tracking, result.run_id, {
         **{f"airflow.{key}": value for key, value in lineage.items()},
         "ctcd.validation": "passed",
@@ -210,12 +214,43 @@ def register(
         tags["ctcd.gate"] = decision[:5000]
     version = tracking.register(candidate["model_uri"], name, run_id=candidate["run_id"],
                                 tags=tags)
+    compiled = compile_registered(name, version, tracking)
     return {
         "model_name": name,
         "version": version,
         "model_uri": f"models:/{name}/{version}",
         "run_id": candidate["run_id"],
+        "compiled": compiled,
     }
+
+
+def compile_registered(name: str, version: str, tracking: Tracking) -> str:
+    """Compile the new version and verify it on the training run's holdout rows; the graph
+    goes beside the model and the outcome into its tags. A model that does not convert or
+    verify is served as it is: that is logged, not an error. Returns the outcome tag."""
+    from mlflow.exceptions import MlflowException
+
+    from ctcd.compiled.version import TAG, compile_version
+    from ctcd.serving.errors import ServingError
+
+    try:
+        with thread_limits():
+            outcome = compile_version(name, version, tracking=tracking)
+    except (MlflowException, ServingError, OSError) as err:
+        # the version is registered: it is served uncompiled rather than registered twice
+        # by a retry of this task
+        log.warning("%s version %s was not compiled (%s: %s); it will be served as it is, "
+                    "`ctcd models compile %s %s` tries again", name, version,
+                    type(err).__name__, err, name, version)
+        return "none"
+    manifest = outcome.manifest
+    if manifest.verified:
+        log.info("Compiled %s version %s to ONNX (%s): %s; speedup %s", name, version,
+                 manifest.converter, manifest.reason, dict(manifest.speedup))
+    else:
+        log.warning("%s version %s will be served uncompiled: %s", name, version,
+                    manifest.reason)
+    return outcome.tags()[TAG]
 
 
 def promote(registered: Mapping[str, Any], tracking: Tracking) -> dict[str, Any]:

@@ -249,7 +249,7 @@ def call(model: LoadedModel, table: Table, outputs: tuple[str, ...]) -> Any:
     """The model's default output (``outputs`` empty), else a dict of each named one."""
     if not outputs:
         return model.predict_table(table)
-    return model.predict(table.to_model_input(), None, outputs=outputs)
+    return model.predict_table(table, outputs=outputs)
 
 
 def split(result: Any, requests: Sequence[ScoringRequest], outputs: tuple[str, ...]) -> list[Any]:

@@ -63,6 +63,7 @@ class Answer:
     error: str | None = None
     media_type: str = "application/json"
     headers: Mapping[str, str] = field(default_factory=dict)
+    runtime: str = ""  # what answered: onnxruntime (compiled), or the model's own flavor
 
 
 def internal_error(request_id: str) -> str:
@@ -135,8 +136,9 @@ class ModelServer:
                 shadow.offer(request, request_id, slot.version, output, elapsed)
         if isinstance(encoded, Reply):
             return Answer(status, encoded.body, slot.version, request_id, error,
-                          encoded.media_type, encoded.headers)
-        return Answer(status, encoded, slot.version, request_id, error)
+                          encoded.media_type, encoded.headers, slot.model.runtime)
+        return Answer(status, encoded, slot.version, request_id, error,
+                      runtime=slot.model.runtime)
 
     # -- model metadata and readiness (the V2 view of the model) ----------------------
     def ready(self) -> bool:

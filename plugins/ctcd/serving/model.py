@@ -14,6 +14,11 @@ Two ways to call a model, with the same answers:
   numeric columns, in order, may be given the frame's ndarray instead (the columns were
   checked and ordered by name here), when that answers the same at warm-up.
 - *pyfunc*: any other flavor, and custom code, goes through ``mlflow.pyfunc.load_model``.
+
+A native model compiled and verified by ``ctcd models compile`` (:mod:`ctcd.serving.compiled`)
+is answered by its ONNX graph instead, after the graph is checked again against the original
+at load; ``compiled=False`` (the server's ``--no-compiled``, ``CTCD_COMPILED=false`` for
+scoring jobs) keeps the original.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import numpy as np
 import orjson
 import yaml
 
+from ctcd.serving import compiled as compiled_module
+from ctcd.serving.compiled import CompiledModel, CompiledStatus
 from ctcd.serving.errors import InvalidInput, ModelLoadError, ModelRejectedInput
 from ctcd.serving.fetch import fetch
 from ctcd.serving.flavors import NativeModel, load_native, try_arrays
@@ -51,6 +58,27 @@ class LoadedModel:
     # what ``predict`` answers, seen at warm-up: V2 datatype source and shape ([-1, ...])
     predict_dtype: np.dtype[Any] | None = None
     predict_shape: tuple[int, ...] = (-1,)
+    compiled: CompiledModel | None = None  # the verified compiled model that answers
+    compiled_status: CompiledStatus | None = None  # what answers, and why
+    compiled_wanted: int | None = None  # ONNX Runtime threads, when a compiled one may answer
+
+    @property
+    def runtime(self) -> str:
+        """What answers: ``onnxruntime`` (compiled), the native flavor, or ``pyfunc``."""
+        if self.compiled is not None:
+            return self.compiled.runtime
+        return self.native.flavor if self.native is not None else "pyfunc"
+
+    def compiled_view(self) -> dict[str, str]:
+        """What answers and why, for metadata: ``runtime``, ``compiled`` (verified, off,
+        none, failed, refused) and ``compiled_reason``."""
+        status = self.compiled_status
+        if status is None:
+            return {"runtime": self.runtime}
+        view = {"runtime": self.runtime, "compiled": status.compiled}
+        if status.reason:
+            view["compiled_reason"] = status.reason
+        return view
 
     @property
     def task(self) -> str | None:
@@ -91,6 +119,10 @@ class LoadedModel:
         """Score a model input (DataFrame / ndarray). Model refusals are the client's to fix
         (4xx); anything else is a server error and propagates. With ``outputs`` (names
         from :attr:`output_names`): a dict of each named output."""
+        compiled = self.compiled
+        if compiled is not None and not isinstance(data, np.ndarray):
+            answer = _refusing(lambda d: compiled.run_frame(d, outputs or ("predict",)), data)
+            return answer if outputs else answer["predict"]
         if outputs:
             return {name: self._output(name, data, params) for name in outputs}
         native = self.native
@@ -128,7 +160,15 @@ class LoadedModel:
         except (ValueError, TypeError, KeyError) as err:
             raise ModelRejectedInput(f"{type(err).__name__}: {err}") from err
 
-    def predict_table(self, table: Table, params: Mapping[str, Any] | None = None) -> Any:
+    def predict_table(self, table: Table, params: Mapping[str, Any] | None = None,
+                      outputs: tuple[str, ...] = ()) -> Any:
+        """Score checked input; with ``outputs``, a dict of each named output."""
+        compiled = self.compiled
+        if compiled is not None:
+            answer = _refusing(lambda t: compiled.run(t, outputs or ("predict",)), table)
+            return answer if outputs else answer["predict"]
+        if outputs:
+            return self.predict(table.to_model_input(), params, outputs=outputs)
         if self.takes_arrays and table.block is not None:
             return self.predict(table.block, params)
         return self.predict(table.to_model_input(), params)
@@ -146,12 +186,38 @@ class LoadedModel:
             return
         if self.native is not None and not self.takes_arrays:
             self.takes_arrays = try_arrays(self.native, table)
+        if self.compiled_wanted is not None:
+            self._open_compiled(table)
         result = self.predict_table(table)
         if self.row_aligned and _length(result) != table.rows:
             self.schema = None  # answers are not one per row: never batch this model
         if isinstance(result, np.ndarray) and result.ndim:
             self.predict_dtype = result.dtype
             self.predict_shape = (-1, *result.shape[1:])
+
+
+    def _open_compiled(self, example: Table) -> None:
+        """Use the version's compiled model when it was verified and answers as the original
+        on the input example and synthetic rows now (in the process that serves: after a
+        server's fork, as array calls are)."""
+        threads, self.compiled_wanted = self.compiled_wanted, None
+        native, schema = self.native, self.schema
+        if native is None or schema is None or schema.tensor is not None or threads is None:
+            return
+        outputs = self.output_names
+
+        def original(table: Table, names: tuple[str, ...]) -> Mapping[str, Any]:
+            return {n: np.asarray(self._output(n, table.to_model_input(), None)) for n in names}
+
+        check = compiled_module.check_rows(schema, self.example or example)
+        self.compiled, self.compiled_status = compiled_module.open_verified(
+            self.local_path, original, check, outputs, threads=threads, flavor=native.flavor)
+        status = self.compiled_status
+        if self.compiled is not None:
+            log.info("%s: compiled model verified again at load; ONNX Runtime answers", self.uri)
+        elif status.compiled in ("refused", "failed"):
+            log.warning("%s: compiled model not used (%s): %s", self.uri, status.compiled,
+                        status.reason)
 
 
 def _refusing(call: Callable[[Any], Any], data: Any) -> Any:
@@ -165,8 +231,12 @@ def _array(data: Any) -> Any:
     return data if isinstance(data, np.ndarray) else data.to_numpy()  # one block: a view
 
 
-def load(model_uri: str, *, download_dir: Path | None = None) -> LoadedModel:
-    """Download and load a model; raise ModelLoadError saying why it could not be."""
+def load(model_uri: str, *, download_dir: Path | None = None, compiled: bool | None = None,
+         compiled_threads: int | None = None) -> LoadedModel:
+    """Download and load a model; raise ModelLoadError saying why it could not be.
+    ``compiled`` (default: ``CTCD_COMPILED``, on): answer with the version's verified
+    compiled model, checked again at warm-up, on ``compiled_threads`` ONNX Runtime threads
+    (default ``CTCD_COMPILED_THREADS``, 1)."""
     dst = Path(tempfile.mkdtemp(prefix="ctcd-model-", dir=download_dir))
     try:
         local = fetch(model_uri, dst / "model")
@@ -190,8 +260,19 @@ def load(model_uri: str, *, download_dir: Path | None = None) -> LoadedModel:
     if native is not None:
         log.info("%s: %s model (%s), served natively", model_uri, native.flavor,
                  native.task or "task not known")
-    return LoadedModel(uri=model_uri, local_path=local, schema=schema, example=example,
-                       native=native, pyfunc=pyfunc, workdir=workdir)
+    loaded = LoadedModel(uri=model_uri, local_path=local, schema=schema, example=example,
+                         native=native, pyfunc=pyfunc, workdir=workdir)
+    use = compiled_module.enabled_by_env() if compiled is None else compiled
+    runtime = native.flavor if native is not None else "pyfunc"
+    if not use:
+        loaded.compiled_status = CompiledStatus(runtime, "off", "compiled models are turned off")
+    elif native is None:
+        loaded.compiled_status = CompiledStatus(runtime, "none", "served through pyfunc")
+    else:
+        loaded.compiled_wanted = (compiled_module.threads_by_env() if compiled_threads is None
+                                  else compiled_threads)
+        loaded.compiled_status = CompiledStatus(runtime, "none", "not warmed yet")
+    return loaded
 
 
 def _mlflow_download(model_uri: str, dst: Path) -> Path:

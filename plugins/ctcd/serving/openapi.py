@@ -111,6 +111,9 @@ def document(model_name: str, schema: InputSchema | None = None, *, token: bool 
                             "answered"},
         "X-Request-ID": {"schema": {"type": "string"}, "description": "The request's "
                          "correlation id: the one sent, else one made by the server"},
+        "X-Model-Runtime": {"schema": {"type": "string"}, "description": "What computed the "
+                            "answer: onnxruntime (the version's verified compiled model), or "
+                            "the model's own flavor (sklearn, xgboost, lightgbm, pyfunc)"},
     }
     predictions = _json({"$ref": "#/components/schemas/Predictions"}, "Predictions")
     predictions["headers"] = predict_headers

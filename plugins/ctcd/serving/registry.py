@@ -64,6 +64,7 @@ class VersionSlot:
             "errors": self.errors,
             "latency_ms_p50": p50,
             "latency_ms_p99": p99,
+            **self.model.compiled_view(),
         }
 
 

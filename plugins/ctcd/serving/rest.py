@@ -68,6 +68,7 @@ class Scored:
             (b"x-model-name", name),
             (b"x-model-version", result.version.encode("latin-1")),
             (b"x-request-id", result.request_id.encode("latin-1")),
+            (b"x-model-runtime", result.runtime.encode("latin-1")),
             *((k.lower().encode("latin-1"), v.encode("latin-1"))
               for k, v in result.headers.items()),
         ]

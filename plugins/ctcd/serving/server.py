@@ -92,7 +92,8 @@ def build(settings: ServerSettings,
     first = {settings.model_uri: preloaded} if preloaded is not None else {}
 
     def loader(uri: str) -> LoadedModel:  # the first load takes the preloaded model
-        return first.pop(uri, None) or model_module.load(uri)
+        return first.pop(uri, None) or model_module.load(
+            uri, compiled=settings.compiled, compiled_threads=settings.compiled_threads)
 
     server = ModelServer(
         settings.model_name,
@@ -158,7 +159,8 @@ def _supervise(settings: ServerSettings, display: str) -> int:
         from ctcd.serving import model as model_module
         from ctcd.serving import rest  # noqa: F401  (the workers inherit the imports)
 
-        loaded.append(model_module.load(settings.model_uri))
+        loaded.append(model_module.load(settings.model_uri, compiled=settings.compiled,
+                                        compiled_threads=settings.compiled_threads))
         return loaded[0]
 
     held = []

@@ -43,6 +43,13 @@ class ServerSettings(BaseSettings):
         "call; 0: the libraries' default, one per core. Batches are small and the server's "
         "own work needs a core: one thread avoids spin-waiting (a 1-row gradient-boosting "
         "predict burns twice the CPU on two threads in the same time).")
+    compiled: bool = Field(
+        default=True, description="Answer with a version's compiled model (its ONNX graph "
+        "in ONNX Runtime) when `ctcd models compile` verified one, after checking it again at "
+        "load; --no-compiled serves the original model.")
+    compiled_threads: int = Field(
+        default=1, ge=0, le=256, description="ONNX Runtime's intra-op threads for a compiled "
+        "model; 0: one per core.")
     max_batch_wait_ms: float = Field(
         default=0.0, ge=0, le=1000, description="Extra time a batch waits for more rows; 0 "
         "means adaptive: batch only what queued while the model was busy.")

@@ -87,6 +87,7 @@ def _add(a: VersionStats, b: VersionStats) -> VersionStats:
         requests=a.requests + b.requests, errors=a.errors + b.errors,
         latency_ms_p50=_worst(a.latency_ms_p50, b.latency_ms_p50),
         latency_ms_p99=_worst(a.latency_ms_p99, b.latency_ms_p99),
+        runtime=a.runtime, compiled=a.compiled, compiled_reason=a.compiled_reason,
     )
 
 

@@ -107,9 +107,14 @@ def model_metadata(name: str, slots: Sequence[Any]) -> dict[str, Any]:
         "inputs": inputs,
         "outputs": outputs,
     }
+    parameters: dict[str, Any] = {}
     task = getattr(model, "task", None)
     if task is not None:
-        doc["parameters"] = {"task": task}
+        parameters["task"] = task
+    if model is not None:
+        parameters.update(model.compiled_view())
+    if parameters:
+        doc["parameters"] = parameters
     return doc
 
 

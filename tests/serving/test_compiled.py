@@ -1,0 +1,158 @@
+"""A live model server answering with a version's verified compiled model (ONNX Runtime):
+both REST protocols and V2 over gRPC, ``predict`` and ``predict_proba`` equal to the
+original pipeline, the same input checks, the runtime in the headers and the metadata; and
+the same server told ``--no-compiled`` answering with scikit-learn.
+
+The model is a scikit-learn pipeline (a string category one-hot encoded, numbers scaled, a
+forest) saved as an MLflow model directory, compiled by :func:`compile_loaded` and written
+beside it as ``ctcd models compile`` logs it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import tritonclient.grpc as triton
+from tests.serving.conftest import live_server
+from tests.serving.v2_inputs import v2_columns
+
+from ctcd.compiled.version import compile_loaded
+from ctcd.serving import compiled as runtime
+from ctcd.serving.model import load
+from ctcd.stack.processes import free_port
+
+pytestmark = pytest.mark.e2e
+PLANS = ("basic", "plus", "pro")
+
+
+def _frame(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"plan": rng.choice(PLANS, rows).astype(object),
+                         "usage": rng.gamma(2.0, 10.0, rows),
+                         "tenure": rng.integers(0, 72, rows).astype("float64")})
+
+
+@pytest.fixture(scope="module")
+def compiled_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    import mlflow
+    import skops.io
+    from mlflow.models import infer_signature
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    train = _frame(1500, 0)
+    target = ((train["usage"] > 20) ^ (train["plan"] == "pro")).astype(int)
+    pipeline = Pipeline([
+        ("prep", ColumnTransformer([
+            ("plan", OneHotEncoder(handle_unknown="ignore"), ["plan"]),
+            ("numbers", StandardScaler(), ["usage", "tenure"])])),
+        ("forest", RandomForestClassifier(n_estimators=30, max_depth=8, random_state=0)),
+    ]).fit(train, target)
+    directory = tmp_path_factory.mktemp("compiled") / "model"
+    mlflow.sklearn.save_model(
+        pipeline, directory, input_example=train.head(5), serialization_format="skops",
+        skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)),
+        signature=infer_signature(train.head(20), pipeline.predict(train.head(20))))
+    original = load(str(directory), compiled=False)
+    original.warm()
+    outcome = compile_loaded(original, _frame(500, 1))
+    original.close()
+    assert outcome.manifest.verified, outcome.manifest.reason
+    assert outcome.graph is not None
+    (directory / runtime.DIRECTORY).mkdir()
+    (directory / runtime.DIRECTORY / runtime.GRAPH).write_bytes(outcome.graph)
+    (directory / runtime.DIRECTORY / runtime.MANIFEST).write_bytes(outcome.manifest.to_json())
+    return type("Compiled", (), {"directory": directory, "pipeline": pipeline})
+
+
+@pytest.fixture(scope="module")
+def live(compiled_model: Any) -> Iterator[Any]:
+    port = free_port()
+    with live_server("--model-uri", str(compiled_model.directory), "--model-name", "plans",
+                     "--model-version", "1", "--grpc-port", str(port)) as url:
+        yield type("Live", (), {"url": url, "grpc": f"127.0.0.1:{port}"})
+
+
+def _rows() -> pd.DataFrame:
+    rows = _frame(40, 2)
+    rows.loc[0, "plan"] = "enterprise"  # a category never seen in training
+    rows.loc[1, "usage"] = 1e9  # far outside the training range
+    rows.loc[2, "tenure"] = -5.0
+    return rows
+
+
+def test_rest_answers_with_onnx_runtime_as_the_pipeline_does(live: Any,
+                                                             compiled_model: Any) -> None:
+    rows = _rows()
+    pipeline = compiled_model.pipeline
+    split = {"dataframe_split": {"columns": list(rows.columns),
+                                 "data": rows.astype(object).values.tolist()}}
+    response = httpx.post(f"{live.url}/invocations", json=split, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-model-runtime"] == "onnxruntime"
+    assert response.json()["predictions"] == pipeline.predict(rows).tolist()
+
+    v2 = httpx.post(f"{live.url}/v2/models/plans/infer", timeout=30, json={
+        "inputs": v2_columns(rows), "outputs": [{"name": "predict_proba"}]})
+    assert v2.status_code == 200, v2.text
+    assert v2.headers["x-model-runtime"] == "onnxruntime"
+    (output,) = v2.json()["outputs"]
+    got = np.asarray(output["data"]).reshape(output["shape"])
+    np.testing.assert_allclose(got, pipeline.predict_proba(rows), atol=runtime.ATOL, rtol=0)
+
+    meta = httpx.get(f"{live.url}/v2/models/plans", timeout=10).json()
+    assert meta["parameters"]["runtime"] == "onnxruntime"
+    assert meta["parameters"]["compiled"] == "verified"
+    assert "equal on" in meta["parameters"]["compiled_reason"]
+
+
+def test_input_checks_are_the_same_for_a_compiled_model(live: Any) -> None:
+    rows = _rows().drop(columns=["usage"])
+    response = httpx.post(f"{live.url}/invocations", timeout=30, json={"dataframe_split": {
+        "columns": list(rows.columns), "data": rows.astype(object).values.tolist()}})
+    assert response.status_code == 400, response.text
+    assert "usage" in response.text
+    wrong = httpx.post(f"{live.url}/invocations", timeout=30, json={"dataframe_records": [
+        {"plan": "basic", "usage": "lots", "tenure": 3.0}]})
+    assert wrong.status_code == 400, wrong.text
+    assert "usage" in wrong.text
+
+
+def test_grpc_answers_with_the_compiled_model(live: Any, compiled_model: Any) -> None:
+    rows = _rows()
+    inputs = []
+    for name in rows.columns:
+        values = rows[name].to_numpy()
+        datatype = "FP64" if values.dtype.kind == "f" else "BYTES"
+        tensor = triton.InferInput(name, [len(values)], datatype)
+        tensor.set_data_from_numpy(values.astype(object) if datatype == "BYTES" else values)
+        inputs.append(tensor)
+    client = triton.InferenceServerClient(live.grpc)
+    try:
+        result = client.infer("plans", inputs, outputs=[
+            triton.InferRequestedOutput("predict"), triton.InferRequestedOutput("predict_proba")])
+    finally:
+        client.close()
+    pipeline = compiled_model.pipeline
+    assert result.as_numpy("predict").tolist() == pipeline.predict(rows).tolist()
+    np.testing.assert_allclose(result.as_numpy("predict_proba"), pipeline.predict_proba(rows),
+                               atol=runtime.ATOL, rtol=0)
+
+
+def test_no_compiled_serves_the_original_and_says_so(compiled_model: Any) -> None:
+    rows = _rows()
+    with live_server("--model-uri", str(compiled_model.directory), "--model-name", "plans",
+                     "--model-version", "1", "--no-compiled") as url:
+        response = httpx.post(f"{url}/invocations", timeout=30, json={"dataframe_split": {
+            "columns": list(rows.columns), "data": rows.astype(object).values.tolist()}})
+        meta = httpx.get(f"{url}/v2/models/plans", timeout=10).json()
+    assert response.status_code == 200, response.text
+    assert response.headers["x-model-runtime"] == "sklearn"
+    assert response.json()["predictions"] == compiled_model.pipeline.predict(rows).tolist()
+    assert (meta["parameters"]["runtime"], meta["parameters"]["compiled"]) == ("sklearn", "off")
