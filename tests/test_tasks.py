@@ -16,6 +16,7 @@ import httpx
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 from mlflow import MlflowClient
+from tests.oracle import pyfunc_predictions
 
 from ctcd.deployers import DeploymentConfig, ModelDeployer, get_deployer
 from ctcd.errors import DeploymentError
@@ -83,12 +84,12 @@ def test_failed_verification_puts_the_champion_back_into_the_same_server(
     assert (now.dag_id, now.task_id) == ("continuous_training", "deploy")
     described = backend.describe_model_server(handle.service_id)
     assert [(v.version, v.weight) for v in described.versions] == [(champion.version, 1.0)]
-    rows = churn_model.example.head(3).to_dict(orient="records")
+    rows = churn_model.example.to_dict(orient="records")  # both classes among the answers
     answer = httpx.post(f"{handle.endpoint}/invocations",
                         json={"dataframe_records": rows}, timeout=30)
     assert answer.status_code == 200, answer.text
     assert answer.headers["x-model-version"] == champion.version
-    assert len(answer.json()["predictions"]) == 3
+    assert answer.json()["predictions"] == pyfunc_predictions(champion.uri, rows)
 
 
 def test_failed_verification_without_a_champion_stops_the_server(

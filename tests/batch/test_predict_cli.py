@@ -10,11 +10,11 @@ import mlflow
 import pandas as pd
 import pytest
 from tests.data.messy_csv import write_messy_csv
+from tests.oracle import pyfunc_predictions
 from typer.testing import CliRunner
 
 from ctcd.cli import build
 from ctcd.data.churn import FEATURES, generate_snapshot
-from ctcd.serving.model import load
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +24,7 @@ def _frame(rows: int = 2500) -> pd.DataFrame:
 
 
 def _expected(model_uri: str, frame: pd.DataFrame) -> list[int]:
-    return [int(v) for v in load(model_uri).predict(frame[list(FEATURES)])]
+    return pyfunc_predictions(model_uri, frame[list(FEATURES)])
 
 
 def test_a_parquet_file_is_scored_in_chunks_beside_the_input(

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from tests.deployers.conftest import cleanup
+from tests.oracle import pyfunc_predictions
 
 from ctcd.deployers.local import LocalDeployer
 from ctcd.settings import Settings
@@ -44,7 +45,7 @@ def run_env(
         "CTCD_E2E_MODEL": churn_model.name,
         "CTCD_E2E_VERSION": churn_model.version,
         "CTCD_E2E_RUN_ID": churn_model.run_id,
-        "CTCD_E2E_ROWS": churn_model.example.head(3).to_json(orient="records"),
+        "CTCD_E2E_ROWS": churn_model.example.to_json(orient="records"),  # both classes
         "CTCD_E2E_MARKER": str(tmp_path / "marker"),
     }
 
@@ -74,7 +75,8 @@ def test_deploy_defers_hands_over_through_xcom_and_server_outlives_the_run(
     assert finished is not None and finished.group(1) == "success", output[-2000:]
     result = json.loads(marker.read_text())
     assert result["running"] is True
-    assert len(result["predictions"]) == 3
+    rows = json.loads(run_env["CTCD_E2E_ROWS"])
+    assert result["predictions"] == pyfunc_predictions(churn_model.uri, rows)
     assert result["lineage"][:2] == ["ctcd_e2e_deploy", "deploy"] and result["lineage"][2]
     assert result["lineage"][3] == churn_model.run_id
     assert result["server_link"] == f"{result['endpoint']}/v2/models/{churn_model.name}"
@@ -84,7 +86,8 @@ def test_deploy_defers_hands_over_through_xcom_and_server_outlives_the_run(
     # the Airflow process is gone; the server it started is not
     [handle] = deployer.find_model_server(running=True)
     assert handle.service_id == result["service_id"]
-    assert handle.predict(churn_model.example.head(2))
+    rows = churn_model.example
+    assert handle.predict(rows) == pyfunc_predictions(churn_model.uri, rows)
 
 
 def test_server_survives_its_task_process_group_being_killed(
@@ -103,4 +106,5 @@ def test_server_survives_its_task_process_group_being_killed(
     [handle] = deployer.find_model_server(running=True)
     assert handle.service_id == marker.read_text()
     assert handle.server_name == "killed-task-server"
-    assert len(handle.predict(churn_model.example.head(2))) == 2
+    rows = churn_model.example
+    assert handle.predict(rows) == pyfunc_predictions(churn_model.uri, rows)

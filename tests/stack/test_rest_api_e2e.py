@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 from tests.docs.snippets import block, run
+from tests.oracle import pyfunc_predictions, request_rows
 from tests.stack.support import post_asset_event, query, stop_model_servers, wait_for_asset_run
 
 from ctcd.data.producer import produce
@@ -129,9 +131,8 @@ def test_triggered_run_with_conf_override_trains_deploys_and_serves(
     response = httpx.post(f"{data['endpoint']}/invocations", content=EXAMPLE_REQUEST.read_bytes(),
                           headers={"Content-Type": "application/json"})
     assert response.status_code == 200, response.text
-    predictions = response.json()["predictions"]
-    assert len(predictions) == 2 and set(predictions) <= {0, 1}
     assert response.headers["X-Model-Version"] == data["model_version"]
+    assert response.json()["predictions"] == _example_answers(stack, data)
     # The deferred start was recorded pending, then completed when the operator saw it ready.
     from ctcd.deployers.local.deployer import LocalDeployer
 
@@ -228,10 +229,27 @@ def test_a_landed_scoring_partition_starts_a_run_that_scores_exactly_it(
                      "GROUP BY 1", run_id) == [(TODAY.isoformat(), 300)]
     assert query(db, "SELECT COUNT(*) FROM predictions WHERE partition_date = ?",
                  TODAY.isoformat()) == [(300,)]
+    # each row's answer is the one MLflow's own loader gives with the version that scored it
+    [(name, version)] = query(db, "SELECT DISTINCT model_name, model_version FROM predictions "
+                                  "WHERE dag_run_id = ?", run_id)
+    scored = dict(query(db, "SELECT row_id, prediction FROM predictions WHERE dag_run_id = ?",
+                        run_id))
+    rows = pd.read_parquet(landed.partition)
+    features = rows[list(load_spec("churn").feature_names)]
+    want = pyfunc_predictions(f"models:/{name}/{version}", features,
+                              tracking_uri=stack.mlflow_url)
+    assert [scored[i] for i in rows["customer_id"]] == want
 
 
 # -- the documentation's commands, as a reader runs them after `make demo` ---------------------
 DEMO_AIRFLOW, DEMO_SERVER = "http://127.0.0.1:8080", "http://127.0.0.1:8100"
+
+
+def _example_answers(stack: Stack, served: dict[str, Any]) -> list[Any]:
+    """MLflow's own loader's answers to the example request, with the served version."""
+    rows = request_rows(json.loads(EXAMPLE_REQUEST.read_text()))
+    return pyfunc_predictions(f"models:/{served['model_name']}/{served['model_version']}",
+                              rows, tracking_uri=stack.mlflow_url)
 
 
 def _served(client: AirflowClient, trained: dict[str, Any]) -> dict[str, Any]:
@@ -257,7 +275,7 @@ def test_first_prediction_page_runs_as_written(
     served = _served(client, trained)
     predict = run(block(page, "/invocations"), {DEMO_SERVER: served["endpoint"]})
     assert predict.returncode == 0, predict.stderr
-    assert len(json.loads(predict.stdout)["predictions"]) == 2
+    assert json.loads(predict.stdout)["predictions"] == _example_answers(stack, served)
 
     trigger = run(block(page, "/dagRuns"), {DEMO_AIRFLOW: stack.airflow_url})
     assert trigger.returncode == 0, trigger.stderr
@@ -335,11 +353,14 @@ def test_ctcd_predict_commands_run_as_written(
                  env={"MLFLOW_TRACKING_URI": stack.mlflow_url,
                       "MLFLOW_REGISTRY_URI": stack.mlflow_url})
     assert result.returncode == 0, result.stdout + result.stderr
-    import pandas as pd
-
     scored = pd.read_parquet(tmp_path / "customers.parquet.predictions.parquet")
     assert len(scored) == 2_000 and set(scored["model_version"]) == {str(version)}
-    assert len(pd.read_csv(tmp_path / "scored.csv")) == 2_000  # the challenger's, as CSV
+    want = pyfunc_predictions(f"models:/{registered['model_name']}/{version}",
+                              frame[list(load_spec("churn").feature_names)],
+                              tracking_uri=stack.mlflow_url)
+    assert scored["prediction"].tolist() == want
+    # the challenger's (the same version), as CSV
+    assert pd.read_csv(tmp_path / "scored.csv")["prediction"].tolist() == want
 
 
 def test_make_demo_on_the_running_stack_prints_a_curl_that_answers(
@@ -361,7 +382,8 @@ def test_make_demo_on_the_running_stack_prints_a_curl_that_answers(
     printed = demo.stdout.split("Get a prediction:\n", 1)[1].split("\nAirflow UI:", 1)[0]
     answer = run(printed)
     assert answer.returncode == 0, answer.stderr
-    assert len(json.loads(answer.stdout)["predictions"]) == 2
+    assert json.loads(answer.stdout)["predictions"] == _example_answers(
+        stack, _served(client, trained))
 
 
 def test_streaming_scorer_snippet_scores_the_request_it_adds(

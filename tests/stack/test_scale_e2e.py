@@ -10,15 +10,18 @@ Run by ``make test-scale`` (marker ``scale``); ``make test`` leaves it out.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pandas as pd
 import psycopg2
 import pytest
 from celery import Celery
+from tests.oracle import pyfunc_predictions, request_rows
 from tests.stack.support import stop_model_servers
 
 from ctcd.data.producer import produce
@@ -146,9 +149,11 @@ def test_the_deployed_model_answers_and_is_registered_in_mlflow_on_postgres(
                           content=EXAMPLE_REQUEST.read_bytes(),
                           headers={"Content-Type": "application/json"}, timeout=30)
     assert response.status_code == 200, response.text
-    predictions = response.json()["predictions"]
-    assert len(predictions) == 2 and set(predictions) <= {0, 1}
     assert response.headers["X-Model-Version"] == handle["model_version"]
+    served = f"models:/{handle['model_name']}/{handle['model_version']}"
+    rows = request_rows(json.loads(EXAMPLE_REQUEST.read_text()))
+    assert response.json()["predictions"] == pyfunc_predictions(
+        served, rows, tracking_uri=stack.mlflow_url)
 
     versions = _sql(stack, "mlflow",
                     "SELECT version FROM model_versions WHERE name = %s", handle["model_name"])
@@ -162,8 +167,9 @@ def test_batch_inference_partitions_run_on_both_workers(
     scoring = f"file://{stack.home / 'scoring' / 'churn'}/"
     today = datetime.now(UTC).date()
     days = [today - timedelta(days=i) for i in range(4)]
-    for day in days:  # four unlabelled partitions: four mapped tasks, two per worker
-        produce(day, 2_000, spec=load_spec("churn"), labels=False, landing_uri=scoring)
+    landed = {day: produce(day, 2_000, spec=load_spec("churn"), labels=False,
+                           landing_uri=scoring)
+              for day in days}  # four unlabelled partitions: four mapped tasks, two per worker
     client.wait_for_dag(BATCH_DAG_ID, timeout=300)
     client.set_paused(BATCH_DAG_ID, False)
     # Parquet output: the files are written by the worker that scores each partition.
@@ -175,3 +181,15 @@ def test_batch_inference_partitions_run_on_both_workers(
     mapped = [ti for ti in task_instances if ti["map_index"] >= 0]
     assert len(mapped) >= 2
     assert {ti["hostname"] for ti in mapped} == set(WORKERS), _hostnames(mapped)
+    # each partition's answers are those MLflow's own loader gives with the champion
+    plan = client.xcom(BATCH_DAG_ID, run["dag_run_id"], "plan")
+    model = f"models:/{plan['model_name']}/{plan['version']}"
+    features = list(load_spec("churn").feature_names)
+    for day, produced in landed.items():
+        rows = pd.read_parquet(produced.partition)
+        out = pd.read_parquet(stack.home / "predictions" / "churn" / f"date={day}"
+                              / "predictions.parquet")
+        assert set(out["model_version"]) == {plan["version"]}
+        scored = dict(zip(out["customer_id"], out["prediction"], strict=True))
+        want = pyfunc_predictions(model, rows[features], tracking_uri=stack.mlflow_url)
+        assert [scored[i] for i in rows["customer_id"]] == want, day

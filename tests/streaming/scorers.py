@@ -180,9 +180,7 @@ def change_champion_while_sending(
     version are gone or swapped by ``new``, and no consumer went back to ``old``. Returns
     figures for the caller."""
     import mlflow
-    import pandas as pd
-
-    from ctcd.serving.model import load
+    from tests.oracle import pyfunc_predictions
 
     sender = Sender(client, stream, churn_rows(500)).start()
     try:
@@ -214,8 +212,8 @@ def change_champion_while_sending(
                                                                                    seq)
     for version in (old, new):
         pairs = [(i, row) for i, row in sender.sent if got[i]["model_version"] == version.version]
-        expected = load(version.uri).predict(pd.DataFrame([row for _, row in pairs]))
-        assert [got[i]["prediction"] for i, _ in pairs] == [int(v) for v in expected]
+        expected = pyfunc_predictions(version.uri, [row for _, row in pairs])
+        assert [got[i]["prediction"] for i, _ in pairs] == expected
     return {"requests": len(ids), "after_swap": len(ids) - swapped_at,
             "by_version": dict(Counter(got[i]["model_version"] for i in ids)),
             "consumers": sorted(runs)}

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 import pytest
 import redis
+from tests.oracle import pyfunc_predictions
 from tests.streaming.scorers import (
     ScorerProcess,
     churn_rows,
@@ -23,7 +23,6 @@ from tests.streaming.scorers import (
     wait_until,
 )
 
-from ctcd.serving.model import load
 from ctcd.streaming.client import send
 from ctcd.streaming.localredis import LocalRedis
 from ctcd.streaming.settings import heartbeat_key
@@ -37,11 +36,6 @@ def scorers() -> Any:
     yield started
     for scorer in started:
         scorer.cleanup()
-
-
-def _expected(model_uri: str, rows: list[dict[str, Any]]) -> list[int]:
-    model = load(model_uri)
-    return [int(v) for v in model.predict(pd.DataFrame(rows))]
 
 
 def _pending(client: redis.Redis, stream: str) -> int:
@@ -66,7 +60,7 @@ def test_scores_every_request_once_with_the_version_that_answered(
     assert {o["model_name"] for o in got} == {churn_model.name}
     assert {o["model_version"] for o in got} == {churn_model.version}
     assert [o["key"] for o in got] == [f"customer-{i}" for i in range(len(rows))]
-    assert [o["prediction"] for o in got] == _expected(churn_model.uri, rows)
+    assert [o["prediction"] for o in got] == pyfunc_predictions(churn_model.uri, rows)
     assert _pending(rclient, stream) == 0
     assert dead_letters(rclient, stream) == []
 
@@ -139,7 +133,7 @@ def test_malformed_requests_are_dead_lettered_with_the_field_named(
     assert '"{not json"' in dead[0]["fields"]  # the request as sent, to inspect or replay
     scored = outputs(rclient, stream)
     assert [o["input_id"] for o in scored] == [ids[0], ids[-2], ids[-1]]
-    assert [o["prediction"] for o in scored] == _expected(churn_model.uri, good)
+    assert [o["prediction"] for o in scored] == pyfunc_predictions(churn_model.uri, good)
     assert _pending(rclient, stream) == 0  # dead letters are acknowledged too
 
 
@@ -207,7 +201,7 @@ def test_a_scorer_killed_mid_batch_loses_nothing(
                "the killed consumer removed", second.text)
     assert "first" not in _consumers(rclient, stream)
     # Every answer is the model's, whoever gave it.
-    expected = dict(zip(ids, _expected(churn_model.uri, rows), strict=True))
+    expected = dict(zip(ids, pyfunc_predictions(churn_model.uri, rows), strict=True))
     assert all(o["prediction"] == expected[o["input_id"]] for o in got)
 
 
@@ -287,7 +281,7 @@ def test_a_new_champion_is_picked_up_between_batches_without_loss(
     assert set(got) == set(before + after)
     assert {got[i]["model_version"] for i in before} == {v1.version}
     assert {got[i]["model_version"] for i in after} == {v2.version}
-    expected = _expected(v2.uri, rows[200:])
+    expected = pyfunc_predictions(v2.uri, rows[200:])
     assert [got[i]["prediction"] for i in after] == expected
 
 
