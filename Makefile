@@ -48,7 +48,7 @@ status: install
 
 test: install kube-binaries
 	$(SYSTEM) ensure test
-	$(PY) -m pytest -m "not scale"
+	$(PY) -m pytest -m "not scale" --durations=25
 
 test-fast: install kube-binaries
 	$(SYSTEM) ensure test

@@ -6,17 +6,19 @@ and settings are put in the environment here, before any test module imports Air
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +81,36 @@ def ctcd_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@dataclass
+class _SessionServer:
+    """A server the whole session uses; ``tree`` is its process and the processes it
+    started (``mlflow server`` runs uvicorn in a child process)."""
+
+    proc: subprocess.Popen[bytes]
+    argv: list[str]
+    log: Path
+    health: str
+    tree: list[psutil.Process] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.proc = spawn(self.argv, log_path=self.log, env=_MLFLOW_SERVER_ENV)
+        self.wait()
+
+    def wait(self) -> None:
+        wait_http(self.health, timeout=120, process=self.proc, log_path=self.log)
+        root = psutil.Process(self.proc.pid)
+        self.tree = [root, *root.children(recursive=True)]
+
+    def dead(self) -> list[psutil.Process]:
+        return [p for p in self.tree
+                if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE]
+
+
+# The session's long-lived servers, by name. Checked after every test.
+_SESSION_SERVERS: dict[str, _SessionServer] = {}
+_MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 @pytest.fixture(scope="session")
 def mlflow_server() -> Iterator[str]:
     """A real `mlflow server` on loopback: SQLite backend store, proxied local artifacts."""
@@ -86,30 +118,29 @@ def mlflow_server() -> Iterator[str]:
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = root / "server.log"
-    proc = spawn(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        log_path=log,
-        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
+    argv = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     uri = f"http://127.0.0.1:{port}"
+    server = _SessionServer(spawn(argv, log_path=log, env=_MLFLOW_SERVER_ENV), argv, log,
+                            f"{uri}/health")
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     try:
-        wait_http(f"{uri}/health", timeout=120, process=proc, log_path=log)
+        server.wait()
+        _SESSION_SERVERS["mlflow"] = server
         os.environ["MLFLOW_TRACKING_URI"] = uri
         yield uri
     finally:
@@ -117,7 +148,30 @@ def mlflow_server() -> Iterator[str]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = previous
-        stop_process_tree(proc.pid)
+        _SESSION_SERVERS.pop("mlflow", None)
+        stop_process_tree(server.proc.pid)
+
+
+@pytest.fixture(autouse=True)
+def _session_servers_outlive_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A session server (the MLflow tracking server) that dies during a test fails that
+    test, with its exit code and log, and is started again on the same port and store, so
+    the test that killed it is named and the tests after it do not fail one by one."""
+    yield
+    for name, server in _SESSION_SERVERS.items():
+        dead = server.dead()
+        if not dead:
+            continue
+        tail = server.log.read_text(errors="replace").splitlines()[-30:]
+        for proc in server.tree:  # psutil checks the pid was not reused before signalling
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        code = server.proc.wait(timeout=30)
+        server.start()
+        pytest.fail(f"the session's {name} server died during {request.node.nodeid} "
+                    f"(gone: pids {[p.pid for p in dead]}; its first process exited with "
+                    f"{code}); started again. "
+                    f"Its log ended:\n" + "\n".join(tail), pytrace=False)
 
 
 @dataclass(frozen=True)
