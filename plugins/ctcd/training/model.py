@@ -172,18 +172,21 @@ def log_model(
         trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
         predictions = pipeline.predict(input_example)
         signature = infer_signature(input_example, predictions)
-    return mlflow.sklearn.log_model(
-        pipeline,
-        name=name,
-        signature=signature,
-        input_example=input_example,
-        serialization_format="skops",
-        pip_requirements=pip_requirements("scikit-learn", "skops"),
-        skops_trusted_types=trusted,
-        registered_model_name=registered_model_name,
-        metadata=dict(metadata) if metadata else None,
-        code_paths=code_paths,
-    )
+    with warnings.catch_warnings():
+        # MLflow serializes with skops again: the same lookups, the same noise.
+        warnings.filterwarnings("ignore", module=r"skops\.")
+        return mlflow.sklearn.log_model(
+            pipeline,
+            name=name,
+            signature=signature,
+            input_example=input_example,
+            serialization_format="skops",
+            pip_requirements=pip_requirements("scikit-learn", "skops"),
+            skops_trusted_types=trusted,
+            registered_model_name=registered_model_name,
+            metadata=dict(metadata) if metadata else None,
+            code_paths=code_paths,
+        )
 
 
 def pip_requirements(*packages: str) -> list[str]:
