@@ -19,7 +19,11 @@ metric passes its threshold and beats the champion; otherwise the rest is skippe
 `register` (new registry version, alias `challenger`) -> `deploy` (`DeployModelOperator`:
 into the model server already serving this model, with `strategy`) -> `verify` (the
 endpoint answers holdout rows like the registered model, from the new version) ->
-`promote` (alias `champion`; emits the model's Asset with the version).
+`approve` (only when approval is on: the model file's `deployment.approval` or the run's
+`approval` Param; a person answers under Required Actions with the evidence in front of
+them; Reject, or no answer in time, rolls the version back) -> `promote` (alias
+`champion`; emits the model's Asset with the version). The gate's decision and the
+approval are written to the run's note when it ends.
 
 Trigger it from the UI form or `POST /api/v2/dags/<model>_training/dagRuns` with a `conf`
 that overrides any parameter, e.g. `{"snapshot_date": "2026-11-20", "force": true}` or
@@ -35,6 +39,7 @@ from airflow.sdk import dag, get_current_context, task
 from ctcd.batch.assets import serving_asset
 from ctcd.models import ModelDefinition, load_models
 from ctcd.models.dags import default_args, doc, tags, training_schedule
+from ctcd.operators.approval import ApproveDeploymentOperator
 from ctcd.operators.deploy import DeployModelOperator
 from ctcd.operators.validation import ValidateDataOperator
 from ctcd.params import airflow_params
@@ -108,6 +113,7 @@ def training_dag(model: ModelDefinition) -> Any:
             definition, params, _ = _run(key)
             decision = pipeline.deployment_trigger(definition, evaluation, params)
             print(f"Deployment trigger: {decision['reason']}")
+            get_current_context()["ti"].xcom_push(key="decision", value=decision)
             return bool(decision["deploy"])
 
         @task
@@ -167,7 +173,9 @@ def training_dag(model: ModelDefinition) -> Any:
         )
         registered >> deploy
         verified = verify(deploy.output, registered, snapshot)
-        promote(registered, verified)
+        approve = ApproveDeploymentOperator(task_id="approve", registered=registered,
+                                            retries=1)
+        verified >> approve >> promote(registered, verified)
 
     return continuous_training()
 

@@ -24,6 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
+from tests.api_server import API_USERS, ApiServer  # noqa: E402
 from tests.flavored_models import FlavoredFactory, Registry  # noqa: E402
 
 from ctcd.stack.config import airflow_env  # noqa: E402
@@ -284,3 +285,30 @@ def model_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("CTCD_MODELS_DIR", str(folder))
     name = "".join(c if c.isalnum() or c in "-_" else "-" for c in request.node.name)
     return ModelFiles(folder, f"t-{name[:60]}")
+
+
+@pytest.fixture(scope="session")
+def api_server(airflow_home: Path, mlflow_server: str) -> Iterator[ApiServer]:
+    """One API server for the session (about 20 s to start): the deployments view's tests
+    and the approval tests, whose ``airflow dags test`` runs share its metadata DB."""
+    import json
+
+    passwords = _SESSION_DIR / "api-passwords.json"
+    passwords.write_text(json.dumps(API_USERS))
+    port = free_port()
+    home = _SESSION_DIR / "api-ctcd"
+    env = {
+        **os.environ, "CTCD_HOME": str(home), "MLFLOW_TRACKING_URI": mlflow_server,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+    }
+    log = _SESSION_DIR / "api-server.log"
+    proc = spawn([sys.executable, "-m", "airflow", "api-server", "--port", str(port)],
+                 log_path=log, env=env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=180,
+                  process=proc, log_path=log)
+        yield ApiServer(f"http://127.0.0.1:{port}", home)
+    finally:
+        stop_process_tree(proc.pid)

@@ -56,7 +56,7 @@ def roll_back_on_failure(handle: ServiceHandle, registered: Mapping[str, Any]) -
         yield
     except DeploymentError as err:
         try:
-            outcome = _roll_back(handle, str(registered["model_name"]), str(registered["version"]))
+            outcome = roll_back(handle, str(registered["model_name"]), str(registered["version"]))
         except CtcdError as failed:
             raise AirflowFailException(
                 f"{err.message} The rollback failed too: {failed.message}"
@@ -64,7 +64,10 @@ def roll_back_on_failure(handle: ServiceHandle, registered: Mapping[str, Any]) -
         raise AirflowFailException(f"{err.message} Rolled back: {outcome}.") from err
 
 
-def _roll_back(handle: ServiceHandle, model_name: str, version: str) -> str:
+def roll_back(handle: ServiceHandle, model_name: str, version: str) -> str:
+    """Put the registry's champion of ``model_name`` back on the server of ``handle``
+    (through the backend that deployed it), or stop the server when ``version`` has no
+    champion to return to; returns what now serves."""
     from ctcd.deployers import DeploymentConfig, get_deployer
 
     deployer = get_deployer(handle.backend)

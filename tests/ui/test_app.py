@@ -10,7 +10,6 @@ page must say so within its budget instead of waiting for it.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -23,18 +22,17 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.api_server import ApiServer
 
 from ctcd.deployers import DeploymentConfig
 from ctcd.deployers.local import LocalDeployer
 from ctcd.services import ServiceHandle
 from ctcd.settings import Settings
-from ctcd.stack.processes import free_port, spawn, stop_process_tree, wait_http
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "churn-ui"
 PORTS = (9720, 9749)
-USERS = {"admin": "admin", "viewer": "viewer"}
 
 
 @dataclass(frozen=True)
@@ -44,12 +42,10 @@ class Ui:
     hung: ServiceHandle
     versions: tuple[str, str]
     deployer: LocalDeployer
+    api: ApiServer
 
     def token(self, user: str) -> str:
-        response = httpx.post(f"{self.url}/auth/token",
-                              json={"username": user, "password": USERS[user]})
-        assert response.status_code == 201, response.text
-        return str(response.json()["access_token"])
+        return self.api.token(user)
 
     def browser(self, user: str) -> httpx.Client:
         """What the UI's page sends: the session cookie its login set."""
@@ -75,27 +71,14 @@ def _serialize_ops_dag(tmp: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory: pytest.TempPathFactory, airflow_home: Path, model_factory: Any
+def ui(tmp_path_factory: pytest.TempPathFactory, api_server: ApiServer, model_factory: Any
        ) -> Iterator[Ui]:
     tmp = tmp_path_factory.mktemp("ui")
-    home = tmp / "ctcd"
-    deployer = LocalDeployer(Settings(home=home, server_port_range=PORTS))
+    deployer = LocalDeployer(Settings(home=api_server.ctcd_home, server_port_range=PORTS))
     first = model_factory(name=MODEL, kind="logistic_regression")
     second = model_factory(name=MODEL, kind="logistic_regression")
     hung_model = model_factory(name=f"{MODEL}-hung", kind="logistic_regression")
-    passwords = tmp / "passwords.json"
-    passwords.write_text(json.dumps(USERS))
-    port = free_port()
-    env = {
-        **os.environ, "CTCD_HOME": str(home), "CTCD_SERVER_PORT_RANGE": json.dumps(PORTS),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-    }
     _serialize_ops_dag(tmp)
-    log = tmp / "api-server.log"
-    api = spawn([sys.executable, "-m", "airflow", "api-server", "--port", str(port)],
-                log_path=log, env=env)
     hung: ServiceHandle | None = None
     try:
         for model in (first, second):
@@ -106,15 +89,12 @@ def ui(tmp_path_factory: pytest.TempPathFactory, airflow_home: Path, model_facto
         hung = deployer.deploy_model(DeploymentConfig(
             model_name=hung_model.name, model_uri=hung_model.uri,
             model_version=hung_model.version), timeout=180)
-        wait_http(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=180,
-                  process=api, log_path=log)
         os.kill(_pid(deployer, hung), signal.SIGSTOP)
-        yield Ui(f"http://127.0.0.1:{port}", serving, hung, (first.version, second.version),
-                 deployer)
+        yield Ui(api_server.url, serving, hung, (first.version, second.version), deployer,
+                 api_server)
     finally:
         if hung is not None:
             os.kill(_pid(deployer, hung), signal.SIGCONT)
-        stop_process_tree(api.pid)
         for handle in deployer.find_model_server():
             deployer.delete_model_server(handle.service_id, timeout=30, force=True)
 

@@ -149,6 +149,13 @@ class DeploymentSection(_Section):
     tolerance: float = Field(
         default=1e-6, ge=0.0, description="verify: largest difference allowed between the "
         "served and the registered model's numeric answers (relative and absolute).")
+    approval: bool = Field(
+        default=False, description="Ask a person to approve each verified version before "
+        "it is promoted (the UI's Required Actions, or the REST API); Reject, or no answer "
+        "in time, rolls it back. The run's `approval` Param overrides it.")
+    approval_timeout_minutes: int = Field(
+        default=1440, ge=1, le=43_200, description="How long the approval waits; then the "
+        "default answer, Reject, applies.")
 
     @field_validator("server_options", mode="before")
     @classmethod
@@ -285,4 +292,6 @@ class ModelDefinition(_Section):
             "threshold": self.gate.threshold,
             "min_improvement": self.gate.min_improvement,
             "strategy": self.deployment.strategy,
+            "approval": self.deployment.approval,
+            "approval_timeout_minutes": self.deployment.approval_timeout_minutes,
         }

@@ -93,6 +93,14 @@ class ContinuousTrainingParams(BaseModel):
     trigger_reason: str | None = Field(
         default=None, description="Why this run was started (set by the monitoring DAG on drift)."
     )
+    approval: bool = Field(
+        default=False, description="Wait for a person to approve the verified version "
+        "before promoting it (Required Actions); Reject or no answer rolls it back."
+    )
+    approval_timeout_minutes: int = Field(
+        default=1440, ge=1, le=43_200, description="Minutes the approval waits before its "
+        "default answer, Reject, applies."
+    )
 
     def effective_estimator(self, definition: ModelDefinition) -> str:
         from ctcd.training.model import DEFAULT_ESTIMATOR
