@@ -27,8 +27,15 @@ models serve`` runs only the cells whose ratio is printed (random forest, MLflow
 row, c=8 and c=32). Then our server hot-swaps and canaries a version under load. Ends with
 one JSON line.
 
+Compiled models: each model is compiled as a registered version is (``ctcd models compile``:
+converted to ONNX and verified against the original on 2,000 of its rows), and a third
+server of ours, ``ctcd_compiled`` (one process), answers with the graph in ONNX Runtime; the
+other two are started with ``--no-compiled`` and answer with the model's own library, so
+every cell compares compiled, uncompiled and MLServer in the same run.
+
 Run: ``make bench-serving`` (needs ``wrk``: apt-get install wrk); ``--quick`` for
-development (2 s cells). MLServer is installed on first use into
+development (2 s cells); ``BENCH_ARGS="--kinds random_forest,churn"`` measures only those
+models (and skips the hot swap). MLServer is installed on first use into
 ``.state/bench/mlserver-<version>`` (git-ignored).
 """
 
@@ -79,7 +86,12 @@ MODEL_NAME = {kind: f"bench-{kind}" for kind in KINDS}
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 s cells, for development")
+    parser.add_argument("--kinds", default=",".join(KINDS),
+                        help="models to measure, comma-separated (default: all, and the swap)")
     args = parser.parse_args()
+    kinds = tuple(k for k in args.kinds.split(",") if k)
+    if not kinds or set(kinds) - set(KINDS):
+        parser.error(f"--kinds: choose from {', '.join(KINDS)}")
     seconds = float(os.environ.get("BENCH_SECONDS", "2" if args.quick else "6"))
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
@@ -110,10 +122,11 @@ def main() -> int:
         finally:
             stop_process_tree(tracking.proc.pid)
             os.environ.pop("MLFLOW_TRACKING_URI", None)
-        for kind in KINDS:
+        for kind in kinds:
             results["models"][kind] = _measure_model(kind, models[kind], mlserver_bin, work,
                                                      seconds)
-        results["swap"] = _swap_under_load(models["swap"], work, seconds)
+        if kinds == KINDS:
+            results["swap"] = _swap_under_load(models["swap"], work, seconds)
     finally:
         if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(work, ignore_errors=True)
@@ -190,6 +203,7 @@ def _register_models(tracking_uri: str, work: Path) -> dict[str, Any]:
         runtime = kind if kind in ("xgboost", "lightgbm") else "sklearn"
         with mlflow.start_run(run_name=f"bench-{kind}"):
             info = _log(kind, estimator, frame, log_model)
+        compiled = _compile(kind, str(info.registered_model_version), frame, tracking_uri)
         root = work / "models" / kind
         (root / runtime).mkdir(parents=True)
         local = mlflow.artifacts.download_artifacts(
@@ -205,7 +219,7 @@ def _register_models(tracking_uri: str, work: Path) -> dict[str, Any]:
                         "version": str(info.registered_model_version),
                         "estimator": estimator,
                         "sample": frame.sample(200, random_state=1).reset_index(drop=True),
-                        "label": labels[kind], "bodies": {}}
+                        "label": labels[kind], "bodies": {}, "compiled": compiled}
         for protocol in KIND_PROTOCOLS[kind]:
             for rows in ROWS:
                 models[kind]["bodies"][protocol, rows] = _body(
@@ -222,6 +236,21 @@ def _register_models(tracking_uri: str, work: Path) -> dict[str, Any]:
             dst_path=str(work / "models" / f"swap-{name}"))
     models["swap"] = {**swap, "body": _body(work, "swap", "mlflow", numeric.head(1))}
     return models
+
+
+def _compile(kind: str, version: str, frame: Any, tracking_uri: str) -> dict[str, Any]:
+    """Compile the registered version as ``ctcd models compile`` does (the graph is logged
+    beside the model, so the downloaded directory has it), verified on 2,000 of its rows."""
+    from ctcd.compiled.version import compile_version
+    from ctcd.tracking import Tracking
+
+    outcome = compile_version(MODEL_NAME[kind], version, tracking=Tracking(tracking_uri),
+                              rows=frame.sample(2000, random_state=2))
+    m = outcome.manifest
+    print(f"  {kind:13s} compiled: {'verified' if m.verified else 'NOT verified'}: "
+          f"{m.reason}; speedup {dict(m.speedup)}", file=sys.stderr, flush=True)
+    return {"verified": m.verified, "reason": m.reason, "max_abs_diff": m.max_abs_diff,
+            "rows": m.rows, "speedup": dict(m.speedup)}
 
 
 def _log(kind: str, estimator: Any, frame: Any, log_sklearn: Any) -> Any:
@@ -314,7 +343,10 @@ def _start_all(kind: str, model: dict[str, Any], mlserver_bin: Path,
     try:
         for server, workers in (("ctcd", 1), ("ctcd_w2", 2)):
             servers[server] = (peers.start_ours(model["dir"], name, model["version"], workers,
-                                                work), KIND_PROTOCOLS[kind])
+                                                work, ("--no-compiled",)), KIND_PROTOCOLS[kind])
+        if model["compiled"]["verified"]:
+            servers["ctcd_compiled"] = (peers.start_ours(model["dir"], name, model["version"], 1,
+                                                         work), KIND_PROTOCOLS[kind])
         servers[f"mlserver_{runtime}"] = (peers.start_mlserver(
             mlserver_bin, runtime, model["runtime_dir"], name, work), ("v2", "grpc"))
         servers["mlserver_mlflow"] = (peers.start_mlserver(
@@ -394,6 +426,7 @@ def _measure_model(kind: str, model: dict[str, Any], mlserver_bin: Path, work: P
     by_server: dict[str, Any] = {**figures, "mlserver": mlserver}
     by_server["same_predictions"] = _same_answers(by_server)
     by_server["model"] = model["label"]
+    by_server["compiled"] = model["compiled"]
     by_server["runtime"] = runtime
     by_server["protocols"] = KIND_PROTOCOLS[kind]
     return by_server
@@ -405,13 +438,24 @@ def _mix(cell: dict[str, Any]) -> str:
     return "[" + ", ".join(f"{rows:.0f}x{calls:.0f}" for rows, calls in sizes) + "]"
 
 
+def _close(a: list[Any], b: list[Any]) -> bool:
+    """Equal answers: labels identical, numbers within the compiled models' tolerance."""
+    import numpy as np
+
+    if a == b:
+        return True
+    x, y = np.asarray(a), np.asarray(b)
+    return bool(x.shape == y.shape and x.dtype.kind in "fiu" and y.dtype.kind in "fiu"
+                and np.allclose(x, y, rtol=1e-5, atol=1e-5))
+
+
 def _same_answers(by_server: dict[str, Any]) -> bool:
     ours = {p: by_server["ctcd"].pop(f"answers_{p}") for p in PROTOCOLS}
     same = True
     for server, figures in by_server.items():
         for protocol in PROTOCOLS:
             theirs = figures.pop(f"answers_{protocol}", None)
-            if theirs is not None and theirs != ours[protocol]:
+            if theirs is not None and not _close(theirs, ours[protocol]):
                 print(f"WARNING: {server} answers differently on the {protocol} route",
                       file=sys.stderr)
                 same = False
@@ -595,12 +639,43 @@ def _print_table(results: dict[str, Any]) -> None:
                       f"p99 {ours[key]['p99_ms']:.1f} vs {m[key]['p99_ms']:.1f} ms; "
                       f"cold start {ours['cold_start_s']:.2f} vs "
                       f"{m['cold_start_s']:.2f} s")
-    swap = results["swap"]
+    _print_compiled(results)
+    swap = results.get("swap")
+    if swap is None:
+        print(f"targets (ours, one process, against MLServer): "
+              f"{'all met' if not missed else f'{len(missed)} missed: ' + '; '.join(missed)}")
+        print(f"benchmark took {results['total_s']:.0f} s")
+        return
     print(f"hot swap + canary + rollback under load (c=32, {swap['requests']} requests): "
           f"{swap['failed']} non-2xx/failed; steps: {', '.join(swap['steps'])}")
     print(f"targets (ours, one process, against MLServer): "
           f"{'all met' if not missed else f'{len(missed)} missed: ' + '; '.join(missed)}")
     print(f"benchmark took {results['total_s']:.0f} s")
+
+
+def _print_compiled(results: dict[str, Any]) -> None:
+    """Compiled (ONNX Runtime) against the same model uncompiled and against MLServer."""
+    print("\ncompiled models (ONNX Runtime, one process) against the same server uncompiled and "
+          "MLServer, same run")
+    header = (f"{'model':13s} {'route':6s} {'c':>2s} {'rows':>4s} | {'compiled rows/s':>15s} "
+              f"{'x uncompiled':>12s} {'x MLSrv':>7s} | {'p99 compiled/MLSrv ms':>21s}")
+    print(header)
+    print("-" * len(header))
+    for kind, by_server in results["models"].items():
+        compiled = by_server.get("ctcd_compiled")
+        if compiled is None:
+            print(f"{kind:13s} not compiled: {by_server['compiled']['reason']}")
+            continue
+        for protocol, concurrency, rows in _all_cells(by_server["protocols"]):
+            key = _key(protocol, concurrency, rows)
+            c, o, t = compiled[key], by_server["ctcd"][key], by_server["mlserver"][key]
+            print(f"{kind:13s} {protocol:6s} {concurrency:2d} {rows:4d} | {c['rows_s']:15.0f} "
+                  f"{c['rows_s'] / o['rows_s']:12.2f} {c['rows_s'] / t['rows_s']:7.2f} | "
+                  f"{c['p99_ms']:9.2f} / {t['p99_ms']:9.2f}")
+        info = by_server["compiled"]
+        print(f"{kind:13s} compiled cold start {compiled['cold_start_s']:.2f} s (uncompiled "
+              f"{by_server['ctcd']['cold_start_s']:.2f} s); verified on {info['rows']} rows, "
+              f"largest difference {info['max_abs_diff']:.3g}")
 
 
 def _flat(results: dict[str, Any]) -> dict[str, Any]:
@@ -612,7 +687,9 @@ def _flat(results: dict[str, Any]) -> dict[str, Any]:
     missed = 0
     for kind, by_server in results["models"].items():
         flat[f"{kind}.same_predictions"] = by_server["same_predictions"]
-        for server in ("ctcd", "ctcd_w2", "mlserver", "mlflow"):
+        flat[f"{kind}.compiled.verified"] = by_server["compiled"]["verified"]
+        flat[f"{kind}.compiled.max_abs_diff"] = by_server["compiled"]["max_abs_diff"]
+        for server in ("ctcd", "ctcd_w2", "ctcd_compiled", "mlserver", "mlflow"):
             figures = by_server.get(server)
             if figures is None:
                 continue
@@ -637,6 +714,15 @@ def _flat(results: dict[str, Any]) -> dict[str, Any]:
             flat[f"{kind}.ratio_mlserver.{key}.rows_s_w2"] = round(
                 by_server["ctcd_w2"][key]["rows_s"] / theirs[key]["rows_s"], 4)
             missed += len(_misses(key, concurrency, r, ours[key].get("limit_share")))
+        compiled = by_server.get("ctcd_compiled")
+        for protocol, concurrency, rows in _all_cells(by_server["protocols"]) if compiled else ():
+            key = _key(protocol, concurrency, rows)
+            flat[f"{kind}.ratio_compiled_mlserver.{key}.rows_s"] = round(
+                compiled[key]["rows_s"] / theirs[key]["rows_s"], 4)
+            flat[f"{kind}.ratio_compiled_mlserver.{key}.p99"] = round(
+                compiled[key]["p99_ms"] / theirs[key]["p99_ms"], 4)
+            flat[f"{kind}.ratio_compiled_uncompiled.{key}.rows_s"] = round(
+                compiled[key]["rows_s"] / ours[key]["rows_s"], 4)
         if "mlflow" in by_server:
             m = by_server["mlflow"]
             flat[f"{kind}.ratio.cold_start"] = round(ours["cold_start_s"] / m["cold_start_s"], 4)
@@ -647,7 +733,9 @@ def _flat(results: dict[str, Any]) -> dict[str, Any]:
                                                            3)
                 flat[f"{kind}.ratio.{key}.p99"] = round(ours[key]["p99_ms"] / m[key]["p99_ms"], 4)
     flat["targets_missed"] = missed
-    swap = results["swap"]
+    swap = results.get("swap")
+    if swap is None:
+        return flat
     flat.update({"swap.failed": swap["failed"], "swap.requests": swap["requests"],
                  "swap.req_s": round(swap["req_s"], 1), "swap.steps": swap["steps"]})
     return flat

@@ -71,7 +71,7 @@ def main() -> int:
     from ctcd.serving.model import load
 
     model_dir, sample_path = sys.argv[1], Path(sys.argv[2])
-    loaded = load(model_dir)
+    loaded = load(model_dir, compiled=False)  # the limit of the uncompiled servers
     loaded.warm()  # as the server does: a model's array calls are set up here
     sample = pd.read_pickle(sample_path)  # written by the benchmark itself
     build = _inputs(loaded, sample)
