@@ -69,8 +69,13 @@ def test_list_describe_get_url_logs(
     assert isinstance(described["versions"][0]["latency_ms_p99"], float)  # raw in JSON
     assert described["history"][0]["outcome"] == "succeeded"
     assert described["details"]["port"] == int(handle.endpoint.rsplit(":", 1)[1])
+    lineage = described["lineage"]  # the serving version back to its MLflow run
+    assert lineage["error"] is None, lineage
+    assert [s["kind"] for s in lineage["steps"]][:2] == ["version", "run"]
+    assert lineage["steps"][1]["details"]["run_id"] == churn_model.run_id
     text = ctcd("models", "describe", handle.service_id[:8])
     assert "loaded versions" in text and "100%" in text and " ms" in text
+    assert f"lineage of version {handle.model_version}" in text and "MLflow run" in text
     assert not re.search(r"\d\.\d{4,}", text), text  # no raw floats for people
 
     assert ctcd("models", "get-url", handle.service_id).strip() == handle.endpoint

@@ -22,6 +22,7 @@ from ctcd.deployers.base import (
 )
 from ctcd.deployers.registry import get_deployer, resolve_service
 from ctcd.errors import CtcdError, InvalidParams
+from ctcd.lineage import Lineage, MlflowReader, resolve
 from ctcd.services.handle import ServiceStatus
 
 app = typer.Typer(help="Model servers: list, describe, start, stop, delete, logs; compile "
@@ -79,16 +80,46 @@ def list_(
 
 @app.command()
 def describe(service: Service, as_json: AsJson = False, deployer: Backend = None) -> None:
-    """Everything known about one server: identity, lineage, status, versions, history."""
+    """Everything known about one server: identity, status, versions, history, and the
+    serving version's lineage (MLflow run, Airflow runs, data partition, validation,
+    approval)."""
     try:
         backend = _deployer(deployer)
         described = backend.describe_model_server(resolve_service(backend, service))
     except CtcdError as error:
         raise fail(error) from error
+    chain = _lineage(described)
     if as_json:  # raw numbers, for scripts
-        out.print_json(json.dumps(described.to_dict(), default=str))
+        out.print_json(json.dumps({**described.to_dict(), "lineage": chain.to_dict()},
+                                  default=str))
         return
     _print_description(described)
+    _print_lineage(chain)
+
+
+def _lineage(described: ServerDescription) -> Lineage:
+    """The serving version's chain back to its data (MLflow read with a bounded timeout)."""
+    import os
+
+    from ctcd.settings import get_settings
+
+    handle = described.handle
+    uri = described.details.get("tracking_uri") or get_settings().tracking_uri()
+    reader = MlflowReader(str(uri), timeout=10)
+    return resolve(reader, handle.model_name, handle.model_version,
+                   airflow_url=os.environ.get("AIRFLOW__API__BASE_URL", "").rstrip("/"),
+                   deployed_by={"dag_id": handle.dag_id, "run_id": handle.run_id,
+                                "task_id": handle.task_id})
+
+
+def _print_lineage(chain: Lineage) -> None:
+    table = Table("STEP", "WHAT", "WHERE", title=f"lineage of version {chain.version}", box=None)
+    for step in chain.steps:
+        extra = step.details.get("snapshot") or step.details.get("report") or ""
+        table.add_row(step.title, step.value, step.link or extra)
+    out.print(table)
+    if chain.error:
+        out.print(f"[yellow]lineage incomplete: {chain.error}[/yellow]")
 
 
 def _print_description(described: ServerDescription) -> None:

@@ -138,6 +138,13 @@ def train(
     finish(tracking, result.run_id, {
         **{f"airflow.{key}": value for key, value in lineage.items()},
         "ctcd.validation": "passed",
+        # where the result and its Data Docs page are kept (the lineage shows them)
+        **({"ctcd.validation_report": str(validation["report"])} if validation.get("report")
+           else {}),
+        **({"ctcd.data_docs": str(validation["docs_page"])} if validation.get("docs_page")
+           else {}),
+        **({"ctcd.validation_expectations": str(validation["evaluated"])}
+           if validation.get("evaluated") else {}),
         **training_tags(definition.model_name, spec.name, ingested["source"],
                         date.fromisoformat(ingested["day"])),
     })
