@@ -24,6 +24,7 @@ DOC = __doc__ + """
 | delete | stops it and forgets it, freeing its port |
 | rollback | drops a rollout's new version (a canary), else redeploys the previous one |
 | promote | gives the new version of a rollout in progress all traffic now |
+| shadow | tries registered *model_version* beside the serving one, answering no client |
 """
 
 
@@ -47,6 +48,11 @@ DOC = __doc__ + """
                          title="Timeout (seconds)"),
         "force": Param(False, type="boolean", title="Force",
                        description="stop/delete: kill the server if it does not stop in time."),
+        "model_version": Param(None, type=["null", "string"], title="Model version",
+                               description="shadow: the registered version to try."),
+        "shadow_options": Param({}, type="object", title="Shadow options",
+                                description="shadow: e.g. {\"mirror_percent\": 50, "
+                                "\"min_requests\": 200, \"max_seconds\": 600}."),
         "recorded": Param(None, type=["null", "object"], title="Recorded action",
                           description="Set by the deployments page: the action was already "
                           "done there; this run records who did it and how it went, and "
@@ -86,6 +92,8 @@ def model_server_ops() -> None:
         model_name="{{ params.model_name or '' }}",
         timeout="{{ params.timeout }}",
         force="{{ params.force }}",
+        model_version="{{ params.model_version or '' }}",
+        shadow_options="{{ params.shadow_options | tojson }}",
     )
 
     list_servers() >> changes_something() >> apply

@@ -24,8 +24,9 @@ servers): rows/s of the model's ``predict``, loaded as the server loads it, call
 on the input the server builds, in the mix of batch sizes the server formed in that cell
 (from its histogram's buckets, scaled to its exact mean); both are printed. ``mlflow
 models serve`` runs only the cells whose ratio is printed (random forest, MLflow route, 1
-row, c=8 and c=32). Then our server hot-swaps and canaries a version under load. Ends with
-one JSON line.
+row, c=8 and c=32). Then our server hot-swaps and canaries a version under load, and
+mirrors a share of its traffic to a shadow version (``shadow.py``: live req/s and p99 at 10%
+and 100% mirroring against no shadow). Ends with one JSON line.
 
 Compiled models: each model is compiled as a registered version is (``ctcd models compile``:
 converted to ONNX and verified against the original on 2,000 of its rows), and a third
@@ -35,7 +36,8 @@ every cell compares compiled, uncompiled and MLServer in the same run.
 
 Run: ``make bench-serving`` (needs ``wrk``: apt-get install wrk); ``--quick`` for
 development (2 s cells); ``BENCH_ARGS="--kinds random_forest,churn"`` measures only those
-models (and skips the hot swap). MLServer is installed on first use into
+models (and skips the hot swap and the shadow); ``--only shadow`` runs the shadow cell alone
+(``make bench-serving BENCH_ARGS="--only shadow"``). MLServer is installed on first use into
 ``.state/bench/mlserver-<version>`` (git-ignored).
 """
 
@@ -64,6 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import load
 import peers
+import shadow
 
 import plots
 from ctcd.stack.processes import free_port, spawn, stop_process_tree, wait_http
@@ -88,6 +91,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2 s cells, for development")
     parser.add_argument("--kinds", default=",".join(KINDS),
                         help="models to measure, comma-separated (default: all, and the swap)")
+    parser.add_argument("--only", choices=("shadow",), help="run this cell alone")
     args = parser.parse_args()
     kinds = tuple(k for k in args.kinds.split(",") if k)
     if not kinds or set(kinds) - set(KINDS):
@@ -99,7 +103,6 @@ def main() -> int:
     # stop cleanly (servers and the tracking server too) when interrupted
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.perf_counter()
-    mlserver_bin = peers.install_mlserver()
     work = Path(tempfile.mkdtemp(prefix="ctcd-bench-serving-"))
     env = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "GIT_PYTHON_REFRESH": "quiet",
            "CTCD_HOME": str(work / "ctcd-home"),
@@ -111,6 +114,9 @@ def main() -> int:
            # `mlflow models serve` runs `uvicorn` from PATH
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     os.environ.update(env)
+    if args.only == "shadow":
+        return _shadow_only(work, seconds)
+    mlserver_bin = peers.install_mlserver()
     results: dict[str, Any] = {"seconds": seconds, "cpus": os.cpu_count(), "models": {}}
     try:
         # the tracking server is needed only to log and register (its job consumers poll)
@@ -127,6 +133,7 @@ def main() -> int:
                                                      seconds)
         if kinds == KINDS:
             results["swap"] = _swap_under_load(models["swap"], work, seconds)
+            results["shadow"] = shadow.measure(work, seconds)
     finally:
         if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(work, ignore_errors=True)
@@ -650,6 +657,7 @@ def _print_table(results: dict[str, Any]) -> None:
           f"{swap['failed']} non-2xx/failed; steps: {', '.join(swap['steps'])}")
     print(f"targets (ours, one process, against MLServer): "
           f"{'all met' if not missed else f'{len(missed)} missed: ' + '; '.join(missed)}")
+    shadow.print_table(results["shadow"])
     print(f"benchmark took {results['total_s']:.0f} s")
 
 
@@ -738,7 +746,22 @@ def _flat(results: dict[str, Any]) -> dict[str, Any]:
         return flat
     flat.update({"swap.failed": swap["failed"], "swap.requests": swap["requests"],
                  "swap.req_s": round(swap["req_s"], 1), "swap.steps": swap["steps"]})
+    flat.update(shadow.flat(results["shadow"]))
     return flat
+
+
+def _shadow_only(work: Path, seconds: float) -> int:
+    """The shadow cell alone (its own JSON line, bench ``serving-shadow``)."""
+    started = time.perf_counter()
+    try:
+        result = shadow.measure(work, seconds)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    shadow.print_table(result)
+    print(json.dumps({"bench": "serving-shadow", "seconds": seconds, "cpus": os.cpu_count(),
+                      "total_s": round(time.perf_counter() - started, 1),
+                      **shadow.flat(result)}, sort_keys=True), flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -99,6 +99,19 @@ class RolledBack(DeploymentError):
         self.failed_version = failed_version
 
 
+class ShadowDropped(DeploymentError):
+    """A shadow version's comparison with the live one failed its limits; it was unloaded
+    and never answered a client."""
+
+    def __init__(self, message: str, *, failed_version: str) -> None:
+        super().__init__(message)
+        self.failed_version = failed_version
+
+
+class ShadowInconclusive(ShadowDropped):
+    """Too few mirrored requests to judge a shadow version; it was unloaded."""
+
+
 class ModelServerUnavailable(CtcdError):
     """The model server behind a handle does not answer (stopped, crashed or unreachable)."""
 

@@ -29,7 +29,8 @@ def ops_dag(airflow_home: Path) -> Any:
 
 def test_params_form_offers_the_actions(ops_dag: Any) -> None:
     action = ops_dag.params.get_param("action")
-    assert action.schema["enum"] == ["list", "start", "stop", "delete", "rollback", "promote"]
+    assert action.schema["enum"] == ["list", "start", "stop", "delete", "rollback", "promote",
+                                     "shadow"]
     assert action.value == "list"
 
 
@@ -39,9 +40,10 @@ def test_service_names_render_as_given(ops_dag: Any, service: str | None) -> Non
     # an int (or a float for "1234e567") and the stop action failed on about 1 id in 40.
     task = ops_dag.get_task("apply")
     params = {"action": "stop", "service": service, "model_name": None, "timeout": 5,
-              "force": False}
+              "force": False, "model_version": None, "shadow_options": {"min_requests": 5}}
     task.render_template_fields({"params": params})
     assert task.service == (service or "")
+    assert json.loads(task.shadow_options) == {"min_requests": 5}
     assert task.model_name == ""
 
 
@@ -76,6 +78,21 @@ def test_rollback_stop_start_through_the_dag(
         assert run(action="start") == "success"
         assert backend.find_model_server(running=True)[0].endpoint == now.endpoint
         assert run(action="list") == "success"
+        # a shadow of a registered version with no traffic to compare: inconclusive, so it
+        # fails and the serving version stays; a version that is not registered fails too
+        shadow = {"min_requests": 5, "max_seconds": 2, "poll_seconds": 0.2}
+        assert run(action="shadow", model_version=second.version,
+                   shadow_options=shadow) == "failed"
+        assert run(action="shadow", model_version="999", shadow_options=shadow) == "failed"
+        with backend.admin(now.service_id) as admin:
+            assert admin.serving() == {first.version: 1.0}
+            assert set(admin.versions()) == {first.version}
+        [last] = backend.history(now.service_id, limit=1)
+        assert (last.strategy, last.outcome) == ("shadow", "failed")
+        assert last.config.model_version == "999"
+        [shadowed] = [e for e in backend.history(now.service_id, limit=3)
+                      if e.config.model_version == second.version and e.strategy == "shadow"]
+        assert "inconclusive" in (shadowed.message or "")
         assert run(action="delete", service="no-such-server") == "failed"
     finally:
         for h in backend.find_model_server():

@@ -91,6 +91,21 @@ def crashing_model_uri(churn_model: Any) -> str:
                        churn_model.example.head(3)).uri
 
 
+@pytest.fixture(scope="session")
+def shadow_model_uri(churn_model: Any) -> Callable[[str], str]:
+    """``shadow_model_uri(kind)``: a version that loads and warms, then, under traffic,
+    disagrees on every row (contrary), raises (flaky), takes 50 ms (slow) or hangs."""
+    logged: dict[str, str] = {}
+
+    def uri(kind: str) -> str:
+        if kind not in logged:
+            logged[kind] = _log_pyfunc(MODELS / f"{kind}_model.py", f"{kind}-test",
+                                       churn_model.example.head(3)).uri
+        return logged[kind]
+
+    return uri
+
+
 @dataclass
 class Load:
     """Continuous client traffic against an endpoint, counted per outcome and version."""

@@ -12,7 +12,7 @@ from tests.deployers.conftest import Load
 
 from ctcd.deployers import DeploymentConfig
 from ctcd.deployers.local import LocalDeployer
-from ctcd.errors import RolledBack, VersionRejected
+from ctcd.errors import RolledBack, ShadowDropped, VersionRejected
 from ctcd.services import ServiceHandle
 
 pytestmark = pytest.mark.e2e
@@ -153,6 +153,60 @@ def test_errors_under_traffic_roll_back_automatically(
     _report(f"flaky ({strategy['name']}) rolled back", traffic, None)
     assert reason in message and "Rolled back" in message
     assert traffic.failed > 0  # the bad version did answer with errors before the rollback
+
+
+SHADOW = {"name": "shadow", "min_requests": 30, "max_seconds": 20, "poll_seconds": 0.2,
+          "timeout_ms": 200}
+
+
+def test_a_shadow_equal_to_the_champion_is_promoted_without_answering_before(
+    module_deployer: LocalDeployer, serving: ServiceHandle, model_factory: Any,
+    churn_model: Any, load: Any,
+) -> None:
+    new = model_factory(name=MODEL, kind="logistic_regression")  # the same fit: same answers
+    traffic = load(serving.endpoint, churn_model.example)
+    traffic.wait_for(lambda t: t.sent >= 20)
+    module_deployer.deploy_model(
+        DeploymentConfig(model_name=MODEL, model_uri=new.uri, model_version=new.version),
+        strategy=SHADOW,
+    )
+    traffic.wait_for(lambda t: t.versions[new.version] >= 20)
+    traffic.stop()
+    _report("shadow (equal) promoted", traffic, None)
+    assert traffic.failed == 0, traffic.failures[:5]
+    assert _serving_version(module_deployer, serving) == {new.version: 1.0}
+    [last] = module_deployer.history(serving.service_id, limit=1)
+    assert (last.strategy, last.outcome) == ("shadow", "succeeded")
+    notes = list(last.notes)
+    [summary] = [n for n in notes if n.startswith(f"shadow of version {new.version}: ")]
+    assert "agreement 100.00%" in summary, notes
+    assert int(summary.split("answered ")[1].split(",")[0]) >= 30, summary
+    # traffic moved to it only once the analysis passed (no client answered by a shadow:
+    # tests/serving/test_shadow.py counts that request by request)
+    switched = notes.index(f"traffic {new.version}=1.00")
+    assert notes.index(summary) < switched, notes
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("contrary", "label agreement 0.00% below the limit"),
+    ("flaky", "error rate 100.0% above the limit"),
+    ("slow", "p99 latency"),
+    ("hanging", "error rate 100.0% above the limit"),
+])
+def test_a_bad_shadow_is_dropped_and_no_client_sees_it(
+    kind: str, reason: str, module_deployer: LocalDeployer, serving: ServiceHandle,
+    churn_model: Any, load: Any, shadow_model_uri: Any,
+) -> None:
+    traffic, message = _deploy_bad(
+        module_deployer, serving, shadow_model_uri(kind), f"{kind}-shadow", SHADOW,
+        ShadowDropped, churn_model.example, load,
+    )
+    _report(f"shadow ({kind}) dropped", traffic, None)
+    assert traffic.failed == 0, traffic.failures[:5]  # its errors never reached a client
+    assert reason in message and "was unloaded" in message, message
+    assert f"{kind}-shadow" not in traffic.versions
+    if kind == "contrary":
+        assert "shadow_samples" in message
 
 
 def test_user_supplied_backend_by_dotted_path_drives_the_same_server(

@@ -103,6 +103,23 @@ class AdminClient:
             return
         _raise_for(response, f"unload version {version}")
 
+    # -- shadow: a version with no traffic, sent copies of live requests (GET/PUT/DELETE
+    # /admin/shadow); the state is the server's comparison, or None when none runs
+    def start_shadow(self, plan: dict[str, Any]) -> dict[str, Any] | None:
+        response = self._request("PUT", "/admin/shadow", json=plan, check=False)
+        if response.status_code == 200:
+            return _shadow_of(response)
+        raise VersionRejected(
+            f"model server at {self.endpoint} refused to shadow version "
+            f"{plan.get('version')}: {_error_text(response)}. The previous version keeps "
+            "serving.")
+
+    def shadow_state(self, samples: int = 20) -> dict[str, Any] | None:
+        return _shadow_of(self._request("GET", f"/admin/shadow?samples={samples}"))
+
+    def stop_shadow(self) -> dict[str, Any] | None:
+        return _shadow_of(self._request("DELETE", "/admin/shadow"))
+
     def _request(
         self,
         method: str,
@@ -140,6 +157,11 @@ def _error_text(response: httpx.Response) -> str:
     if isinstance(payload, dict) and "error" in payload:
         return str(payload["error"])
     return str(payload)[:500]
+
+
+def _shadow_of(response: httpx.Response) -> dict[str, Any] | None:
+    shadow = response.json().get("shadow")
+    return shadow if isinstance(shadow, dict) else None
 
 
 def _float_or_none(value: Any) -> float | None:

@@ -20,6 +20,7 @@ from ctcd.deployers.base import (
     ServerDescription,
     SupportsRollback,
 )
+from ctcd.deployers.lookup import config_for_version
 from ctcd.deployers.registry import get_deployer, resolve_service
 from ctcd.errors import CtcdError, InvalidParams
 from ctcd.lineage import Lineage, MlflowReader, resolve
@@ -237,6 +238,40 @@ def rollback(service: Service, strategy: Annotated[str, typer.Option()] = "blue_
         raise fail(error) from error
     out.print(f"{handle.server_name} serves version {handle.model_version} again",
               highlight=False)
+
+
+@app.command()
+def shadow(
+    service: Service,
+    version: Annotated[str, typer.Argument(help="Registered version of the server's model.")],
+    mirror_percent: Annotated[float, typer.Option(help="Share of live requests copied.")] = 100.0,
+    min_requests: Annotated[int, typer.Option(help="Mirrored requests to judge on.")] = 100,
+    max_seconds: Annotated[float, typer.Option(help="Longest the shadow runs.")] = 300.0,
+    option: Annotated[list[str] | None, typer.Option(
+        help="Another shadow option, name=value (e.g. min_agreement=0.95).")] = None,
+    timeout: Timeout = DEFAULT_TIMEOUT, deployer: Backend = None,
+) -> None:
+    """Try a registered version as a shadow of the serving one: it answers no client while
+    its answers are compared; then it is promoted, or dropped (exit code 1, with why)."""
+    strategy: dict[str, object] = {"name": "shadow", "mirror_percent": mirror_percent,
+                                   "min_requests": min_requests, "max_seconds": max_seconds}
+    for item in option or ():
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise fail(InvalidParams(f"--option {item!r}: write name=value"))
+        try:
+            strategy[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            raise fail(InvalidParams(f"--option {item!r}: the value must be a number, true, "
+                                     "false or null")) from None
+    try:
+        backend = _deployer(deployer)
+        config = config_for_version(backend, resolve_service(backend, service), version)
+        handle = backend.deploy_model(config, strategy=strategy, timeout=timeout)
+    except CtcdError as error:
+        raise fail(error) from error
+    out.print(f"{handle.server_name}: shadow of version {version} promoted, it serves all "
+              "traffic", highlight=False)
 
 
 @app.command()

@@ -12,6 +12,12 @@ atomically, and a version is unloaded only once it has no weight.
 * ``canary``: give the new version growing weights (``steps``); after each step watch it for
   ``interval_seconds`` and check health, error rate and p99 latency against limits. Promote
   when every step passes, roll back automatically when one fails.
+* ``shadow``: load + warm the new version beside the serving one with no traffic; the
+  server mirrors ``mirror_percent`` of live requests to it and compares its answers with the
+  live ones (never returning them). After ``min_requests`` mirrored requests ended, or
+  ``max_seconds``, the analysis (:mod:`ctcd.deployers.shadow`) promotes it (all traffic at
+  once, as blue_green switches), or drops it (unloaded; nothing changed for clients), or
+  finds the evidence inconclusive (too few requests: dropped, and the deploy fails).
 
 A failure raises a :class:`ctcd.errors.DeploymentError` subclass after traffic is back on
 the previous version.
@@ -32,6 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from ctcd.deployers import shadow as analysis
 from ctcd.deployers.admin import AdminClient, VersionStats
 from ctcd.errors import DeploymentError, InvalidStrategy, RolledBack, VersionRejected
 
@@ -169,16 +176,76 @@ class Canary:
         _unload_others(rollout, previous)
 
 
-Strategy = Replace | BlueGreen | Canary
+@dataclass(frozen=True)
+class Shadow:
+    name: ClassVar[str] = "shadow"
+    mirror_percent: float = 100.0
+    min_requests: int = 100
+    max_seconds: float = 300.0
+    poll_seconds: float = 1.0
+    min_agreement: float = 0.99
+    max_abs_difference_p95: float = 0.01
+    max_error_rate: float = 0.01
+    max_latency_ratio_p99: float | None = 2.0
+    max_drop_rate: float = 0.1
+    timeout_ms: float = 1000.0
+    tolerance: float = 1e-6
+
+    def __post_init__(self) -> None:
+        analysis.check_options(self)
+
+    def run(self, rollout: Rollout) -> None:
+        previous = _load_new(rollout)
+        if not previous:
+            _discard(rollout, previous)
+            raise DeploymentError(
+                f"no version serves {rollout.model_name}, so a shadow of version "
+                f"{rollout.version} has nothing to be compared with; deploy it with "
+                "replace or blue_green")
+        try:
+            rollout.admin.start_shadow({
+                "version": rollout.version, "mirror_percent": self.mirror_percent,
+                "timeout_ms": self.timeout_ms, "tolerance": self.tolerance})
+        except DeploymentError:
+            _discard(rollout, previous)
+            raise
+        rollout.note(f"shadowing version {rollout.version} with {self.mirror_percent:g}% of "
+                     f"the requests to {', '.join(sorted(previous))} until "
+                     f"{self.min_requests} of them ended or {self.max_seconds:g}s passed")
+        until = rollout.clock() + min(self.max_seconds, max(rollout.remaining() - 5.0, 0.0))
+        while rollout.clock() < until:
+            state = rollout.admin.shadow_state(samples=0)
+            if state is None:  # ended on the server: promoted or unloaded by hand?
+                if _ended_by_hand(rollout, previous, taken_over(
+                        rollout.admin.versions(), rollout.version, previous)):
+                    return
+                break
+            if analysis.ended(state.get("cumulative")) >= self.min_requests:
+                break
+            rollout.sleep(min(self.poll_seconds, max(until - rollout.clock(), 0.0)))
+        final = rollout.admin.stop_shadow()
+        verdict = analysis.judge((final or {}).get("cumulative"), analysis.limits_of(self))
+        rollout.note(f"shadow of version {rollout.version}: {verdict.summary}")
+        if verdict.outcome == "promote":
+            rollout.note(f"shadow analysis passed: {verdict.reason}")
+            _switch(rollout, {rollout.version: 1.0})
+            _unload_others(rollout, previous)
+            return
+        _discard(rollout, previous)
+        rollout.note(f"dropped version {rollout.version} ({verdict.outcome}): {verdict.reason}")
+        raise analysis.failure(verdict, rollout.version, sorted(previous), final)
+
+
+Strategy = Replace | BlueGreen | Canary | Shadow
 StrategySpec = str | Strategy | Mapping[str, Any]
-STRATEGIES: dict[str, type[Replace] | type[BlueGreen] | type[Canary]] = {
-    cls.name: cls for cls in (Replace, BlueGreen, Canary)
+STRATEGIES: dict[str, type[Replace] | type[BlueGreen] | type[Canary] | type[Shadow]] = {
+    cls.name: cls for cls in (Replace, BlueGreen, Canary, Shadow)
 }
 
 
 def resolve_strategy(spec: StrategySpec) -> Strategy:
     """A strategy from a name (``"canary"``), an object, or ``{"name": ..., **options}``."""
-    if isinstance(spec, Replace | BlueGreen | Canary):
+    if isinstance(spec, Replace | BlueGreen | Canary | Shadow):
         return spec
     if isinstance(spec, str):
         options: dict[str, Any] = {}

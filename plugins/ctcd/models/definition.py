@@ -41,7 +41,7 @@ FUNCTION_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 CLASS_PATH = re.compile(r"^[A-Za-z_][\w.]*[.:][A-Za-z_]\w*$")
 
 HoldoutFraction = Annotated[float, Field(ge=0.05, le=0.5)]
-Strategy = Literal["replace", "blue_green", "canary"]
+Strategy = Literal["replace", "blue_green", "canary", "shadow"]
 SourceKind = Literal["landing", "sql"]
 
 

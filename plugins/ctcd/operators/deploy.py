@@ -27,7 +27,7 @@ class DeployModelOperator(BaseOperator):
     :param model_uri: where to load it from (templated); default ``models:/<name>/<version>``.
     :param mlflow_run_id: run that produced the model, for lineage and the MLflow link
         (templated).
-    :param strategy: ``replace``, ``blue_green`` or ``canary`` (templated).
+    :param strategy: ``replace``, ``blue_green``, ``canary`` or ``shadow`` (templated).
     :param strategy_options: options of the strategy, e.g. ``{"steps": [0.1, 0.5],
         "interval_seconds": 30, "max_error_rate": 0.02}`` for canary.
     :param server: model-server name; default one server per model (templated).

@@ -1,7 +1,9 @@
-"""Start, stop, delete, roll back or promote a model server's rollout from a task."""
+"""Start, stop, delete, roll back or promote a model server's rollout, or shadow a version,
+from a task."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -15,12 +17,13 @@ from ctcd.deployers import (
     get_deployer,
     resolve_service,
 )
+from ctcd.deployers.lookup import config_for_version
 from ctcd.deployers.traffic import NoRolloutInProgress
-from ctcd.errors import InvalidParams, ModelServerNotFound
+from ctcd.errors import DeploymentError, InvalidParams, ModelServerNotFound
 from ctcd.services.handle import ServiceHandle
 
-Action = Literal["start", "stop", "delete", "rollback", "promote"]
-ACTIONS: tuple[str, ...] = ("start", "stop", "delete", "rollback", "promote")
+Action = Literal["start", "stop", "delete", "rollback", "promote", "shadow"]
+ACTIONS: tuple[str, ...] = ("start", "stop", "delete", "rollback", "promote", "shadow")
 
 
 class ModelServerLifecycleOperator(BaseOperator):
@@ -32,7 +35,13 @@ class ModelServerLifecycleOperator(BaseOperator):
         :class:`~ctcd.deployers.SupportsRollback` capability); ``promote`` gives the new
         version of a rollout in progress all traffic at once
         (:class:`~ctcd.deployers.SupportsPromotion`). A backend without the capability fails
-        the task at once.
+        the task at once. ``shadow`` deploys the registered ``model_version`` of the
+        server's model with the ``shadow`` strategy (``shadow_options``): it answers no
+        client while its answers are compared with the serving version's, then the analysis
+        promotes or drops it (or a person does, with ``promote`` / ``rollback``).
+    :param model_version: ``shadow``: the registered version to try (templated).
+    :param shadow_options: ``shadow``: the strategy's options, e.g. ``{"mirror_percent":
+        50, "min_requests": 200}`` (templated).
     :param service: service id (or unique prefix) or server name (templated); or
     :param model_name: the model whose server to act on (templated).
     :param timeout: seconds to wait for the server to start or stop.
@@ -42,7 +51,8 @@ class ModelServerLifecycleOperator(BaseOperator):
     Returns the handle (start, rollback) or ``None``.
     """
 
-    template_fields: Sequence[str] = ("action", "service", "model_name", "timeout", "force")
+    template_fields: Sequence[str] = ("action", "service", "model_name", "timeout", "force",
+                                      "model_version", "shadow_options")
 
     def __init__(
         self,
@@ -53,9 +63,13 @@ class ModelServerLifecycleOperator(BaseOperator):
         timeout: float | str = DEFAULT_TIMEOUT,
         force: bool | str = False,
         deployer: str | None = None,
+        model_version: str | None = None,
+        shadow_options: dict[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.model_version = model_version
+        self.shadow_options = shadow_options
         self.action = action
         self.service = service
         self.model_name = model_name
@@ -81,6 +95,18 @@ class ModelServerLifecycleOperator(BaseOperator):
         if self.action == "delete":
             deployer.delete_model_server(service_id, timeout=timeout, force=force)
             return None
+        if self.action == "shadow":
+            try:
+                config = config_for_version(deployer, service_id, _text(self.model_version) or "")
+            except InvalidParams as err:
+                raise AirflowFailException(err.message) from err
+            strategy = {**_options(self.shadow_options), "name": "shadow"}
+            self.log.info("shadowing version %s (%s) against the serving one: %s",
+                          config.model_version, config.model_uri, strategy)
+            try:
+                return deployer.deploy_model(config, strategy=strategy, timeout=timeout)
+            except (InvalidParams, DeploymentError) as err:  # dropped: a retry would not help
+                raise AirflowFailException(err.message) from err
         if self.action == "promote":
             if not isinstance(deployer, SupportsPromotion):
                 raise AirflowFailException(
@@ -103,6 +129,18 @@ def _text(value: object) -> str | None:
     if value is None or value == "":
         return None
     return str(value)
+
+
+def _options(value: dict[str, Any] | str | None) -> dict[str, Any]:
+    """Shadow options as given, or as rendered JSON (``{{ params.shadow_options | tojson }}``)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else None
+        except json.JSONDecodeError as err:
+            raise AirflowFailException(f"shadow_options is not JSON: {err}") from err
+    if value is not None and not isinstance(value, dict):
+        raise AirflowFailException(f"shadow_options must be an object, got {value!r}")
+    return dict(value or {})
 
 
 def _as_bool(value: bool | str) -> bool:

@@ -8,8 +8,9 @@ the event loop hands everything queued to the shadow's own predict thread as mer
 (:func:`ctcd.serving.batching.predict_each`), one at a time; that thread compares the
 answers with the live ones and records the outcome. A shadow that raises is counted as an
 error; one that has not answered after ``timeout_ms`` as a timeout (its late answer is not
-counted), and while it hangs the queue fills and copies are dropped. The predict thread is
-a daemon thread: a model that never returns cannot keep the server from stopping.
+counted), and while that call runs on, the copies queued behind it are counted as timeouts
+every ``timeout_ms`` (the queue stays bounded: copies beyond it are dropped). The predict
+thread is a daemon thread: a model that never returns cannot keep the server from stopping.
 
 What is recorded (:mod:`ctcd.serving.comparison`), per window of ``window_seconds`` and
 for the whole shadow: copies mirrored and dropped, answers, errors and timeouts,
@@ -194,9 +195,20 @@ class Shadow:
                     await asyncio.wait_for(asyncio.shield(future), timeout)
                 except TimeoutError:
                     self._expire(job)
-                    await asyncio.wait([future])  # one call at a time, even a late one
+                    await self._while_stuck(future, timeout)
                 except Exception:  # a defect here must not stop the shadow's bookkeeping
                     log.exception("shadow %s: comparing a batch failed", self.plan.version)
+
+    async def _while_stuck(self, future: asyncio.Future[Any], timeout: float) -> None:
+        """One call at a time, even a late one; while it runs on, the copies queued behind
+        it cannot be answered in time: each ``timeout`` they are counted as timeouts, so a
+        hanging shadow shows as failing at once (not as a slowly filling queue)."""
+        while not future.done():
+            await asyncio.wait([future], timeout=timeout)
+            if not future.done() and self._pending:
+                stuck = list(self._pending)
+                self._pending.clear()
+                self._expire(_Job(stuck))
 
     def _take(self) -> list[Mirrored]:
         batch = [self._pending.popleft()]

@@ -328,6 +328,13 @@ class KServeTraffic(AdminClient):
         """KServe retires revisions without traffic itself; a rolled-back version stays
         pinned at ``canaryTrafficPercent: 0`` as KServe documents."""
 
+    def start_shadow(self, plan: dict[str, Any]) -> dict[str, Any] | None:
+        raise VersionRejected(
+            f"a shadow of version {plan.get('version')} needs the ctcd model server's own "
+            "traffic split, and KServe routes revisions itself (it mirrors nothing); the "
+            "previous version keeps serving. Use CTCD_K8S_MODE=deployment for shadow "
+            "deployments, or blue_green / canary on KServe")
+
     def _restore(self) -> None:
         """The predictor exactly as it was (image and resources included)."""
         self.kserve.patch(self.name, {"spec": {"predictor": {

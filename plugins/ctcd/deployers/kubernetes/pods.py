@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ctcd.deployers.admin import AdminClient, VersionStats
 from ctcd.errors import CtcdError, VersionRejected
+from ctcd.serving.comparison import merge_states
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,29 @@ class PodsAdmin(AdminClient):
     def unload(self, version: str) -> None:
         for _, admin in self.pods:
             admin.unload(version)
+
+    # the shadow runs in every pod (each mirrors its own share of the traffic); its state is
+    # the pods' comparisons merged (counts added, histograms merged, samples of all)
+    def start_shadow(self, plan: dict[str, Any]) -> dict[str, Any] | None:
+        for i, (name, admin) in enumerate(self.pods):
+            try:
+                admin.start_shadow(plan)
+            except CtcdError as err:
+                for _, started in self.pods[:i]:
+                    _quietly(started.stop_shadow)
+                raise type(err)(f"pod {name}: {err.message}") from err
+        return self.shadow_state()
+
+    def shadow_state(self, samples: int = 20) -> dict[str, Any] | None:
+        return _merged([admin.shadow_state(samples) for _, admin in self.pods], samples)
+
+    def stop_shadow(self) -> dict[str, Any] | None:
+        return _merged([admin.stop_shadow() for _, admin in self.pods], 20)
+
+
+def _merged(states: list[dict[str, Any] | None], samples: int) -> dict[str, Any] | None:
+    found = [s for s in states if s is not None]
+    return merge_states(found[0], found[1:], samples) if found else None
 
 
 def _add(a: VersionStats, b: VersionStats) -> VersionStats:
