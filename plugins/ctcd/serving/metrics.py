@@ -68,7 +68,8 @@ class ServerMetrics:
             buckets=DIFFERENCE_BUCKETS, registry=self.registry)
         self.shadow_latency = Histogram(
             "ctcd_shadow_latency_seconds", "Latency of each version on the same mirrored "
-            "requests: role live (request to answer) or shadow (copy queued to answer).",
+            "requests: role live (the request, checked, scored, encoded) or shadow (its merged "
+            "predict call).",
             (*shadow, "role"), buckets=LATENCY_BUCKETS, registry=self.registry)
         self.shadow_mirror = Gauge(
             "ctcd_shadow_mirror_ratio", "Share of live requests mirrored to the shadow "
