@@ -89,8 +89,11 @@ def test_first_deploy_starts_real_pods_behind_the_service(
 @pytest.mark.parametrize(
     "strategy",
     [{"name": "canary", "steps": [0.2, 0.5], "interval_seconds": 1.5, "max_error_rate": 0.0},
-     "replace", {"name": "blue_green", "verify_seconds": 1.5}],
-    ids=["canary", "replace", "blue_green"],
+     "replace", {"name": "blue_green", "verify_seconds": 1.5},
+     # the same fit as the serving version: every pod's shadow agrees, the merged
+     # comparison passes, every pod is promoted
+     {"name": "shadow", "min_requests": 20, "max_seconds": 60, "poll_seconds": 0.3}],
+    ids=["canary", "replace", "blue_green", "shadow"],
 )
 def test_strategy_moves_every_pod_under_load_without_a_failed_request(
     strategy: Any, deployer: KubernetesDeployer, pods_namespace: Namespace,
@@ -113,6 +116,9 @@ def test_strategy_moves_every_pod_under_load_without_a_failed_request(
     assert configmap is not None and configmap["data"]["model_version"] == new.version
     history = deployer.describe_model_server(handle.service_id).history
     assert history[0].outcome == "succeeded" and history[0].config.model_version == new.version
+    if isinstance(strategy, dict) and strategy["name"] == "shadow":
+        [summary] = [n for n in history[0].notes if n.startswith("shadow of version")]
+        assert "agreement 100.00%" in summary, history[0].notes
 
 
 def test_failing_canary_rolls_back_on_every_pod(
