@@ -52,8 +52,10 @@ class Tracking:
     @contextmanager
     def active(self) -> Iterator[None]:
         """Point MLflow's fluent API at this server for the block, then restore it exactly
-        (its global, its registry, its active experiment and the ``MLFLOW_TRACKING_URI`` it
-        exports)."""
+        (its global, its registry, its active experiment, and the ``MLFLOW_TRACKING_URI``
+        and ``MLFLOW_REGISTRY_URI`` that ``mlflow.set_*_uri`` export for subprocesses: a
+        registry URI left behind would send every later ``models:/`` lookup of the process
+        to this server, even after it is gone)."""
         import os
 
         import mlflow
@@ -61,10 +63,11 @@ class Tracking:
         from mlflow.tracking._model_registry import utils as registry_utils
         from mlflow.tracking._tracking_service import utils as tracking_utils
 
+        saved_env = {name: os.environ.get(name)
+                     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         saved = (
             tracking_utils._tracking_uri,
             registry_utils._registry_uri,
-            os.environ.get("MLFLOW_TRACKING_URI"),
             fluent._active_experiment_id,
         )
         mlflow.set_tracking_uri(self.uri)
@@ -75,11 +78,14 @@ class Tracking:
         try:
             yield
         finally:
-            mlflow.set_tracking_uri(saved[0])  # type: ignore[arg-type]
+            tracking_utils._tracking_uri = saved[0]
             registry_utils._registry_uri = saved[1]
-            fluent._active_experiment_id = saved[3]
-            if saved[2] is not None:
-                os.environ["MLFLOW_TRACKING_URI"] = saved[2]
+            fluent._active_experiment_id = saved[2]
+            for name, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     # --- experiments and runs ----------------------------------------------------------
 
