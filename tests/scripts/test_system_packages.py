@@ -55,3 +55,12 @@ def test_list_and_bad_usage(bare_path: str) -> None:
     listed = run(bare_path, "list", "test-scale", "bench-serving").stdout.split()
     assert listed == ["redis-server", "postgresql", "wrk"]
     assert run(bare_path, "frobnicate", "test").returncode == 2
+
+
+def test_missing_prints_what_is_not_there_by_the_same_probes(bare_path: str) -> None:
+    """What .ci/run prints before `make test`: found the way `ensure` looks (a package
+    removed but not purged still has a dpkg record, and must count as missing)."""
+    result = run(bare_path, "missing", "test")
+    assert result.returncode == 0
+    assert {"redis-server", "docker-compose", "openssl"} <= set(result.stdout.split())
+    assert run(bare_path, "missing", "demo").stdout == ""
