@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,7 +27,6 @@ from ctcd.services import ServiceHandle
 from ctcd.settings import Settings
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[2]
 MODEL = "churn-ui"
 PORTS = (9720, 9749)
 
@@ -58,27 +54,12 @@ class Ui:
             return client.post(f"/ctcd/api/deployments/{target}/{action}", **kwargs)
 
 
-def _serialize_ops_dag(tmp: Path) -> None:
-    """The operations DAG in the metadata database (the page records actions as its runs),
-    as the dag-processor would put it there."""
-    folder = tmp / "dags"
-    folder.mkdir()
-    (folder / "model_server_ops.py").write_text((ROOT / "dags" / "model_server_ops.py")
-                                               .read_text())
-    subprocess.run([sys.executable, "-m", "airflow", "dags", "reserialize"], check=True,
-                   capture_output=True, env={**os.environ,
-                                             "AIRFLOW__CORE__DAGS_FOLDER": str(folder)})
-
-
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory: pytest.TempPathFactory, api_server: ApiServer, model_factory: Any
-       ) -> Iterator[Ui]:
-    tmp = tmp_path_factory.mktemp("ui")
+def ui(api_server: ApiServer, model_factory: Any, ops_dag: None) -> Iterator[Ui]:
     deployer = LocalDeployer(Settings(home=api_server.ctcd_home, server_port_range=PORTS))
     first = model_factory(name=MODEL, kind="logistic_regression")
     second = model_factory(name=MODEL, kind="logistic_regression")
     hung_model = model_factory(name=f"{MODEL}-hung", kind="logistic_regression")
-    _serialize_ops_dag(tmp)
     hung: ServiceHandle | None = None
     try:
         for model in (first, second):

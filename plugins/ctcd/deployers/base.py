@@ -186,6 +186,10 @@ class ServerDescription:
         when the backend does not manage the server's life, e.g. servers run by others).
     :param versions: the versions loaded in the server with their traffic weights and
         counters, read from the server now; empty when it does not answer.
+    :param shadow: the shadow running on the server now, as its admin API reports it
+        (``GET /admin/shadow``: the version, ``mirror_percent``, ``live_versions`` and the
+        comparison, ``cumulative`` and per window, without samples; merged over pods);
+        ``None`` when no shadow runs or the server does not answer.
     :param history: recorded deployments, newest first (empty if the backend keeps none).
     :param last_error: the last start or deploy failure still relevant, if any.
     :param details: backend-specific facts for display, e.g. ``pid`` and ``port`` (local) or
@@ -196,6 +200,7 @@ class ServerDescription:
     status: ServiceStatus
     desired_state: str | None = None
     versions: tuple[VersionStats, ...] = ()
+    shadow: Mapping[str, Any] | None = None
     history: tuple[DeploymentEvent, ...] = ()
     last_error: str | None = None
     details: Mapping[str, str | int | float | bool | None] = field(default_factory=dict)
@@ -209,6 +214,7 @@ class ServerDescription:
             "last_error": self.last_error,
             "details": dict(self.details),
             "versions": [asdict(v) for v in self.versions],
+            "shadow": dict(self.shadow) if self.shadow is not None else None,
             "history": [event.to_dict() for event in self.history],
         }
 

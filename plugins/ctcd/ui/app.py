@@ -38,6 +38,7 @@ def create_app() -> FastAPI:
     pages = Jinja2Templates(directory=str(TEMPLATES))
     pages.env.filters["percent"] = views.percent
     pages.env.filters["ms"] = views.milliseconds
+    pages.env.filters["num"] = views.number
     pages.env.filters["when"] = views.when
 
     @app.get("/deployments", response_class=HTMLResponse)

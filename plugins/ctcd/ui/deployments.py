@@ -20,6 +20,7 @@ from typing import Any
 
 from ctcd.deployers.base import ModelDeployer, ServerDescription
 from ctcd.deployers.scorers import ScorerInfo, SupportsScorers
+from ctcd.deployers.shadow import summarize
 from ctcd.deployers.traffic import candidate
 from ctcd.errors import CtcdError
 from ctcd.lineage import MlflowReader
@@ -49,6 +50,65 @@ class VersionRow:
 
 
 @dataclass(frozen=True)
+class Figures:
+    """A shadow's comparison over one window, or over the whole shadow (``label``)."""
+
+    label: str
+    mirrored: int
+    dropped: int
+    answered: int
+    errors: int
+    timeouts: int
+    error_rate: float | None
+    agreement: float | None
+    difference: Mapping[str, float | None]  # mean, p95, max of the absolute difference
+    live_ms: Mapping[str, float | None]  # p50, p95, p99 of the live version
+    shadow_ms: Mapping[str, float | None]  # p50, p95, p99 of the shadow, same requests
+    disagreeing: int
+
+    @classmethod
+    def of(cls, label: str, c: Mapping[str, Any]) -> Figures:
+        latency = c.get("latency_ms") or {}
+        return cls(label=label, **{k: int(c.get(k) or 0) for k in (
+            "mirrored", "dropped", "answered", "errors", "timeouts")},
+            error_rate=c.get("error_rate"),
+            agreement=(c.get("labels") or {}).get("agreement"),
+            difference=((c.get("numbers") or {}).get("abs_difference") or {}),
+            live_ms=latency.get("live") or {}, shadow_ms=latency.get("shadow") or {},
+            disagreeing=int(c.get("disagreeing_requests") or 0))
+
+
+@dataclass(frozen=True)
+class ShadowView:
+    """A shadow in progress as the server reports it (``GET /admin/shadow`` through the
+    deployer's ``describe_model_server``): which version shadows which, how much traffic is
+    copied, and the comparison, whole and per window (newest first)."""
+
+    version: str
+    live_versions: tuple[str, ...]
+    mirror_percent: float
+    started_at: str
+    window_seconds: float
+    summary: str
+    cumulative: Figures
+    windows: tuple[Figures, ...]
+
+    @classmethod
+    def of(cls, state: Mapping[str, Any]) -> ShadowView:
+        cumulative = state.get("cumulative") or {}
+        return cls(version=str(state.get("version")),
+                   live_versions=tuple(str(v) for v in state.get("live_versions") or ()),
+                   mirror_percent=float(state.get("mirror_percent") or 0.0),
+                   started_at=str(state.get("started_at") or ""),
+                   window_seconds=float(state.get("window_seconds") or 0.0),
+                   summary=summarize(cumulative),
+                   cumulative=Figures.of("whole shadow", cumulative),
+                   windows=tuple(Figures.of(f"{w.get('start', '')[11:19]}-"
+                                            f"{w.get('end', '')[11:19]}", w)
+                                 for w in reversed(state.get("windows") or [])))
+
+
+@dataclass(frozen=True)
 class Row:
     """One model server (``kind="server"``) or streaming scorer (``kind="scorer"``)."""
 
@@ -64,6 +124,7 @@ class Row:
     strategy: str | None = None
     strategy_state: str = ""
     versions: tuple[VersionRow, ...] = ()
+    shadow: ShadowView | None = None
     handle: ServiceHandle | None = None
     description: ServerDescription | None = None
     scorer: ScorerInfo | None = None
@@ -157,7 +218,9 @@ def _server_row(handle: ServiceHandle, future: Future[ServerDescription], budget
     status = described.status.value
     if described.desired_state == "stopped" and status == "unreachable":
         status = "stopped"
+    shadow = ShadowView.of(described.shadow) if described.shadow is not None else None
     return Row(status=status, health=_health(status, described), versions=versions,
+               shadow=shadow,
                desired_state=described.desired_state, description=described,
                strategy_state=strategy_state(described), last_error=described.last_error,
                **base)
@@ -175,10 +238,18 @@ def _health(status: str, described: ServerDescription) -> str:
 
 
 def strategy_state(described: ServerDescription) -> str:
-    """What the server's loaded versions say about a rollout: a canary at some weight, a
-    blue/green version under verification, or a stable version."""
+    """What the server's loaded versions say about a rollout: a shadow being compared, a
+    canary at some weight, a blue/green version under verification, or a stable version."""
     serving = described.handle.model_version
     loaded = {v.version: v for v in described.versions}
+    if described.shadow is not None:
+        view = ShadowView.of(described.shadow)
+        live = ", ".join(view.live_versions) or serving
+        c = view.cumulative
+        agreement = "-" if c.agreement is None else f"{c.agreement:.1%}"
+        return (f"shadow: version {view.version} shadows version {live} with "
+                f"{view.mirror_percent:g}% of requests mirrored, answering no client "
+                f"({c.mirrored} mirrored, {c.dropped} dropped, agreement {agreement})")
     if not loaded:
         return ""
     found = candidate(loaded, serving)

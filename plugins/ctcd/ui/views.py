@@ -32,6 +32,10 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}" if value in (0, 1) else f"{value:.1%}"
 
 
+def number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
 def milliseconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 

@@ -128,17 +128,19 @@ class KubernetesDeployer(ScorersFrom):
         handle = self._handle(server)
         status = self._observe(server, handle)
         versions: tuple[VersionStats, ...] = ()
+        shadow = None
         if status is not ServiceStatus.UNREACHABLE and server.kind == "Deployment":
             try:
                 with self.deployments.pods_admin(server.name) as admin:
                     versions = tuple(admin.versions().values())
+                    shadow = admin.shadow_state(samples=0)
             except CtcdError as err:
                 log.warning("could not read the versions of %s: %s", server.name, err.message)
         st = server.obj.get("status") or {}
         return ServerDescription(
             handle=handle, status=status,
             desired_state="running" if server.replicas > 0 else "stopped",
-            versions=versions,
+            versions=versions, shadow=shadow,
             history=tuple(servers.to_event(e) for e in server.history()),
             last_error=server.annotations.get(res.LAST_ERROR),
             details={

@@ -214,15 +214,17 @@ class LocalDeployer(ScorersFrom):
         record = self.store.resolve(service_id)
         status = self._observe(record)
         versions: tuple[VersionStats, ...] = ()
+        shadow = None
         if status is not ServiceStatus.UNREACHABLE:
             try:
                 with AdminClient(record.endpoint, token=record.admin_token, timeout=5) as admin:
                     versions = tuple(admin.versions().values())
+                    shadow = admin.shadow_state(samples=0)
             except (DeploymentError, ModelServerUnavailable) as err:
                 log.warning("could not read the versions of %s: %s", record.name, err.message)
         return ServerDescription(
             handle=self._handle(record), status=status, desired_state=record.desired_state,
-            versions=versions, history=tuple(self.store.history(record.id, 20)),
+            versions=versions, shadow=shadow, history=tuple(self.store.history(record.id, 20)),
             last_error=record.last_error,
             details={
                 "pid": record.pid if self._alive(record) else None, "host": record.host,
