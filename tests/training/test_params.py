@@ -79,7 +79,7 @@ def test_airflow_params_show_the_model_files_defaults(model_files: ModelFiles) -
     assert set(params) == set(ContinuousTrainingParams.model_fields)
     assert params["threshold"].value == 0.75
     assert params["holdout_fraction"].schema["maximum"] == 0.5
-    assert params["strategy"].schema["enum"] == ["replace", "blue_green", "canary"]
+    assert params["strategy"].schema["enum"] == ["replace", "blue_green", "canary", "shadow"]
     assert params["snapshot_date"].schema["type"] == ["string", "null"]
     for name, param in params.items():
         param.resolve()  # every default satisfies its own schema
