@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ class ServerStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
+            _use_wal(db)
             db.executescript(SCHEMA)
             _allow_pending(db)
             _add_notes(db)
@@ -101,7 +103,6 @@ class ServerStore:
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         db.row_factory = sqlite3.Row
         try:
-            db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA busy_timeout=30000")
             yield db
         finally:
@@ -247,6 +248,20 @@ def _allow_pending(db: sqlite3.Connection) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def _use_wal(db: sqlite3.Connection, attempts: int = 100) -> None:
+    """Put the file in WAL mode, once: the mode is stored in the file, so later connections
+    need not ask. Switching takes an exclusive lock that SQLite does not wait for through
+    the busy timeout, so processes that open a new registry at the same moment retry."""
+    for attempt in range(attempts):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 def _add_notes(db: sqlite3.Connection) -> None:
