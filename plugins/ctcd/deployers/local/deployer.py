@@ -12,28 +12,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import secrets
 import sys
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import replace
 from pathlib import Path
 
-import filelock
-
-from ctcd.deployers import options, traffic
+from ctcd.deployers import traffic
 from ctcd.deployers.admin import AdminClient, VersionStats
 from ctcd.deployers.base import (
     DEFAULT_TIMEOUT,
     DeploymentConfig,
     DeploymentEvent,
     ServerDescription,
-    redact_uri,
 )
 from ctcd.deployers.local import process
+from ctcd.deployers.local.launch import Launcher, process_ref
 from ctcd.deployers.local.locks import operation_lock
 from ctcd.deployers.local.logs import read_log
 from ctcd.deployers.local.scorers import LocalScorers
@@ -48,7 +42,6 @@ from ctcd.errors import (
     ServerStartFailed,
     ServerStopFailed,
 )
-from ctcd.net import port_is_free
 from ctcd.services.handle import ServiceHandle, ServiceStatus, probe
 from ctcd.settings import Settings, get_settings
 
@@ -83,6 +76,12 @@ class LocalDeployer(ScorersFrom):
         return self._store
 
     @property
+    def launcher(self) -> Launcher:
+        """Starts this deployer's server processes (ports, command, readiness)."""
+        return Launcher(self.settings, self.store, self.dir, self.server_command,
+                        self.poll_interval)
+
+    @property
     def scorers(self) -> LocalScorers:
         """The streaming scorers this backend runs (:mod:`ctcd.deployers.local.scorers`)."""
         return LocalScorers(self.settings)
@@ -103,22 +102,22 @@ class LocalDeployer(ScorersFrom):
         waiting for readiness (the deferrable operator waits in the triggerer instead).
         """
         plan = resolve_strategy(strategy)
-        config = self._complete(config)
+        config = self.launcher.complete(config)
         deadline = time.monotonic() + timeout
         started_at, t0 = utcnow(), time.monotonic()
         with self._locked(config.server_name, timeout):
             record = self.store.by_name(config.server_name)
             if record is None:
-                record = self._create(config)
+                record = self.launcher.create(config)
             elif self._alive(record):
                 return self._deploy_in_place(record, config, plan, deadline, started_at, t0)
             # No process serves this model: nothing to protect, start with the new version.
             previous = record.config
             try:
                 record = self.store.update(record.id, config=config, desired_state="running")
-                self._spawn(record, config)
+                self.launcher.spawn(record, config)
                 if wait:
-                    self._wait_ready(record, deadline)
+                    self.launcher.wait_ready(record, deadline)
             except (ServerStartFailed, PortUnavailable) as err:
                 self.store.update(record.id, config=previous, desired_state="stopped")
                 self.store.record_deployment(
@@ -141,7 +140,7 @@ class LocalDeployer(ScorersFrom):
         self, record: ServerRecord, config: DeploymentConfig, strategy: Strategy,
         deadline: float, started_at: str, t0: float,
     ) -> ServiceHandle:
-        self._wait_ready(record, deadline)
+        self.launcher.wait_ready(record, deadline)
         with AdminClient(record.endpoint, token=record.admin_token) as admin:
             if admin.serving() == {config.model_version: 1.0}:
                 log.info("version %s already serves %s; nothing to do",
@@ -229,7 +228,7 @@ class LocalDeployer(ScorersFrom):
             details={
                 "pid": record.pid if self._alive(record) else None, "host": record.host,
                 "port": record.port, "tracking_uri": record.config.tracking_uri,
-                "log": str(self._log_path(record)),
+                "log": str(self.launcher.log_path(record)),
             },
         )
 
@@ -258,14 +257,14 @@ class LocalDeployer(ScorersFrom):
             record = self.store.resolve(record.id)
             if not self._alive(record):
                 try:
-                    self._spawn(record, record.config)
+                    self.launcher.spawn(record, record.config)
                 except (ServerStartFailed, PortUnavailable) as err:
                     self.store.update(record.id, desired_state="stopped",
                                       last_error=err.message[:2000])
                     raise
                 record = self.store.update(record.id, desired_state="running")
             if wait:
-                self._wait_ready(record, deadline)
+                self.launcher.wait_ready(record, deadline)
             return self._handle(self.store.resolve(record.id))
 
     def stop_model_server(
@@ -283,7 +282,7 @@ class LocalDeployer(ScorersFrom):
         with self._locked(record.name, timeout):
             self._stop(self.store.resolve(record.id), timeout, force)
             self.store.delete(record.id)
-            log_path = self._log_path(record)
+            log_path = self.launcher.log_path(record)
             log_path.unlink(missing_ok=True)
             if log_path.parent.exists() and not any(log_path.parent.iterdir()):
                 log_path.parent.rmdir()
@@ -354,121 +353,22 @@ class LocalDeployer(ScorersFrom):
     ) -> Iterator[str]:
         record = self.store.resolve(service_id)
         return read_log(
-            self._log_path(record), follow=follow, tail=tail,
+            self.launcher.log_path(record), follow=follow, tail=tail,
             still_running=lambda: self._alive(self.store.resolve(record.id)),
         )
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _create(self, config: DeploymentConfig) -> ServerRecord:
-        host = self.settings.server_host
-        low, high = self.settings.server_port_range
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with filelock.FileLock(self.dir / "ports.lock", timeout=60):
-            used = self.store.used_ports()
-            for port in range(low, high + 1):
-                if port not in used and port_is_free(port, host):
-                    return self.store.insert(
-                        id=uuid.uuid4().hex, name=config.server_name, host=host, port=port,
-                        admin_token=secrets.token_urlsafe(24), config=config,
-                    )
-        raise PortUnavailable(
-            f"no free port in CTCD_SERVER_PORT_RANGE {low}-{high}; delete unused servers "
-            "(`ctcd models list`, `ctcd models delete`) or widen the range"
-        )
-
-    def _spawn(self, record: ServerRecord, config: DeploymentConfig) -> None:
-        if not port_is_free(record.port, record.host):
-            raise PortUnavailable(
-                f"port {record.port} of model server {record.name!r} is held by another "
-                "process; stop that process, or delete this server and deploy again to get "
-                "a new port"
-            )
-        argv = [
-            *self.server_command,
-            "--model-uri", config.model_uri,
-            "--model-name", config.model_name,
-            "--model-version", config.model_version,
-            "--host", record.host, "--port", str(record.port),
-            "--workers", str(config.workers),
-        ]
-        env = options.server_env(
-            os.environ, config.server_options, requires_token=config.requires_token
-        )
-        env["MLFLOW_TRACKING_URI"] = env["CTCD_SERVER_TRACKING_URI"] = self._tracking_uri(config)
-        env["CTCD_SERVER_ADMIN_TOKEN"] = record.admin_token
-        env["CTCD_HOME"] = str(self.settings.home)
-        log_path = self._log_path(record)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("a") as fh:
-            fh.write(f"--- {utcnow()} starting {config.model_version} ({config.model_uri})\n")
-        ref = process.spawn(argv, env=env, log_path=log_path)
-        self.store.update(record.id, pid=ref.pid, pid_started=ref.started, last_error=None)
-        log.info("started model server %s (pid %s) on %s", record.name, ref.pid, record.endpoint)
-
-    def _complete(self, config: DeploymentConfig) -> DeploymentConfig:
-        """``config`` as it will be recorded: with everything a restart from another process
-        needs (tracking server, server options, whether a token is required)."""
-        return replace(
-            config,
-            tracking_uri=config.tracking_uri or self.settings.tracking_uri(),
-            server_options=config.server_options or options.options_from_env(os.environ),
-            requires_token=config.requires_token or bool(os.environ.get(options.TOKEN_VARIABLE)),
-        )
-
-    def _tracking_uri(self, config: DeploymentConfig) -> str:
-        """The tracking server the record names. The caller's own URI is used instead only
-        when it names that same server (it may carry credentials the record must not)."""
-        live = self.settings.tracking_uri()
-        if config.tracking_uri is None or redact_uri(live) == config.tracking_uri:
-            return live
-        return config.tracking_uri
-
-    def _wait_ready(self, record: ServerRecord, deadline: float) -> None:
-        """Block until the server answers ready; stop it and fail if it cannot."""
-        record = self.store.resolve(record.id)
-        ref = _ref(record)
-        while True:
-            status = probe(record.endpoint, record.config.model_name, timeout=1.0)
-            if status is ServiceStatus.RUNNING:
-                others = process.foreign_listeners(record.port, ref)
-                if not others:
-                    return
-                process.terminate(ref, timeout=10, force=True)
-                message = (
-                    f"another process (pid {', '.join(map(str, others))}) listens on port "
-                    f"{record.port} of model server {record.name!r} too, so it was stopped; "
-                    "stop that process, or delete this server and deploy again for a new port"
-                )
-                self.store.update(record.id, desired_state="stopped", last_error=message)
-                raise PortUnavailable(message)
-            if not process.alive(ref):
-                message = (
-                    f"model server {record.name!r} exited before it was ready. Last log lines "
-                    f"({self._log_path(record)}):\n{process.tail_text(self._log_path(record))}"
-                )
-                break
-            if time.monotonic() >= deadline:
-                process.terminate(ref, timeout=10, force=True)
-                message = (
-                    f"model server {record.name!r} was not ready within the timeout, so it was "
-                    f"stopped. Last log lines:\n{process.tail_text(self._log_path(record))}"
-                )
-                break
-            time.sleep(self.poll_interval)
-        self.store.update(record.id, desired_state="stopped", last_error=message[:2000])
-        raise ServerStartFailed(message)
-
     def _stop(self, record: ServerRecord, timeout: float, force: bool) -> None:
         self.store.update(record.id, desired_state="stopped")
-        if not process.terminate(_ref(record), timeout=timeout, force=force):
+        if not process.terminate(process_ref(record), timeout=timeout, force=force):
             raise ServerStopFailed(
                 f"model server {record.name!r} (pid {record.pid}) did not stop within "
                 f"{timeout:.0f}s; retry with force=True (`--force`) to kill it"
             )
 
     def _alive(self, record: ServerRecord) -> bool:
-        return process.alive(_ref(record))
+        return process.alive(process_ref(record))
 
     def _observe(self, record: ServerRecord) -> ServiceStatus:
         if not self._alive(record):
@@ -490,9 +390,6 @@ class LocalDeployer(ScorersFrom):
             strategy=record.strategy, deployed_at=record.deployed_at or record.created_at,
         )
 
-    def _log_path(self, record: ServerRecord) -> Path:
-        return self.dir / record.id / "server.log"
-
     def _locked(self, server_name: str, timeout: float) -> AbstractContextManager[None]:
         return operation_lock(self._lock_path(server_name), timeout,
                               f"model server {server_name!r}")
@@ -504,8 +401,3 @@ class LocalDeployer(ScorersFrom):
         digest = hashlib.sha1(server_name.encode()).hexdigest()[:16]
         return self.dir / "locks" / f"{digest}.lock"
 
-
-def _ref(record: ServerRecord) -> process.ProcessRef | None:
-    if record.pid is None or record.pid_started is None:
-        return None
-    return process.ProcessRef(record.pid, record.pid_started)
