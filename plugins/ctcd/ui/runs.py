@@ -102,13 +102,7 @@ def note(record: RunRecord) -> str | None:
     version = registered.get("version")
     lines = [f"{NOTE_MARK} gate: {'deploy' if decision.get('deploy') else 'no deploy'} "
              f"({decision.get('reason', '')})."]
-    approved = record.mapping("approve")
-    if approved.get("approval") == "approved":
-        lines.append(f"Version {version} approved by {approved.get('by')}.")
-    elif approved.get("approval") == "rejected":
-        by = f"rejected by {approved['by']}" if approved.get("by") else (
-            "rejected: no answer in time")
-        lines.append(f"Version {version} {by}; rolled back: {approved.get('rolled_back')}.")
+    lines += _approval(record, version)
     promoted = record.mapping("promote")
     if promoted.get("champion"):
         lines.append(f"Version {promoted['champion']} is the champion.")
@@ -116,6 +110,21 @@ def note(record: RunRecord) -> str | None:
     if failed:
         lines.append(f"Failed at {', '.join(sorted(failed))}; the previous version serves.")
     return " ".join(lines)
+
+
+def _approval(record: RunRecord, version: Any) -> list[str]:
+    """The answer, from the Human-in-the-loop detail (a rejection skips ``promote`` by
+    raising, so ``approve`` returns nothing then)."""
+    detail = record.approval or {}
+    chosen = list(detail.get("chosen") or [])
+    if not chosen:
+        asked = record.task_states.get("approve") == "awaiting_input"
+        return [f"Version {version} waits for approval."] if asked else []
+    by = detail.get("responded_by")
+    if chosen == ["Approve"]:
+        return [f"Version {version} approved by {by}."]
+    answer = f"rejected by {by}" if by else "rejected: no answer in time (the default answer)"
+    return [f"Version {version} {answer}; it was rolled back, the champion serves."]
 
 
 def plain(value: Any) -> Any:
