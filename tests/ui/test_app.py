@@ -208,3 +208,31 @@ def test_the_dag_run_tab_says_what_a_run_deployed_or_that_it_did_not(ui: Ui) -> 
         response = client.get("/ctcd/runs/churn_training/no_such_run")
     assert response.status_code == 200
     assert "No run no_such_run of churn_training" in response.text
+
+
+def test_data_docs_are_served_to_signed_in_users_and_only_from_the_site(ui: Ui) -> None:
+    from ctcd.ui.views import data_docs_link
+    from ctcd.validation.docs_site import data_docs_root
+
+    site = data_docs_root(ui.api.ctcd_home) / "local_site" / "validations"
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "page.html").write_text("<h1>churn validation</h1>")
+    secret = ui.api.ctcd_home / "servers" / "outside.txt"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_text("not part of the site")
+    path = "/ctcd/data-docs/local_site/validations/page.html"
+    assert httpx.get(f"{ui.url}{path}").status_code == 401
+    with ui.browser("viewer") as client:
+        page = client.get(path)
+        assert page.status_code == 200 and "churn validation" in page.text
+        # (a client folds a plain "../" before sending; these reach the app as written)
+        for escape in ("/ctcd/data-docs/..%2F..%2F..%2Fservers%2Foutside.txt",
+                       "/ctcd/data-docs/local_site%2F..%2F..%2F..%2F..%2Fservers/outside.txt",
+                       "/ctcd/data-docs/local_site/validations/missing.html"):
+            refused = client.get(escape)
+            assert refused.status_code == 404, (escape, refused.text)
+            assert "no Data Docs page" in refused.text  # the app refused it, not a fallback
+    with pytest.MonkeyPatch.context() as patch:  # the link the lineage step shows
+        patch.setenv("CTCD_HOME", str(ui.api.ctcd_home))
+        assert data_docs_link("/ctcd", str(site / "page.html")) == path
+        assert data_docs_link("/ctcd", "/elsewhere/x.html") == "file:///elsewhere/x.html"

@@ -12,8 +12,9 @@ DATA_DOCS_KEY = "data_docs"
 
 
 class DataDocsLink(BaseOperatorLink):
-    """The Data Docs page of the validation the task ran (a ``file://`` page kept under
-    ``$CTCD_HOME/gx``; it is also logged to MLflow with the run)."""
+    """The Data Docs page of the validation the task ran, served to signed-in users by the
+    deployments view's app (the page is kept under ``$CTCD_HOME/gx`` and logged to MLflow
+    with the run)."""
 
     name = "Data Docs"
 
@@ -22,7 +23,16 @@ class DataDocsLink(BaseOperatorLink):
         if pull is None:
             return ""
         page = pull(task_ids=ti_key.task_id, key=DATA_DOCS_KEY)
-        return f"file://{page}" if isinstance(page, str) and page else ""
+        if not (isinstance(page, str) and page):
+            return ""
+        from airflow.sdk.configuration import conf
+
+        from ctcd.operators.links import APP_PREFIX
+        from ctcd.settings import get_settings
+        from ctcd.validation.docs_site import page_link
+
+        base = (conf.get("api", "base_url", fallback=None) or "").rstrip("/")
+        return page_link(get_settings().home, page, f"{base}{APP_PREFIX}")
 
 
 class ValidateDataOperator(BaseOperator):

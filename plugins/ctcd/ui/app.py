@@ -20,7 +20,7 @@ from urllib.parse import quote
 from airflow.api_fastapi.auth.managers.models.resource_details import AccessView, DagDetails
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_view
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 
 from ctcd.errors import CtcdError, ModelServerNotFound
@@ -73,6 +73,16 @@ def create_app() -> FastAPI:
     def run_tab(dag_id: str, run_id: str, request: Request) -> HTMLResponse:
         context = {**views.base(request), **views.run_summary(dag_id, run_id)}
         return pages.TemplateResponse(request, "run.html", context)
+
+    @app.get("/data-docs/{path:path}")
+    def data_docs(path: str) -> FileResponse:
+        """The Great Expectations Data Docs of this home, to signed-in users: the lineage's
+        validation step links here (a file:// link would not open from the UI)."""
+        found = views.data_docs_file(path)
+        if found is None:
+            raise HTTPException(404, f"no Data Docs page {path!r}: the site is rebuilt by "
+                                     "each validation; open the lineage's link again")
+        return FileResponse(found)
 
     @app.get("/api/deployments/{service_id}/stats")
     def stats(service_id: str) -> JSONResponse:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -100,10 +101,26 @@ def logs(deployer: ModelDeployer, handle: ServiceHandle, *, tail: int = 40,
 
 
 def lineage(reader: MlflowReader, handle: ServiceHandle, request: Request) -> Lineage:
-    airflow = base(request)["airflow"]
-    return resolve(reader, handle.model_name, handle.model_version, airflow_url=airflow,
+    where = base(request)
+    return resolve(reader, handle.model_name, handle.model_version,
+                   airflow_url=where["airflow"],
                    deployed_by={"dag_id": handle.dag_id, "run_id": handle.run_id,
-                                "task_id": handle.task_id})
+                                "task_id": handle.task_id},
+                   data_docs_url=lambda page: data_docs_link(where["prefix"], page))
+
+
+def data_docs_link(prefix: str, page: str) -> str:
+    from ctcd.settings import get_settings
+    from ctcd.validation.docs_site import page_link
+
+    return page_link(get_settings().home, page, prefix)
+
+
+def data_docs_file(path: str) -> Path | None:
+    from ctcd.settings import get_settings
+    from ctcd.validation.docs_site import site_file
+
+    return site_file(get_settings().home, path)
 
 
 def scorer(deployer: ModelDeployer, name: str) -> ScorerInfo:

@@ -23,6 +23,7 @@ import pandas as pd
 from ctcd.data.snapshots import notes_of
 from ctcd.data.spec import DatasetSpec
 from ctcd.errors import DataValidationError
+from ctcd.validation.docs_site import gx_root
 from ctcd.validation.suite import load_suite, suite_parameters
 
 DATASOURCE = "ctcd"
@@ -58,10 +59,6 @@ class ValidationOutcome:
             "evaluated": self.evaluated,
             "failed": [f.line() for f in self.failures],
         }
-
-
-def gx_root(home: Path) -> Path:
-    return home / "gx"
 
 
 def _context(root: Path) -> Any:
