@@ -24,12 +24,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
+from tests import stopping  # noqa: E402
 from tests.api_server import API_USERS, ApiServer  # noqa: E402
 from tests.flavored_models import FlavoredFactory, Registry  # noqa: E402
 
+from ctcd import reaper  # noqa: E402
 from ctcd.stack.config import airflow_env  # noqa: E402
 from ctcd.stack.processes import free_port, spawn, stop_process_tree, wait_http  # noqa: E402
 
+# SIGTERM stops the session and its fixtures' teardown stops their servers (tests/stopping.py);
+# if the session is killed, its reaper stops every server registered with it.
+stopping.install()
+_REAPER = reaper.start()
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="ctcd-tests-"))
 _AIRFLOW_HOME = _SESSION_DIR / "airflow"
 os.environ.update(airflow_env(_AIRFLOW_HOME, api_port=free_port()))
@@ -37,6 +43,15 @@ os.environ.setdefault("CTCD_HOME", str(_SESSION_DIR / "ctcd"))
 os.environ["GIT_PYTHON_REFRESH"] = "quiet"
 os.environ.setdefault("CTCD_TRAINING_THREADS", "1")
 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    stopping.session_started(session)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop what the session started and did not stop itself (the reaper's pass)."""
+    _REAPER.close()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

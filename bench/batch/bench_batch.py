@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "plugins"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import plots  # noqa: E402
+from ctcd import reaper  # noqa: E402
 
 MODEL = "churn-bench"
 
@@ -157,11 +158,18 @@ def _reset_peak() -> bool:
 
 
 def _run_child(work: Path, *args: str) -> dict[str, Any]:
-    result = subprocess.run([sys.executable, __file__, "--child", *args, "--work", str(work)],
-                            capture_output=True, text=True, env=_env(work), check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"child {args} failed:\n{result.stderr[-3000:]}")
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+    with subprocess.Popen([sys.executable, __file__, "--child", *args, "--work", str(work)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=_env(work)) as child:
+        reaper.watch(child.pid)
+        try:
+            out, err = child.communicate()
+        except BaseException:  # stopped (SIGTERM): the child goes too
+            child.kill()
+            raise
+    if child.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{err[-3000:]}")
+    return dict(json.loads(out.strip().splitlines()[-1]))
 
 
 def _env(work: Path) -> dict[str, str]:
@@ -347,11 +355,23 @@ def main() -> int:
         print(json.dumps(result))
         return 0
 
+    # Stopped by SIGTERM: the with blocks stop the servers and remove the directory. Killed
+    # (SIGKILL): the reaper does both (servers and children are registered with it).
+    reaper.exit_on_sigterm()
+    guard = reaper.start()
+    try:
+        return _run(args)
+    finally:
+        guard.close()
+
+
+def _run(args: argparse.Namespace) -> int:
     small, large = (100_000, 1_000_000) if args.quick else (1_000_000, 10_000_000)
     messages = 5_000 if args.quick else 20_000
     chunk = 100_000
     with tempfile.TemporaryDirectory(prefix="ctcd-bench-batch-") as tmp:
         work = Path(tmp)
+        reaper.remove_on_exit(work)
         os.environ.update(_env(work))
         print("registering the churn model and writing inputs...", flush=True)
         register_model(work)

@@ -48,7 +48,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -69,6 +68,7 @@ import peers
 import shadow
 
 import plots
+from ctcd import reaper
 from ctcd.stack.processes import free_port, spawn, stop_process_tree, wait_http
 
 KINDS = ("random_forest", "churn", "xgboost", "lightgbm")
@@ -100,10 +100,21 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
-    # stop cleanly (servers and the tracking server too) when interrupted
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # Stopped by SIGTERM: the finally blocks stop the servers and remove the directory. Killed
+    # (SIGKILL): the reaper does both (every server is registered with it by spawn).
+    reaper.exit_on_sigterm()
+    guard = reaper.start()
+    try:
+        return _run(args, kinds, seconds)
+    finally:
+        guard.close()
+
+
+def _run(args: argparse.Namespace, kinds: tuple[str, ...], seconds: float) -> int:
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="ctcd-bench-serving-"))
+    if not os.environ.get("BENCH_KEEP"):
+        reaper.remove_on_exit(work)
     env = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "GIT_PYTHON_REFRESH": "quiet",
            "CTCD_HOME": str(work / "ctcd-home"),
            # one native thread per server for every server: on a 2-core machine a second
@@ -484,6 +495,7 @@ class _Limit:
                 [sys.executable, str(Path(__file__).with_name("limit.py")), str(model["dir"]),
                  str(sample)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                 text=True, start_new_session=True)
+        reaper.watch(self.proc.pid)
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != "ready":
             self.close()

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ctcd import reaper
 from ctcd.serving.errors import ModelLoadError, ModelRejectedInput
 from ctcd.serving.handlers import BatchConfig, ModelServer
 from ctcd.serving.model import LoadedModel, load
@@ -211,6 +212,7 @@ def live_server(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, "-m", "ctcd.serving", "--host", "127.0.0.1",
                              "--port", "0", *args], env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reaper.watch(proc.pid)  # stopped with the session, even a killed one
     try:
         assert proc.stdout is not None and proc.stderr is not None
         line = proc.stdout.readline().strip()  # blocks until loaded and listening

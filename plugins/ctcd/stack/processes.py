@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from ctcd import reaper
 from ctcd.net import port_is_free
 
 __all__ = ["free_port", "port_is_free", "spawn", "stop_process_tree", "wait_http"]
@@ -32,10 +33,12 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a long-lived process in its own session (so it outlives its parent's group)."""
+    """Start a long-lived process in its own session (so it outlives its parent's group).
+    Under a reaper (:mod:`ctcd.reaper`: a benchmark, the test session) it is registered, so
+    it is stopped when its owner ends however it ends."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             list(argv),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -44,6 +47,8 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
         )
+    reaper.watch(proc.pid)
+    return proc
 
 
 def wait_http(

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from ctcd import reaper
 from ctcd.stack.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -201,6 +202,7 @@ class ControlPlane:
             [str(self.bin / name), *args], stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
             env={k: v for k, v in os.environ.items() if not k.startswith("KUBE")})
+        reaper.watch(self.processes[name].pid)  # stopped with the session, even a killed one
         log.close()
 
     def _check_alive(self, name: str) -> None:

@@ -39,6 +39,7 @@ import httpx
 from tests.deployers.kubernetes.control_plane import ControlPlane
 from tests.deployers.kubernetes.node_network import NodeNetwork
 
+from ctcd import reaper
 from ctcd.stack.processes import free_port
 
 NODE = "ctcd-test-node"
@@ -263,8 +264,10 @@ class Kubelet:
                    for c in [*container.get("command", []), *container.get("args", [])]]
         pod.log.parent.mkdir(parents=True, exist_ok=True)
         with pod.log.open("ab") as log:
-            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        reaper.watch(proc.pid)  # stopped with the session, even a killed one
+        return proc
 
     def _env_value(self, namespace: str, obj: dict[str, Any], item: dict[str, Any]) -> str:
         if "value" in item:

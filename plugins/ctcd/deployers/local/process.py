@@ -4,7 +4,9 @@ A server is started through a tiny launcher that puts it in a new session and ex
 server is re-parented away from the caller: it is not in the Airflow task's process group
 (which Airflow kills on timeout, heartbeat loss or an external fail) and it leaves no zombie
 behind in the task's process. A process is identified by pid *and* start time, so a reused
-pid never reads as our server.
+pid never reads as our server. Under a benchmark's or the test session's reaper
+(:mod:`ctcd.reaper`) a server is also registered with it, so it ends with them; a deployment
+has none.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import psutil
 
+from ctcd import reaper
 from ctcd.errors import ServerStartFailed
 
 _LAUNCHER = (
@@ -50,6 +53,7 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str], log_path: Path) -> Pro
             f"could not launch {argv[0]}: {result.stderr.strip() or result.stdout.strip()}"
         )
     pid = int(result.stdout.strip())
+    reaper.watch(pid)  # only under a benchmark's or the test session's reaper
     try:
         started = psutil.Process(pid).create_time()
     except psutil.NoSuchProcess as err:
