@@ -1,4 +1,5 @@
-"""Model server operations from the Airflow UI: list, start, stop, delete, roll back or promote.
+"""Model server operations from the Airflow UI: list, start, stop, delete, roll back, promote,
+or shadow a version and end the shadow.
 
 Trigger it with the Params form: choose the action from the dropdown, name the server by
 service id / server name, or by model name when the model has one server. Actions taken on
@@ -25,6 +26,10 @@ DOC = __doc__ + """
 | rollback | drops a rollout's new version (a canary), else redeploys the previous one |
 | promote | gives the new version of a rollout in progress all traffic now |
 | shadow | tries registered *model_version* beside the serving one, answering no client |
+| promote_shadow | makes the shadow in progress live now (its comparison is logged) |
+| drop_shadow | unloads the shadow in progress; the live version is untouched |
+
+`promote` and `rollback` refuse a server that runs a shadow: a shadow is no canary.
 """
 
 

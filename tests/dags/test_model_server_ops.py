@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,8 @@ import pytest
 
 from ctcd.deployers import DeploymentConfig
 from ctcd.deployers.local import LocalDeployer
+from ctcd.deployers.traffic import NoRolloutInProgress
+from ctcd.errors import RolledBack
 from ctcd.settings import Settings
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +34,7 @@ def ops_dag(airflow_home: Path) -> Any:
 def test_params_form_offers_the_actions(ops_dag: Any) -> None:
     action = ops_dag.params.get_param("action")
     assert action.schema["enum"] == ["list", "start", "stop", "delete", "rollback", "promote",
-                                     "shadow"]
+                                     "shadow", "promote_shadow", "drop_shadow"]
     assert action.value == "list"
 
 
@@ -94,6 +98,81 @@ def test_rollback_stop_start_through_the_dag(
                       if e.config.model_version == second.version and e.strategy == "shadow"]
         assert "inconclusive" in (shadowed.message or "")
         assert run(action="delete", service="no-such-server") == "failed"
+    finally:
+        for h in backend.find_model_server():
+            backend.delete_model_server(h.service_id, timeout=10, force=True)
+
+
+def test_a_shadow_is_ended_by_hand_through_the_dag_and_never_as_a_canary(
+    ops_dag: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_factory: Any
+) -> None:
+    home = tmp_path / "ctcd"
+    monkeypatch.setenv("CTCD_HOME", str(home))
+    monkeypatch.setenv("CTCD_SERVER_PORT_RANGE", json.dumps(list(PORTS)))
+    backend = LocalDeployer(Settings(home=home, server_port_range=PORTS))
+    models = [model_factory(name=f"{MODEL}-shadow", kind="logistic_regression")
+              for _ in range(3)]
+    live, dropped, promoted = (m.version for m in models)
+    waiting = {"name": "shadow", "min_requests": 100_000, "max_seconds": 120,
+               "poll_seconds": 0.2}
+
+    def run(**conf: Any) -> str:
+        dagrun = ops_dag.test(run_conf={"model_name": f"{MODEL}-shadow", "timeout": 120,
+                                        **conf})
+        return str(dagrun.state)
+
+    def shadow(model: Any) -> dict[str, Any]:
+        """A shadow deploy waiting for its analysis on a thread, as `ctcd models shadow`."""
+        ended: dict[str, Any] = {}
+
+        def deploy() -> None:
+            try:
+                ended["handle"] = backend.deploy_model(DeploymentConfig(
+                    model_name=model.name, model_uri=model.uri, model_version=model.version),
+                    strategy=waiting, timeout=150)
+            except Exception as err:  # the test reads how it ended
+                ended["error"] = err
+
+        ended["thread"] = thread = threading.Thread(target=deploy, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while backend.describe_model_server(handle.service_id).shadow is None:
+            assert thread.is_alive() and time.monotonic() < deadline, ended
+            time.sleep(0.1)
+        return ended
+
+    def serving() -> dict[str, float]:
+        with backend.admin(handle.service_id) as admin:
+            return dict(admin.serving())
+
+    try:
+        handle = backend.deploy_model(DeploymentConfig(
+            model_name=models[0].name, model_uri=models[0].uri, model_version=live), timeout=180)
+        # nothing under trial: a rollback that may only drop one changes nothing
+        with pytest.raises(NoRolloutInProgress):
+            backend.rollback_model_server(handle.service_id, rollout_only=True)
+        assert serving() == {live: 1.0}
+
+        first = shadow(models[1])
+        assert run(action="promote") == "failed"  # a shadow is no canary
+        assert run(action="rollback") == "failed"
+        assert backend.describe_model_server(handle.service_id).shadow is not None
+        assert run(action="drop_shadow") == "success"
+        first["thread"].join(30)
+        assert isinstance(first.get("error"), RolledBack), first
+        assert serving() == {live: 1.0}
+        with backend.admin(handle.service_id) as admin:
+            assert dropped not in admin.versions()  # unloaded
+        assert run(action="drop_shadow") == "failed"  # none now: nothing else is rolled back
+        assert serving() == {live: 1.0}
+
+        second = shadow(models[2])
+        assert run(action="promote_shadow") == "success"
+        second["thread"].join(30)
+        assert second["handle"].model_version == promoted, second
+        assert serving() == {promoted: 1.0}
+        with backend.admin(handle.service_id) as admin:
+            assert set(admin.versions()) == {promoted}
     finally:
         for h in backend.find_model_server():
             backend.delete_model_server(h.service_id, timeout=10, force=True)

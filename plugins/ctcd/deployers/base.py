@@ -338,6 +338,8 @@ class SupportsRollback(Protocol):
         service_id: str,
         strategy: StrategySpec = "blue_green",
         timeout: float = DEFAULT_TIMEOUT,
+        *,
+        rollout_only: bool = False,
     ) -> ServiceHandle:
         """With a rollout in progress (a new version loaded beside the recorded one: a
         canary, a blue/green verification), drop the new version: the recorded one takes
@@ -346,7 +348,10 @@ class SupportsRollback(Protocol):
         :meth:`ModelDeployer.deploy_model` does) the last successfully deployed version
         other than the current one, with its recorded config (model URI, MLflow run id,
         tracking server). Raises ``DeploymentError`` when the history holds no such
-        version, or as ``deploy_model`` does."""
+        version, or as ``deploy_model`` does. ``rollout_only``: only ever drop a version
+        under trial (a canary, a shadow); with none, raise ``NoRolloutInProgress`` and change
+        nothing (a person dropping a shadow that ended a moment ago must not redeploy an
+        older version)."""
         ...
 
 

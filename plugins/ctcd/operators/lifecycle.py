@@ -17,13 +17,16 @@ from ctcd.deployers import (
     get_deployer,
     resolve_service,
 )
+from ctcd.deployers.by_hand import end_shadow, refuse_if_shadowed
 from ctcd.deployers.lookup import config_for_version
 from ctcd.deployers.traffic import NoRolloutInProgress
 from ctcd.errors import DeploymentError, InvalidParams, ModelServerNotFound
 from ctcd.services.handle import ServiceHandle
 
-Action = Literal["start", "stop", "delete", "rollback", "promote", "shadow"]
-ACTIONS: tuple[str, ...] = ("start", "stop", "delete", "rollback", "promote", "shadow")
+Action = Literal["start", "stop", "delete", "rollback", "promote", "shadow", "promote_shadow",
+                 "drop_shadow"]
+ACTIONS: tuple[str, ...] = ("start", "stop", "delete", "rollback", "promote", "shadow",
+                            "promote_shadow", "drop_shadow")
 
 
 class ModelServerLifecycleOperator(BaseOperator):
@@ -38,7 +41,8 @@ class ModelServerLifecycleOperator(BaseOperator):
         the task at once. ``shadow`` deploys the registered ``model_version`` of the
         server's model with the ``shadow`` strategy (``shadow_options``): it answers no
         client while its answers are compared with the serving version's, then the analysis
-        promotes or drops it (or a person does, with ``promote`` / ``rollback``).
+        promotes or drops it, or a person does with ``promote_shadow`` / ``drop_shadow``
+        (``promote`` and ``rollback`` refuse a shadowed server: a shadow is no canary).
     :param model_version: ``shadow``: the registered version to try (templated).
     :param shadow_options: ``shadow``: the strategy's options, e.g. ``{"mirror_percent":
         50, "min_requests": 200}`` (templated).
@@ -106,6 +110,18 @@ class ModelServerLifecycleOperator(BaseOperator):
             try:
                 return deployer.deploy_model(config, strategy=strategy, timeout=timeout)
             except (InvalidParams, DeploymentError) as err:  # dropped: a retry would not help
+                raise AirflowFailException(err.message) from err
+        if self.action in ("promote_shadow", "drop_shadow"):
+            try:
+                done = end_shadow(deployer, service_id, self.action == "promote_shadow", timeout)
+            except (InvalidParams, DeploymentError) as err:  # no shadow: a retry won't help
+                raise AirflowFailException(err.message) from err
+            self.log.info("%s", done)
+            return deployer.find_model_server(service_id=service_id)[0]
+        if self.action in ("promote", "rollback"):
+            try:
+                refuse_if_shadowed(deployer, service_id, self.action)
+            except NoRolloutInProgress as err:
                 raise AirflowFailException(err.message) from err
         if self.action == "promote":
             if not isinstance(deployer, SupportsPromotion):

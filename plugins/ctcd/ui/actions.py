@@ -13,16 +13,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ctcd.deployers.base import ModelDeployer, SupportsPromotion, SupportsRollback
+from ctcd.deployers.by_hand import end_shadow, refuse_if_shadowed
 from ctcd.deployers.scorers import scorers_of
-from ctcd.deployers.shadow import summarize
-from ctcd.deployers.traffic import NoRolloutInProgress
-from ctcd.errors import CtcdError, DeploymentError, InvalidParams
+from ctcd.errors import CtcdError, InvalidParams
 
 log = logging.getLogger(__name__)
 
 SERVER_ACTIONS = ("stop", "start", "rollback", "promote", "promote_shadow", "drop_shadow")
 # what model_server_ops can do itself; the other actions are recorded with action "list"
-OPS_ACTIONS = ("stop", "start", "rollback", "promote")
+OPS_ACTIONS = ("stop", "start", "rollback", "promote", "promote_shadow", "drop_shadow")
 SCORER_ACTIONS = ("stop", "start")
 OPS_DAG = "model_server_ops"
 
@@ -56,9 +55,9 @@ def perform(deployer: ModelDeployer, kind: str, target: str, action: str, *,
         handle = deployer.start_model_server(target, timeout=timeout)
         return f"started: version {handle.model_version} answers at {handle.endpoint}"
     if action in ("promote_shadow", "drop_shadow"):
-        return _end_shadow(deployer, target, action == "promote_shadow", timeout)
+        return end_shadow(deployer, target, action == "promote_shadow", timeout)
     if action in ("rollback", "promote"):
-        _refuse_if_shadowed(deployer, target, action)
+        refuse_if_shadowed(deployer, target, action)
     if action == "rollback":
         if not isinstance(deployer, SupportsRollback):
             raise InvalidParams(f"the {deployer.name!r} backend keeps no deployment history, "
@@ -69,50 +68,6 @@ def perform(deployer: ModelDeployer, kind: str, target: str, action: str, *,
         raise InvalidParams(f"the {deployer.name!r} backend cannot promote a rollout by hand")
     handle = deployer.promote_model_server(target, timeout=timeout)
     return f"promoted: version {handle.model_version} serves all traffic"
-
-
-def _refuse_if_shadowed(deployer: ModelDeployer, target: str, action: str) -> None:
-    """A shadow is no canary: rolling it back or promoting it as one would hide what it is
-    (and a rollback with no rollout would redeploy an older version)."""
-    shadow = deployer.describe_model_server(target).shadow
-    if shadow is not None:
-        raise NoRolloutInProgress(
-            f"version {shadow.get('version')} is a shadow (it answers no client), not a "
-            f"rollout: use promote_shadow to make it live, or drop_shadow to unload it; "
-            f"nothing was changed by {action!r}")
-
-
-def _end_shadow(deployer: ModelDeployer, target: str, promote: bool, timeout: float) -> str:
-    """Promote the shadow (all traffic to it at once, the live versions unloaded: what the
-    shadow strategy does when its analysis passes) or drop it (unloaded; the live version
-    untouched), through the deployer's ``promote_model_server`` / ``rollback_model_server``,
-    which end a version under trial on the server and record it, and end a ``shadow`` deploy
-    still waiting for its analysis with that outcome. Its comparison at that moment is part
-    of what is returned (and so of the recorded run)."""
-    described = deployer.describe_model_server(target)
-    shadow = described.shadow
-    verb = "promote" if promote else "drop"
-    if shadow is None:
-        raise NoRolloutInProgress(
-            f"model server {described.handle.server_name!r} runs no shadow now, so there is "
-            f"no shadow to {verb} (it may have ended already: see its history)")
-    version, live = str(shadow.get("version")), described.handle.model_version
-    evidence = summarize(shadow.get("cumulative") or {})
-    if promote:
-        if not isinstance(deployer, SupportsPromotion):
-            raise InvalidParams(f"the {deployer.name!r} backend cannot promote by hand")
-        handle = deployer.promote_model_server(target, timeout=timeout)
-        if handle.model_version != version:
-            raise DeploymentError(
-                f"promoting the shadow left version {handle.model_version} serving, not the "
-                f"shadow version {version}; check the server's versions on its page")
-        return (f"shadow version {version} promoted: it serves all traffic, version {live} "
-                f"was unloaded. Its comparison then: {evidence}")
-    if not isinstance(deployer, SupportsRollback):
-        raise InvalidParams(f"the {deployer.name!r} backend cannot drop a shadow by hand")
-    handle = deployer.rollback_model_server(target, timeout=timeout)
-    return (f"shadow version {version} dropped (unloaded): version {handle.model_version} "
-            f"serves as before. Its comparison then: {evidence}")
 
 
 def _scorer(deployer: ModelDeployer, name: str, action: str, timeout: float) -> str:

@@ -179,10 +179,15 @@ class KubernetesDeployer(ScorersFrom):
 
     def rollback_model_server(
         self, service_id: str, strategy: StrategySpec = "blue_green",
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_TIMEOUT, *, rollout_only: bool = False,
     ) -> ServiceHandle:
         server = self._resolve(service_id)
-        if server.kind == self.deployments.kind and self.deployments.in_rollout(server):
+        if rollout_only and server.kind != self.deployments.kind:
+            raise traffic.NoRolloutInProgress(
+                f"model server {server.config.server_name!r} is a KServe InferenceService: "
+                "it has no version under trial here to drop; nothing was changed")
+        if rollout_only or (server.kind == self.deployments.kind
+                            and self.deployments.in_rollout(server)):
             return self._end_rollout(server, traffic.drop, timeout)
         current = server.config.model_version
         for event in server.history():

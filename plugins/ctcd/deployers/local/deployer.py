@@ -289,11 +289,13 @@ class LocalDeployer(ScorersFrom):
 
     def rollback_model_server(
         self, service_id: str, strategy: StrategySpec = "blue_green",
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_TIMEOUT, *, rollout_only: bool = False,
     ) -> ServiceHandle:
-        """Drop the version of a rollout in progress, else deploy the version that served
-        before the current one."""
+        """Drop the version of a rollout in progress, else (unless ``rollout_only``) deploy
+        the version that served before the current one."""
         record = self.store.resolve(service_id)
+        if rollout_only:  # the server itself refuses when nothing is under trial
+            return self._by_hand(record, traffic.drop, timeout)
         if self._in_rollout(record):
             return self._by_hand(record, traffic.drop, timeout)
         current = record.config.model_version
