@@ -37,23 +37,16 @@ from ctcd.batch.model import ModelRef, ScoringModel
 from ctcd.batch.rows import check_rows
 from ctcd.data.spec import DatasetSpec
 from ctcd.streaming import messages
+from ctcd.streaming.group import Entry, Group, entries
 from ctcd.streaming.messages import BadMessage, Fields, Request
 from ctcd.streaming.settings import ScorerSettings, heartbeat_key
 
 log = logging.getLogger("ctcd.streaming")
 
-Entry = tuple[str, Fields | None]
 Loader = Callable[[str, str], ScoringModel]  # (name, version) -> loaded model
 Resolver = Callable[[ModelRef], str]  # reference -> version it names now
 
 READY_LINE = "ctcd streaming scorer ready: {consumer} in group {group} on {stream}"
-# Remove a consumer from its group only if it holds no pending entry (atomically: DELCONSUMER
-# would drop the entries it held).
-_LEAVE_IF_IDLE = """
-local held = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
-if #held > 0 then return -1 end
-return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-"""
 
 
 @dataclass
@@ -91,9 +84,7 @@ class Scorer:
         self._next_check = 0.0
         self._loading: Future[ScoringModel | None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
-        self._claim_cursor = "0-0"
-        self._next_claim = 0.0
-        self._next_prune = 0.0
+        self.group = Group(settings, client)
         self._next_beat = 0.0
         self._key = heartbeat_key(settings.stream, settings.group, settings.consumer)
         self.ready = False  # the model is loaded and the stream is read (``/readyz``)
@@ -108,7 +99,7 @@ class Scorer:
         self.model = self._load(self.ref.name, version)
         self.model.schema  # noqa: B018 - refuse a model without a column signature now
         self._next_check = time.monotonic() + self.settings.reload_interval
-        self._ensure_group()
+        self.group.ensure()
         log.info("scoring %s with %s version %s", self.settings.stream, self.ref.name, version)
         self._beat(force=True)
         self._recover_own()
@@ -130,23 +121,23 @@ class Scorer:
                 if "NOGROUP" not in str(err):
                     raise
                 log.warning("consumer group %s is gone; creating it again", self.settings.group)
-                self._ensure_group()
+                self.group.ensure()
 
     def step(self) -> int:
         """One turn: swap in a newly loaded model, renew the heartbeat, score claimed or new
         entries. Returns how many entries were handled."""
         self._maybe_swap()
         self._beat()
-        now = time.monotonic()
-        if self._claim_cursor != "0-0" or now >= self._next_claim:
-            claimed = self._claim()
+        if self.group.claim_due():
+            claimed = self.group.claim()
+            self.counters.claimed = self.group.claimed
             if claimed:
                 return self.handle(claimed, recheck=True)
         s = self.settings
         reply = self.redis.xreadgroup(s.group, s.consumer, {s.stream: ">"}, count=s.batch_size,
                                       block=s.block_ms)
-        entries = _entries(reply)
-        return self.handle(entries, recheck=False) if entries else 0
+        found = entries(reply)
+        return self.handle(found, recheck=False) if found else 0
 
     def close(self) -> None:
         """Stop loading, drop the heartbeat, and leave the group if this consumer holds
@@ -156,7 +147,7 @@ class Scorer:
         s = self.settings
         with contextlib.suppress(redis.RedisError):  # the key expires by itself anyway
             self.redis.delete(self._key)
-            if self.redis.eval(_LEAVE_IF_IDLE, 1, s.stream, s.group, s.consumer) == -1:
+            if not self.group.leave_if_idle(s.consumer):
                 log.info("%s still holds pending entries; it stays in group %s for a "
                          "restart or another consumer to finish them", s.consumer, s.group)
 
@@ -176,7 +167,7 @@ class Scorer:
         """
         model, s = self._model(), self.settings
         schema = model.schema
-        deliveries = self._deliveries([i for i, _ in entries]) if recheck else {}
+        deliveries = self.group.deliveries([i for i, _ in entries]) if recheck else {}
         dead: list[tuple[str, Fields | None, str]] = []
         gone: list[str] = []
         requests: list[Request] = []
@@ -265,74 +256,14 @@ class Scorer:
 
     def _recover_own(self) -> None:
         """Score this consumer's own pending entries (left by its previous run) first."""
-        s, last = self.settings, "0"
+        last = "0"
         while not self.stopping:
-            reply = self.redis.xreadgroup(s.group, s.consumer, {s.stream: last},
-                                          count=s.batch_size)
-            entries = _entries(reply)
-            if not entries:
+            found = self.group.own_pending(last)
+            if not found:
                 return
-            log.info("re-scoring %d entries this consumer left pending", len(entries))
-            self.handle(entries, recheck=True)
-            last = entries[-1][0]
-
-    def _claim(self) -> list[Entry]:
-        s = self.settings
-        reply = self.redis.xautoclaim(s.stream, s.group, s.consumer, min_idle_time=s.min_idle_ms,
-                                      start_id=self._claim_cursor, count=s.batch_size)
-        cursor, claimed = _text(reply[0]), reply[1]
-        self._claim_cursor = cursor
-        if cursor == "0-0":
-            now = time.monotonic()
-            self._next_claim = now + max(s.min_idle_ms / 4000, 0.5)
-            if now >= self._next_prune:
-                self._next_prune = now + max(s.min_idle_ms / 1000, 5.0)
-                self._prune_departed()
-        entries = [(_text(i), f) for i, f in claimed]
-        if entries:
-            self.counters.claimed += len(entries)
-            log.info("claimed %d entries idle for over %d ms", len(entries), s.min_idle_ms)
-        return entries
-
-    def _prune_departed(self) -> None:
-        """Remove consumers that left without saying goodbye (killed, or pods deleted by
-        force) once nothing they held is pending any more (claimed and finished by the
-        others): no heartbeat, idle for over ``min_idle_ms``. Removal is atomic with the
-        check that the consumer holds nothing, so a consumer that read meanwhile keeps its
-        entries; a live consumer removed by mistake is recreated by its next read."""
-        s = self.settings
-        idle = [c for c in self.redis.xinfo_consumers(s.stream, s.group)
-                if int(c["pending"]) == 0 and int(c["idle"]) > s.min_idle_ms]
-        names = [_text(c["name"]) for c in idle if _text(c["name"]) != s.consumer]
-        if not names:
-            return
-        beating = self.redis.pipeline(transaction=False)
-        for name in names:
-            beating.exists(heartbeat_key(s.stream, s.group, name))
-        for name, alive in zip(names, beating.execute(), strict=True):
-            if not alive and self.redis.eval(_LEAVE_IF_IDLE, 1, s.stream, s.group, name) != -1:
-                log.info("removed departed consumer %s from group %s (no heartbeat, nothing "
-                         "pending)", name, s.group)
-
-    def _deliveries(self, ids: Sequence[str]) -> dict[str, int]:
-        s = self.settings
-        pipe = self.redis.pipeline(transaction=False)
-        for entry_id in ids:
-            pipe.xpending_range(s.stream, s.group, min=entry_id, max=entry_id, count=1)
-        counts: dict[str, int] = {}
-        for found in pipe.execute():
-            for item in found:
-                counts[_text(item["message_id"])] = int(item["times_delivered"])
-        return counts
-
-    def _ensure_group(self) -> None:
-        s = self.settings
-        try:
-            self.redis.xgroup_create(s.stream, s.group, id=s.start_id, mkstream=True)
-            log.info("created consumer group %s on %s at %s", s.group, s.stream, s.start_id)
-        except redis.ResponseError as err:
-            if "BUSYGROUP" not in str(err):
-                raise
+            log.info("re-scoring %d entries this consumer left pending", len(found))
+            self.handle(found, recheck=True)
+            last = found[-1][0]
 
     # -- model versions -------------------------------------------------------------------------
 
@@ -426,14 +357,6 @@ def run(settings: ScorerSettings, *, resolve: Resolver, load: Loader,
     return 0
 
 
-def _entries(reply: Any) -> list[Entry]:
-    """XREADGROUP's reply for one stream -> [(id, fields or None)]."""
-    if not reply:
-        return []
-    _name, entries = reply[0]
-    return [(_text(i), f or None) for i, f in entries]
-
-
 def _values(columns: dict[str, np.ndarray]) -> list[Any]:
     """Prediction columns -> one JSON-able value per row (an object for several columns)."""
     lists = {name: values.tolist() for name, values in columns.items()}
@@ -441,10 +364,6 @@ def _values(columns: dict[str, np.ndarray]) -> list[Any]:
         return lists["prediction"]
     names = list(lists)
     return [dict(zip(names, row, strict=True)) for row in zip(*lists.values(), strict=True)]
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _now() -> str:
