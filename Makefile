@@ -84,11 +84,13 @@ docs: install
 	$(PY) -m scripts.docs_reference
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
-## A screenshot of the running demo's Airflow UI for the docs (docs/getting-started/airflow-ui.png):
-## run `make demo` first. Installs Debian's chromium when missing.
+## Screenshots of the running demo's Airflow UI for the docs: the churn_training DAG
+## (docs/getting-started/airflow-ui.png) and the deployments view (docs/concepts/
+## deployments-view.png); run `make demo` first. SCREENSHOT_ARGS='--page deployments' for one.
+## Debian's chromium (installed when missing), driven by Playwright.
 screenshot: install
 	$(SYSTEM) ensure screenshot
-	$(PY) -m scripts.screenshot_ui
+	$(PY) -m scripts.screenshot_ui $(SCREENSHOT_ARGS)
 
 clean:
 	@if [ -x $(PY) ]; then $(PY) -m ctcd.stack clean; fi

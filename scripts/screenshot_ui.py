@@ -1,117 +1,105 @@
-"""A screenshot of the Airflow UI of the running demo stack, for the documentation.
+"""Screenshots of the running demo stack's Airflow UI, for the documentation.
 
-    make demo && make screenshot      # writes docs/getting-started/airflow-ui.png
+    make demo && make screenshot      # both pages below
+    python -m scripts.screenshot_ui --page deployments
 
-Debian's chromium, headless, driven over the Chrome DevTools Protocol (a websocket): it is
-given the UI's login cookie (a JWT from ``POST /auth/token``, as the UI's own login sets
-it), opens the ``churn_training`` DAG's page (the demo model's training DAG), waits until
-the UI has drawn its runs, and captures the page; the image is then scaled down to keep the
-repository small.
+Debian's chromium, headless, driven by Playwright (``executable_path``: never a browser
+Playwright downloads). The browser is given the UI's login cookie (a JWT from
+``POST /auth/token``, as the UI's own login sets it), opens each page, waits until the UI has
+drawn what the page is for, and captures it; the image is then scaled down and reduced to
+a palette to keep the repository small.
+
+Pages:
+  dag          the ``churn_training`` DAG's page (the demo model's training DAG, its runs)
+               -> docs/getting-started/airflow-ui.png
+  deployments  the plugin's deployments view (``/plugin/deployments``, the navigation's
+               *Deployments* entry) with the demo's model server
+               -> docs/concepts/deployments-view.png
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
 import io
-import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
-from itertools import count
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
-import websockets
 from PIL import Image
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Locator, Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "docs" / "getting-started" / "airflow-ui.png"
-# drawn once the grid of the DAG's runs is there (a task's name in it)
-READY = "document.body.innerText.includes('deployment_trigger')"
 
 
-class _Page:
-    def __init__(self, socket: Any) -> None:
-        self.socket, self.ids = socket, count(1)
-
-    async def call(self, method: str, **params: Any) -> dict[str, Any]:
-        message_id = next(self.ids)
-        await self.socket.send(json.dumps({"id": message_id, "method": method,
-                                           "params": params}))
-        while True:  # events arrive in between; the answer carries our id
-            answer = json.loads(await self.socket.recv())
-            if answer.get("id") == message_id:
-                if "error" in answer:
-                    raise RuntimeError(f"{method}: {answer['error']}")
-                return dict(answer.get("result", {}))
+@dataclass(frozen=True)
+class Shot:
+    path: str  # in the UI
+    out: Path
+    what: str  # what "drawn" means, for the error message
+    drawn: Callable[[Page], Locator]  # shown once the page has drawn what it is for
 
 
-async def _capture(debugger: str, airflow: str, token: str, path: str, width: int,
-                   height: int, timeout: float) -> bytes:
-    async with websockets.connect(debugger, max_size=64 * 2**20) as socket:
-        page = _Page(socket)
-        await page.call("Network.enable")
-        await page.call("Network.setCookie", name="_token", value=token, url=airflow)
-        await page.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
-                        deviceScaleFactor=1, mobile=False)
-        await page.call("Page.navigate", url=f"{airflow}{path}")
-        deadline = time.monotonic() + timeout
-        while True:
-            found = await page.call("Runtime.evaluate", expression=READY, returnByValue=True)
-            if found.get("result", {}).get("value") is True:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the UI at {airflow}{path} did not draw the DAG's runs within "
-                                 f"{timeout:.0f}s: is `make demo` running, with a finished run?")
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(2)  # let the grid's icons and fonts settle
-        shot = await page.call("Page.captureScreenshot", format="png")
-        return base64.b64decode(shot["data"])
+SHOTS = {
+    "dag": Shot("/dags/churn_training", ROOT / "docs" / "getting-started" / "airflow-ui.png",
+                "the DAG's runs (a task's name in its grid)",
+                lambda page: page.get_by_text("deployment_trigger").first),
+    "deployments": Shot("/plugin/deployments",
+                        ROOT / "docs" / "concepts" / "deployments-view.png",
+                        "a row of the deployments view (in the UI's frame)",
+                        lambda page: page.frame_locator("iframe").locator("tr.deployment")
+                        .first),
+}
 
 
-def _chromium(port: int, profile: str) -> subprocess.Popen[bytes]:
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if binary is None:
-        raise SystemExit("chromium is not installed: scripts/system-packages.sh ensure screenshot")
-    return subprocess.Popen(
-        [binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--no-first-run", f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
-         "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _capture(page: Page, airflow: str, shot: Shot, timeout: float) -> bytes:
+    page.goto(f"{airflow}{shot.path}")
+    try:
+        shot.drawn(page).wait_for(timeout=timeout * 1000)
+    except PlaywrightError as err:
+        raise SystemExit(f"the UI at {airflow}{shot.path} did not draw {shot.what} within "
+                         f"{timeout:.0f}s: is `make demo` running, with a finished run?"
+                         ) from err
+    page.wait_for_load_state("networkidle")
+    time.sleep(1.5)  # let icons and fonts settle
+    return page.screenshot()
 
 
-def _debugger_url(port: int, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            pages = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=2).json()
-            return str(next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"])
-        except (httpx.HTTPError, StopIteration, ValueError):
-            if time.monotonic() > deadline:
-                raise SystemExit("chromium's DevTools endpoint did not come up") from None
-            time.sleep(0.3)
+def _save(png: bytes, out: Path, scale: float) -> str:
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    image = image.resize((round(image.width * scale), round(image.height * scale)),
+                         Image.Resampling.LANCZOS)
+    image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    return f"{shown}: {image.width}x{image.height}, {out.stat().st_size // 1024} KiB"
 
 
 def main(argv: list[str] | None = None) -> int:
     from ctcd.stack.config import ADMIN_PASSWORD, ADMIN_USER
-    from ctcd.stack.processes import free_port
 
-    parser = argparse.ArgumentParser(prog="python -m scripts.screenshot_ui", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m scripts.screenshot_ui", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--airflow-url", default="http://127.0.0.1:"
                         f"{os.environ.get('CTCD_AIRFLOW_PORT', '8080')}")
-    parser.add_argument("--path", default="/dags/churn_training",
-                        help="the UI page to capture")
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--page", choices=sorted(SHOTS), action="append",
+                        help="the page to capture (repeatable; default: all)")
+    parser.add_argument("--out", type=Path, help="where to write it (one --page only)")
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=820)
     parser.add_argument("--scale", type=float, default=0.7, help="of the captured size")
-    parser.add_argument("--timeout", type=float, default=90)
+    parser.add_argument("--timeout", type=float, default=90, help="seconds per page")
     args = parser.parse_args(argv)
+    names = args.page or sorted(SHOTS)
+    if args.out is not None and len(names) != 1:
+        parser.error("--out needs exactly one --page")
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        raise SystemExit("chromium is not installed: scripts/system-packages.sh ensure screenshot")
     try:
         answer = httpx.post(f"{args.airflow_url}/auth/token", timeout=10,
                             json={"username": ADMIN_USER, "password": ADMIN_PASSWORD})
@@ -119,22 +107,20 @@ def main(argv: list[str] | None = None) -> int:
     except httpx.HTTPError as err:
         raise SystemExit(f"no Airflow API server answers at {args.airflow_url} ({err}): "
                          "start the stack with `make demo` first") from err
-    token = answer.json()["access_token"]
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="ctcd-chromium-") as profile:
-        browser = _chromium(port, profile)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=binary, headless=True)
         try:
-            png = asyncio.run(_capture(_debugger_url(port), args.airflow_url, token, args.path,
-                                       args.width, args.height, args.timeout))
+            context = browser.new_context(viewport={"width": args.width,
+                                                    "height": args.height})
+            context.add_cookies([{"name": "_token", "value": answer.json()["access_token"],
+                                  "url": args.airflow_url}])
+            page = context.new_page()
+            for name in names:
+                shot = SHOTS[name]
+                png = _capture(page, args.airflow_url, shot, args.timeout)
+                print(_save(png, args.out or shot.out, args.scale))
         finally:
-            browser.terminate()
-            browser.wait(timeout=30)
-    image = Image.open(io.BytesIO(png)).convert("RGB")
-    image = image.resize((round(image.width * args.scale), round(image.height * args.scale)),
-                         Image.Resampling.LANCZOS)
-    image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(args.out, optimize=True)
-    print(f"{args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}: "
-          f"{image.width}x{image.height}, {args.out.stat().st_size // 1024} KiB")
+            browser.close()
     return 0
 
 
