@@ -192,14 +192,14 @@ def test_clean_columns_build_what_the_checked_path_builds(churn_model: Any) -> N
     """The one-pass path for clean JSON columns gives the arrays the column-by-column
     checks give, and leaves anything else to those checks."""
     from ctcd.serving.model import load
-    from ctcd.serving.protocols import v2
+    from ctcd.serving.protocols import v2, v2_tensors
 
     schema = load(churn_model.uri).schema
     assert schema is not None
     inputs = v2_columns(churn_model.example)
     fast = v2.clean_columns(inputs, schema)
     assert fast is not None
-    tensors = [v2.tensor_from_json(i, item) for i, item in enumerate(inputs)]
+    tensors = [v2_tensors.tensor_from_json(i, item) for i, item in enumerate(inputs)]
     checked = v2.to_request(tensors, schema).table
     assert checked is not None and fast.rows == checked.rows == len(churn_model.example)
     assert list(fast.arrays) == list(checked.arrays) == list(schema.names)

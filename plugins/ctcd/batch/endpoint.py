@@ -216,7 +216,7 @@ def _tensor(output: dict[str, Any]) -> np.ndarray:
     """A V2 JSON output as the array the model answered: its datatype (float32 answers stay
     float32, as in-process scoring keeps them) and its shape (a row of values per input row
     for a model that answers several, such as a Booster's class probabilities)."""
-    from ctcd.serving.protocols.v2 import DATATYPES
+    from ctcd.serving.protocols.v2_tensors import DATATYPES
 
     array = np.asarray(output["data"], dtype=DATATYPES.get(str(output.get("datatype"))))
     shape = output.get("shape")

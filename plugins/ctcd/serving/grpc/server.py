@@ -24,7 +24,7 @@ from ctcd.serving import auth, correlation
 from ctcd.serving.errors import InvalidInput, ServingError
 from ctcd.serving.grpc import SERVICE, protos
 from ctcd.serving.handlers import ModelServer, internal_error
-from ctcd.serving.protocols import ScoringRequest, v2
+from ctcd.serving.protocols import ScoringRequest, v2, v2_tensors
 from ctcd.serving.protocols.v2_binary import tensor_from_bytes, to_bytes
 from ctcd.serving.registry import VersionSlot
 from ctcd.serving.schema import InputSchema
@@ -135,8 +135,8 @@ class InferenceService:
                                                model_version=slot.version,
                                                id=request.meta.get("id", ""))
         raw = request.meta.get("raw", False)
-        for name, array in v2.named_outputs(request, output):
-            datatype = v2.output_datatype(array)
+        for name, array in v2_tensors.named_outputs(request, output):
+            datatype = v2_tensors.output_datatype(array)
             tensor = response.outputs.add(name=name, datatype=datatype, shape=array.shape)
             if raw:
                 response.raw_output_contents.append(to_bytes(array))
@@ -159,7 +159,7 @@ def decode(request: Any, schema: InputSchema | None,
         raise InvalidInput("inputs", "must be a non-empty list of tensors")
     tensors = []
     for i, item in enumerate(request.inputs):
-        name, datatype, shape = v2.check_header(i, {"name": item.name,
+        name, datatype, shape = v2_tensors.check_header(i, {"name": item.name,
                                                     "datatype": item.datatype,
                                                     "shape": list(item.shape)})
         if raw:
@@ -172,7 +172,7 @@ def decode(request: Any, schema: InputSchema | None,
         values = getattr(item.contents, field)
         # numbers straight into an array (in C; a list of Python floats first costs 10x)
         flat = list(values) if datatype == "BYTES" else np.array(values, _FIELD_DTYPES[field])
-        tensors.append(v2.tensor_from_values(name, datatype, shape, flat))
+        tensors.append(v2_tensors.tensor_from_values(name, datatype, shape, flat))
     outputs = v2.requested_outputs(
         [{"name": o.name, "parameters": {}} for o in request.outputs] or None, available)
     scoring = v2.to_request(tensors, schema, request_id=request.id or None, outputs=outputs)

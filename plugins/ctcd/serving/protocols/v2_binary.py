@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from ctcd.serving.errors import InvalidInput, UnsupportedMediaType
-from ctcd.serving.protocols import Reply, ScoringRequest, v2
+from ctcd.serving.protocols import Reply, ScoringRequest, v2, v2_tensors
 from ctcd.serving.schema import InputSchema
 
 HEADER: Final = "Inference-Header-Content-Length"
@@ -51,9 +51,9 @@ def decode(body: bytes, length: int, content_type: str | None, schema: InputSche
         size = (item.get("parameters") or {}).get("binary_data_size") if isinstance(
             item, dict) else None
         if size is None:
-            tensors.append(v2.tensor_from_json(i, item))
+            tensors.append(v2_tensors.tensor_from_json(i, item))
             continue
-        name, datatype, shape = v2.check_header(i, item)
+        name, datatype, shape = v2_tensors.check_header(i, item)
         where = f"inputs.{name}.parameters.binary_data_size"
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise InvalidInput(where, f"must be a size in bytes, got {size!r}")
@@ -68,7 +68,7 @@ def decode(body: bytes, length: int, content_type: str | None, schema: InputSche
     return v2.from_document(doc, tensors, schema, outputs)
 
 
-def tensor_from_bytes(name: str, datatype: str, shape: list[int], raw: Any) -> v2.Tensor:
+def tensor_from_bytes(name: str, datatype: str, shape: list[int], raw: Any) -> v2_tensors.Tensor:
     """A tensor from its raw bytes (the binary extension; gRPC ``raw_input_contents``)."""
     count = math.prod(shape)
     where = f"inputs.{name}"
@@ -79,13 +79,13 @@ def tensor_from_bytes(name: str, datatype: str, shape: list[int], raw: Any) -> v
                                f"{shape} needs {count}")
         array = np.empty(count, dtype=object)
         array[:] = values
-        return v2.Tensor(name, datatype, array.reshape(shape))
-    dtype = np.dtype(v2.DATATYPES[datatype]).newbyteorder("<")
+        return v2_tensors.Tensor(name, datatype, array.reshape(shape))
+    dtype = np.dtype(v2_tensors.DATATYPES[datatype]).newbyteorder("<")
     if len(raw) != count * dtype.itemsize:
         raise InvalidInput(f"{where}.data", f"has {len(raw)} bytes but shape {shape} of "
                            f"{datatype} needs {count * dtype.itemsize}")
     array = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))
-    return v2.Tensor(name, datatype, array.reshape(shape))
+    return v2_tensors.Tensor(name, datatype, array.reshape(shape))
 
 
 def _split_bytes(raw: Any, where: str) -> list[bytes]:
@@ -107,7 +107,7 @@ def _split_bytes(raw: Any, where: str) -> list[bytes]:
 
 def to_bytes(array: np.ndarray) -> bytes:
     """An output tensor's raw bytes (little-endian; BYTES length-prefixed)."""
-    if v2.output_datatype(array) == "BYTES":
+    if v2_tensors.output_datatype(array) == "BYTES":
         parts = []
         for value in array.ravel():
             item = value if isinstance(value, bytes) else str(value).encode()
@@ -122,19 +122,19 @@ def to_bytes(array: np.ndarray) -> bytes:
 def encode(model_name: str, version: str, request: ScoringRequest,
            output: Any) -> bytes | Reply:
     """JSON, or JSON header + raw outputs when any output is asked for in binary."""
-    named = v2.named_outputs(request, output)
-    flags = v2.binary_flags(request, [name for name, _ in named])
+    named = v2_tensors.named_outputs(request, output)
+    flags = v2_tensors.binary_flags(request, [name for name, _ in named])
     if not any(flags):
         return v2.encode(model_name, version, request, output)
     outputs, chunks = [], []
     for (name, array), binary in zip(named, flags, strict=True):
         if not binary:
-            outputs.append(v2.output_json(name, array))
+            outputs.append(v2_tensors.output_json(name, array))
             continue
         raw = to_bytes(array)
         chunks.append(raw)
         outputs.append({"name": name, "shape": list(array.shape),
-                        "datatype": v2.output_datatype(array),
+                        "datatype": v2_tensors.output_datatype(array),
                         "parameters": {"binary_data_size": len(raw)}})
     head = orjson.dumps({"model_name": model_name, "model_version": version,
                          "id": request.meta.get("id"), "parameters": {},
