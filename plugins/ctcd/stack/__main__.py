@@ -13,6 +13,7 @@ from ctcd.settings import PROJECT_ROOT
 from ctcd.stack.airflow_api import AirflowClient
 from ctcd.stack.config import ADMIN_PASSWORD, ADMIN_USER
 from ctcd.stack.embedded import PROFILES, Stack
+from ctcd.validation.docs_site import page_link
 
 DEMO_MODEL = "churn"  # include/models/churn.yaml
 DAG_ID = f"{DEMO_MODEL}_training"
@@ -122,7 +123,8 @@ def demo(stack: Stack, conf: dict[str, Any], rows: int = 20_000) -> int:
             ingested = client.xcom(DAG_ID, run_id, "ingest")
             docs = client.xcom(DAG_ID, run_id, "validate", key="data_docs")
             _say(f"ingested {ingested}")
-            _say(f"validation (Great Expectations) passed; Data Docs: file://{docs}")
+            _say("validation (Great Expectations) passed; Data Docs: "
+                 f"{page_link(stack.home, str(docs), f'{stack.airflow_url}/ctcd')}")
         endpoint = _serving_endpoint(client, run_id)
     finally:
         client.close()
