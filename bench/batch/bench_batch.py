@@ -11,6 +11,11 @@
   reports the peak RSS of the whole process and the growth of the peak over the RSS after
   the model was loaded (what scoring itself holds: the model load, with MLflow's imports,
   is most of the total). Target: growth at 10 M within 1.2x of the growth at 1 M.
+* Compiled: the same in-process scoring of 1,000,000 rows with the model's compiled graph
+  (ONNX Runtime, one thread: ``ctcd models compile`` ran at registration) against its own
+  library (scikit-learn), fresh processes, alternately, three times each: rows/s (target >=
+  2x), CPU seconds, and the peak RSS growth while scoring (target: within 1.1x). Every other
+  cell runs uncompiled (``CTCD_COMPILED=false``), as before.
 * Batch through the endpoint (the batch_inference DAG's ``mode=endpoint``): the same file
   scored through a model server on loopback in batched requests; rows/s against the
   in-process mode on the same rows.
@@ -54,22 +59,32 @@ MODEL = "churn-bench"
 # -- children (fresh processes: their peak RSS is their own) ----------------------------------
 
 
-def child_batch(source: Path, output: Path, chunk_rows: int) -> dict[str, Any]:
+def child_batch(source: Path, output: Path, chunk_rows: int,
+                compiled: str = "off") -> dict[str, Any]:
     """Score ``source`` once; peak RSS of the process and its growth over the RSS right
-    after the model is loaded (the kernel's peak mark is reset there)."""
+    after the model is loaded (the kernel's peak mark is reset there). ``compiled``: "on"
+    answers with the version's compiled model (ONNX Runtime), "off" with its own library."""
     from ctcd.batch.model import load_version
     from ctcd.batch.score import score_file
 
+    os.environ["CTCD_COMPILED"] = "true" if compiled == "on" else "false"
     model = load_version(MODEL, "1")
+    runtime = model.model.runtime
+    if (compiled == "on") != (runtime == "onnxruntime"):
+        raise RuntimeError(f"compiled={compiled} but {runtime} answers: "
+                           f"{model.model.compiled_view()}")
     load_peak = _peak_mb()
     after_load = _status_mb("VmRSS")
     reset = _reset_peak()
+    cpu = _cpu_s()
     summary = score_file(model, source, output, chunk_rows=chunk_rows)
+    cpu = _cpu_s() - cpu
     scoring_peak = _status_mb("VmHWM") if reset else _peak_mb()
     return {"rows": summary.rows, "seconds": summary.seconds,
             "rows_per_s": summary.rows / summary.seconds,
             "peak_rss_mb": max(load_peak, scoring_peak), "rss_after_load_mb": after_load,
-            "peak_growth_mb": scoring_peak - after_load, "peak_reset": reset}
+            "peak_growth_mb": scoring_peak - after_load, "peak_reset": reset,
+            "runtime": runtime, "cpu_s": cpu}
 
 
 def child_ratio(source: Path, output: Path, chunk_rows: int, rounds: int) -> dict[str, Any]:
@@ -132,12 +147,19 @@ def child_endpoint(source: Path, output: Path, chunk_rows: int) -> dict[str, Any
 
 
 ROUNDS = 3
+COMPILED_ROWS = 1_000_000  # the compiled cell's file (both modes write one this size)
 ENDPOINT_BATCH_ROWS = 5_000
 ENDPOINT_CONCURRENCY = 2
 
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process so far, all its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _status_mb(key: str) -> float:
@@ -157,6 +179,39 @@ def _reset_peak() -> bool:
     return True
 
 
+def _compiled_cell(work: Path, source: Path, chunk: int) -> dict[str, Any]:
+    """In-process batch scoring of the same file with the compiled model (ONNX Runtime, one
+    thread: the default) and uncompiled (the model's own library), each in fresh processes,
+    alternately, ROUNDS times: best rows/s of each, and the peak RSS growth while scoring
+    (the largest of the rounds: memory does not vary with a busy machine)."""
+    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    for _ in range(ROUNDS):
+        for mode in ("on", "off"):
+            runs[mode].append(_run_child(work, "batch", str(source),
+                                         str(work / f"out-compiled-{mode}.parquet"), str(chunk),
+                                         mode))
+    best = {m: max(r["rows_per_s"] for r in rs) for m, rs in runs.items()}
+    cpu = {m: min(r["cpu_s"] for r in rs) for m, rs in runs.items()}
+    growth = {m: max(r["peak_growth_mb"] for r in rs) for m, rs in runs.items()}
+    cell = {"rows": runs["on"][0]["rows"], "rounds": ROUNDS,
+            "compiled_rows_s": best["on"], "uncompiled_rows_s": best["off"],
+            "rows_s_ratio": best["on"] / best["off"],
+            # CPU seconds to score the file, a steadier figure on a busy machine
+            "compiled_cpu_s": cpu["on"], "uncompiled_cpu_s": cpu["off"],
+            "cpu_ratio": cpu["off"] / cpu["on"],
+            "compiled_peak_growth_mb": growth["on"], "uncompiled_peak_growth_mb": growth["off"],
+            "peak_growth_ratio": growth["on"] / growth["off"],
+            "compiled_rss_after_load_mb": runs["on"][0]["rss_after_load_mb"],
+            "uncompiled_rss_after_load_mb": runs["off"][0]["rss_after_load_mb"]}
+    print(f"compiled batch in-process {cell['rows']:,} rows: {best['on']:,.0f} rows/s vs "
+          f"uncompiled {best['off']:,.0f} rows/s: x{cell['rows_s_ratio']:.2f} (target >= 2; "
+          f"CPU seconds {cpu['on']:.2f} vs {cpu['off']:.2f}: x{cell['cpu_ratio']:.2f}); "
+          f"peak RSS growth while scoring {growth['on']:,.0f} vs {growth['off']:,.0f} MB: "
+          f"x{cell['peak_growth_ratio']:.2f} (target <= 1.1); best of {ROUNDS} each, "
+          "alternated", flush=True)
+    return cell
+
+
 def _run_child(work: Path, *args: str) -> dict[str, Any]:
     with subprocess.Popen([sys.executable, __file__, "--child", *args, "--work", str(work)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -173,18 +228,22 @@ def _run_child(work: Path, *args: str) -> dict[str, Any]:
 
 
 def _env(work: Path) -> dict[str, str]:
+    # the uncompiled path everywhere but in the compiled cell (child_batch ... on)
     return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
             "CTCD_HOME": str(work / "home"), "PYTHONPATH": str(ROOT / "plugins"),
-            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "CTCD_COMPILED": "false"}
 
 
 # -- setup -----------------------------------------------------------------------------------
 
 
-def register_model(work: Path) -> None:
+def register_model(work: Path) -> dict[str, float]:
+    """Train, register and compile the churn model; the compile step's measured speedups."""
     import mlflow
 
+    from ctcd.compiled.version import compile_version
     from ctcd.data.churn import FEATURES, LABEL, generate_snapshot
+    from ctcd.tracking import Tracking
     from ctcd.training.model import build_pipeline, log_model
 
     frame = generate_snapshot(date(2026, 1, 1), rows=20_000)
@@ -192,10 +251,18 @@ def register_model(work: Path) -> None:
     pipeline = build_pipeline("hist_gradient_boosting", {"max_iter": 100})
     pipeline.fit(features, frame[LABEL])
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    # the model's artifacts in the work directory too (the default is ./mlruns of the cwd)
+    mlflow.create_experiment("bench-batch", artifact_location=(work / "artifacts").as_uri())
     mlflow.set_experiment("bench-batch")
     with mlflow.start_run():
         log_model(pipeline, features.head(5), registered_model_name=MODEL)
     mlflow.MlflowClient().set_registered_model_alias(MODEL, "champion", "1")
+    # compiled as a registered version is (ctcd models compile): verified on 2,000 rows
+    outcome = compile_version(MODEL, "1", tracking=Tracking(f"sqlite:///{work / 'mlflow.db'}"),
+                              rows=features.sample(2000, random_state=1))
+    if not outcome.manifest.verified:
+        raise RuntimeError(f"the bench model did not compile: {outcome.manifest.reason}")
+    return dict(outcome.manifest.speedup)
 
 
 def write_inputs(work: Path, sizes: list[int]) -> dict[int, Path]:
@@ -347,7 +414,7 @@ def main() -> int:
         kind, *rest = args.child
         os.environ.update(_env(args.work))
         if kind == "batch":
-            result = child_batch(Path(rest[0]), Path(rest[1]), int(rest[2]))
+            result = child_batch(Path(rest[0]), Path(rest[1]), int(rest[2]), *rest[3:])
         elif kind == "endpoint":
             result = child_endpoint(Path(rest[0]), Path(rest[1]), int(rest[2]))
         else:
@@ -374,9 +441,13 @@ def _run(args: argparse.Namespace) -> int:
         reaper.remove_on_exit(work)
         os.environ.update(_env(work))
         print("registering the churn model and writing inputs...", flush=True)
-        register_model(work)
+        speedup = register_model(work)
         inputs = write_inputs(work, [small, large])
         figures: dict[str, Any] = {"quick": args.quick, "chunk_rows": chunk}
+        figures["compiled"] = compiled = _compiled_cell(work, inputs[COMPILED_ROWS], chunk)
+        compiled["compile_speedup"] = speedup
+        figures["targets_missed_compiled"] = int(compiled["rows_s_ratio"] < 2) + int(
+            compiled["peak_growth_ratio"] > 1.1)
         ratio = _run_child(work, "ratio", str(inputs[small]), str(work / "out-ratio.parquet"),
                            str(chunk), str(ROUNDS))
         figures["ratio"] = ratio
@@ -398,7 +469,7 @@ def _run(args: argparse.Namespace) -> int:
         figures["rss_growth_large_vs_small"] = (large_run["peak_growth_mb"]
                                                 / small_run["peak_growth_mb"])
         figures["targets_missed"] = int(figures["batch_vs_limit"] < 0.8) + int(
-            figures["rss_growth_large_vs_small"] > 1.2)
+            figures["rss_growth_large_vs_small"] > 1.2) + figures["targets_missed_compiled"]
         print(f"batch / limit: x{figures['batch_vs_limit']:.2f} (target >= 0.8); peak RSS "
               f"growth while scoring {large:,} / {small:,} rows: "
               f"x{figures['rss_growth_large_vs_small']:.2f} (target <= 1.2); total peak RSS "

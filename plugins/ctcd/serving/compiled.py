@@ -176,6 +176,10 @@ class CompiledModel:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
+        # no memory arena: a large batch's intermediate buffers go back after each call
+        # instead of staying held by the session (batch scoring's peak memory grew ~40 MB
+        # per 100,000-row chunk with it); one row took the same time either way here
+        options.enable_cpu_mem_arena = False
         source = str(graph) if isinstance(graph, Path) else graph
         self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.manifest = manifest
@@ -204,7 +208,7 @@ class CompiledModel:
         for name, kind in self._columns:
             values = arrays[name]
             if kind == "string":
-                if values.dtype.kind != "O" or any(v is None for v in values):
+                if values.dtype.kind != "O" or np.equal(values, None).any():  # type: ignore[call-overload]
                     values = np.array(["" if v is None else str(v) for v in values],
                                       dtype=object)
                 feeds[name] = values.reshape(rows, 1)
