@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 # `ensure` installs what is missing as root, else stops with the command to run.
 SYSTEM := scripts/system-packages.sh
 
-.PHONY: install requirements demo demo-scale stop status test test-fast test-scale kube-binaries lint docs screenshot bench-serving bench-validation bench-batch clean
+.PHONY: install requirements demo demo-scale stop status test test-fast test-scale kube-binaries lint docs screenshot bench-serving bench-validation bench-batch bench-ui clean
 
 # Compiled bytecode: with PYTHONDONTWRITEBYTECODE set (as on these machines) every process
 # would otherwise compile airflow, mlflow and scikit-learn from source at each import
@@ -112,3 +112,10 @@ bench-validation: install
 bench-batch: install
 	$(SYSTEM) ensure bench-batch
 	$(PY) bench/batch/bench_batch.py $(BENCH_ARGS)
+
+## Time the deployments page with 20 deployments, one a dead server (20 real model servers
+## behind Airflow's API server): the server's render time over loopback (median and max) and
+## the page's load in Debian's chromium. BENCH_ARGS='--no-browser' or '--servers 10' for less.
+bench-ui: install
+	$(SYSTEM) ensure bench-ui
+	$(PY) bench/ui/bench_ui.py $(BENCH_ARGS)

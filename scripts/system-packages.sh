@@ -20,7 +20,7 @@ redis-server   | cmd:redis-server                         | test test-scale demo
 postgresql     | glob:/usr/lib/postgresql/*/bin/initdb    | test-scale demo-scale
 docker-compose | cmd:docker-compose                       | test
 wrk            | cmd:wrk                                  | bench-serving
-chromium       | cmd:chromium                             | test screenshot
+chromium       | cmd:chromium                             | test screenshot bench-ui
 openssl        | cmd:openssl                              | test
 golang-1.19-go | glob:/usr/lib/go-1.19/bin/go             | kube-binaries
 golang-github-modern-go-reflect2-dev | glob:/usr/share/gocode/src/github.com/modern-go/reflect2/reflect2.go | kube-binaries
