@@ -38,7 +38,9 @@ def test_compile_verifies_on_the_rows_given_and_prints_the_manifest(
     assert manifest["rows"] >= len(model.holdout)
     assert manifest["runtime"].startswith("onnxruntime ")
     tags = MlflowClient(mlflow_server).get_model_version("compiled-cli-diabetes", version).tags
-    assert tags["ctcd.compiled"] == "verified"
+    # used only where it was measured faster (1 row and all rows): LightGBM may not be
+    assert manifest["faster"] == all(v > 1 for v in manifest["speedup"].values())
+    assert tags["ctcd.compiled"] == ("verified" if manifest["faster"] else "slower")
 
 
 def test_compile_says_why_a_model_is_not_compiled(

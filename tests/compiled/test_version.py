@@ -6,6 +6,7 @@ as it is with the reason shown; a tampered graph is refused at load."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -69,18 +70,45 @@ def test_every_model_type_compiles_and_answers_as_the_original_on_its_holdout(
     assert manifest.max_abs_diff <= ATOL * 10  # within ATOL + RTOL*|value| (regressions)
     assert manifest.speedup["1 row"] > 1
 
-    served = load(str(_compiled_copy(original, outcome, tmp_path)))
+    directory = _compiled_copy(original, outcome, tmp_path)
+    served = load(str(directory))
     served.warm()
-    assert served.runtime == "onnxruntime"
-    assert served.compiled_view()["compiled"] == "verified"
+    # used where it was measured faster at both sizes (1 row, all rows), else kept unused
+    used = manifest.faster
+    assert (served.runtime, served.compiled_view()["compiled"]) == (
+        ("onnxruntime", "verified") if used else (original.runtime, "slower")), manifest.speedup
     table = verification_rows(original, model.holdout)
-    expected, got = _answers(original, table), _answers(served, table)
-    result = compare(expected, got, table.rows)
-    assert result.equal, result.describe()
-    assert got["predict"].dtype == expected["predict"].dtype
-    if model.task != "regression":
-        assert np.array_equal(got["predict"], expected["predict"])
-        assert set(got) == {"predict", "predict_proba"}
+    graph = runtime.CompiledModel.open(directory)
+    expected = _answers(original, table)
+    for got in (_answers(served, table), graph.run(table, original.output_names)):
+        result = compare(expected, got, table.rows)
+        assert result.equal, result.describe()
+        assert got["predict"].dtype == expected["predict"].dtype
+        if model.task != "regression":
+            assert np.array_equal(got["predict"], expected["predict"])
+            assert set(got) == {"predict", "predict_proba"}
+
+
+def test_a_graph_not_faster_at_every_size_is_kept_but_not_used(
+        trained: dict[str, Trained], tmp_path: Path) -> None:
+    """Verified equal but measured slower at all the verification rows: the tag and the
+    server's metadata say ``slower`` and where, and the original model answers."""
+    model = trained["bench-random_forest"]
+    original = _original(model.uri)
+    outcome = compile_loaded(original, model.holdout)
+    rows = f"{outcome.manifest.rows} rows"
+    slower = Outcome(dataclasses.replace(outcome.manifest,
+                                         speedup={"1 row": 50.0, rows: 0.6}), outcome.graph)
+    tags = slower.tags()
+    assert tags["ctcd.compiled"] == "slower"
+    assert f"not faster than the original at {rows} x0.6" in tags["ctcd.compiled.reason"]
+
+    served = load(str(_compiled_copy(original, slower, tmp_path)))
+    served.warm()
+    view = served.compiled_view()
+    assert (served.runtime, view["compiled"]) == ("sklearn", "slower")
+    assert f"{rows} x0.6" in view["compiled_reason"]
+    assert served.compiled is None
 
 
 def test_edge_rows_answer_as_the_original(trained: dict[str, Trained], tmp_path: Path) -> None:
@@ -181,22 +209,22 @@ def test_compile_version_logs_the_graph_beside_the_model_and_tags_it(
     import mlflow
     from mlflow import MlflowClient
 
-    model = trained["wine"]
+    model = trained["bench-random_forest"]  # faster compiled at every size, by far
     mlflow.set_tracking_uri(mlflow_server)
-    registered = mlflow.register_model(model.uri, "compiled-wine")
+    registered = mlflow.register_model(model.uri, "compiled-forest")
     version = str(registered.version)
-    outcome = compile_version("compiled-wine", version, tracking=Tracking(mlflow_server),
+    outcome = compile_version("compiled-forest", version, tracking=Tracking(mlflow_server),
                               rows=model.holdout)
     assert outcome.manifest.verified, outcome.manifest.reason
-    tags = MlflowClient(mlflow_server).get_model_version("compiled-wine", version).tags
+    tags = MlflowClient(mlflow_server).get_model_version("compiled-forest", version).tags
     assert tags["ctcd.compiled"] == "verified"
     assert "onnxruntime" in tags["ctcd.compiled.runtime"]
     assert "1 row x" in tags["ctcd.compiled.speedup"]
 
-    served = load(f"models:/compiled-wine/{version}")
+    served = load(f"models:/compiled-forest/{version}")
     served.warm()
     assert served.runtime == "onnxruntime"
-    original = load(f"models:/compiled-wine/{version}", compiled=False)
+    original = load(f"models:/compiled-forest/{version}", compiled=False)
     original.warm()
     table = verification_rows(original, model.holdout)
     assert np.array_equal(served.predict_table(table), original.predict_table(table))
@@ -205,7 +233,7 @@ def test_compile_version_logs_the_graph_beside_the_model_and_tags_it(
 
     # batch scoring and the streaming scorers load a version this way
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    scoring = load_version("compiled-wine", version)
+    scoring = load_version("compiled-forest", version)
     assert scoring.model.runtime == "onnxruntime"
     columns, refused = predict_isolating(scoring, table)
     assert not refused

@@ -94,9 +94,10 @@ def test_train_evaluate_gate_register_promote_then_skip(
     registered = pipeline.register(churn, candidate, LINEAGE, tracking, decision="passes")
     assert registered["version"] == "1" and registered["model_name"] == churn.model_name
     # compiled at registration, verified on the holdout rows the training run kept
-    assert registered["compiled"] == "verified"
+    # (used when it was measured faster at 1 row and at all rows: a busy machine decides)
+    assert registered["compiled"] in ("verified", "slower")
     version_tags = tracking.client.get_model_version(churn.model_name, "1").tags
-    assert version_tags["ctcd.compiled"] == "verified"
+    assert version_tags["ctcd.compiled"] == registered["compiled"]
     assert "equal on" in version_tags["ctcd.compiled.reason"]
     holdout = tracking.client.list_artifacts(candidate["run_id"], "verification")
     assert [a.path for a in holdout] == ["verification/holdout.parquet"]

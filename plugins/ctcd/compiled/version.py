@@ -7,7 +7,8 @@ outcome is also set as tags of the version:
 
 | tag | value |
 |---|---|
-| ``ctcd.compiled`` | ``verified``, ``failed`` (conversion or verification) |
+| ``ctcd.compiled`` | ``verified`` (used), ``slower`` (equal but not faster at 1 row and at  |
+|  | all rows: kept, not used), ``failed`` (conversion or verification) |
 | ``ctcd.compiled.reason`` | the comparison, or why there is no usable graph |
 | ``ctcd.compiled.runtime`` | ``onnxruntime <version>``, converter and its version |
 | ``ctcd.compiled.speedup`` | original time / compiled time, 1 row and all rows |
@@ -51,8 +52,10 @@ class Outcome:
 
     def tags(self) -> dict[str, str]:
         m = self.manifest
-        tags = {TAG: "verified" if m.verified else "failed",
-                f"{TAG}.reason": m.reason[:4000]}
+        state = ("verified" if m.faster else "slower") if m.verified else "failed"
+        reason = m.reason if state != "slower" else (
+            f"{m.reason}; not used: not faster than the original at {m.slower_at()}")
+        tags = {TAG: state, f"{TAG}.reason": reason[:4000]}
         if m.runtime:
             tags[f"{TAG}.runtime"] = f"{m.runtime}; {m.converter}"
         if m.speedup:
@@ -145,8 +148,10 @@ def compile_version(name: str, version: str, *, tracking: Any,
     _log(client, found, outcome)
     for key, value in outcome.tags().items():
         client.set_model_version_tag(name, version, key, value)
-    verb = "compiled and verified" if outcome.manifest.verified else "served uncompiled"
-    log.info("%s version %s %s: %s", name, version, verb, outcome.manifest.reason)
+    tags = outcome.tags()
+    verb = {"verified": "compiled and verified", "slower": "compiled and verified, but served "
+            "uncompiled (not faster)"}.get(tags[TAG], "served uncompiled")
+    log.info("%s version %s %s: %s", name, version, verb, tags[f"{TAG}.reason"])
     return outcome
 
 

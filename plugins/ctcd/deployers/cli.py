@@ -142,7 +142,7 @@ def _print_description(described: ServerDescription) -> None:
         out.print(versions)
         for v in described.versions:
             if v.compiled and v.compiled != "verified":
-                out.print(f"version {v.version} is not compiled ({v.compiled}): "
+                out.print(f"version {v.version} answers uncompiled ({v.compiled}): "
                           f"{v.compiled_reason}")
     if described.history:
         history = Table("WHEN", "VERSION", "STRATEGY", "OUTCOME", "TO SERVING", "MESSAGE",

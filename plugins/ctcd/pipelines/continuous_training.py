@@ -251,7 +251,11 @@ def compile_registered(name: str, version: str, tracking: Tracking) -> str:
                     type(err).__name__, err, name, version)
         return "none"
     manifest = outcome.manifest
-    if manifest.verified:
+    if manifest.verified and not manifest.faster:
+        log.info("Compiled %s version %s to ONNX and verified it (%s), but it is served "
+                 "uncompiled: not faster than the original at %s", name, version,
+                 manifest.reason, manifest.slower_at())
+    elif manifest.verified:
         log.info("Compiled %s version %s to ONNX (%s): %s; speedup %s", name, version,
                  manifest.converter, manifest.reason, dict(manifest.speedup))
     else:

@@ -13,6 +13,10 @@ tolerance as at compile time); a graph that answers differently is refused, and 
 original model serves. Which runtime answers is in the server's metadata and in the
 ``X-Model-Runtime`` header.
 
+A verified graph is used only where it was measured faster: at compile time both are timed
+on 1 row and on all the verification rows, and a graph not faster at both is kept but not
+used (``compiled: slower``; the original serves, and ONNX Runtime is not loaded at all).
+
 The comparison itself (:func:`compare`) is the one ``ctcd models compile`` uses on the
 holdout rows.
 """
@@ -126,6 +130,18 @@ class Manifest:
     max_abs_diff: float = 0.0
     speedup: Mapping[str, float] = field(default_factory=dict)
 
+    @property
+    def faster(self) -> bool:
+        """Whether the graph answered faster than the original at every batch size it was
+        timed at when compiled (1 row and all the verification rows): the one rule for using
+        it. A speedup is original time over compiled time, rounded to a tenth."""
+        return bool(self.speedup) and all(v > 1.0 for v in self.speedup.values())
+
+    def slower_at(self) -> str:
+        """The sizes where the graph was not faster, as ``2006 rows x0.6``."""
+        return ", ".join(f"{k} x{v:.1f}" for k, v in self.speedup.items() if v <= 1.0) or \
+            "no timing recorded"
+
     def to_json(self) -> bytes:
         doc = {"manifest_version": MANIFEST_VERSION, "verified": self.verified,
                "reason": self.reason, "inputs": self.inputs,
@@ -133,6 +149,7 @@ class Manifest:
                "predict_dtype": self.predict_dtype, "sha256": self.sha256,
                "converter": self.converter, "runtime": self.runtime, "rows": self.rows,
                "max_abs_diff": self.max_abs_diff, "speedup": dict(self.speedup),
+               "faster": self.faster,  # derived from speedup: whether it is used
                "tolerance": {"atol": ATOL, "rtol": RTOL}}
         return orjson.dumps(doc, option=orjson.OPT_INDENT_2)
 
@@ -250,7 +267,8 @@ class CompiledStatus:
     """What a loaded version says about its compiled model (the server's metadata)."""
 
     runtime: str  # what answers: "onnxruntime", or the original flavor ("sklearn", ...)
-    compiled: str  # "verified" (in use), "off", "none", "failed", "refused"
+    compiled: str  # "verified" (in use), "slower" (verified, not used), "off", "none",
+    # "failed", "refused"
     reason: str = ""
 
     def to_dict(self) -> dict[str, str]:
@@ -274,6 +292,9 @@ def open_verified(directory: Path, original: Original, check: Table, outputs: tu
                                     "version (`ctcd models compile` makes one)")
     if not manifest.verified:
         return None, CompiledStatus(flavor, "failed", manifest.reason)
+    if not manifest.faster:  # decided before ONNX Runtime is even imported
+        return None, CompiledStatus(flavor, "slower", f"{manifest.reason}; not used: not "
+                                    f"faster than the original at {manifest.slower_at()}")
     graph = directory / DIRECTORY / GRAPH
     if graph.is_file() and manifest.sha256 and digest(graph.read_bytes()) != manifest.sha256:
         return None, CompiledStatus(flavor, "refused", f"{DIRECTORY}/{GRAPH} is not the graph "
