@@ -32,7 +32,11 @@ Compiled models: each model is compiled as a registered version is (``ctcd model
 converted to ONNX and verified against the original on 2,000 of its rows), and a third
 server of ours, ``ctcd_compiled`` (one process), answers with the graph in ONNX Runtime; the
 other two are started with ``--no-compiled`` and answer with the model's own library, so
-every cell compares compiled, uncompiled and MLServer in the same run.
+every cell compares compiled, uncompiled and MLServer in the same run. A graph not faster
+than the original at 1 row and at all the verification rows is not used (``ctcd.compiled:
+slower``): that model gets no compiled server. Cold start compiled against uncompiled is
+also measured with our server alone, alternately, three times each (``cold_start_alone``):
+among the cells' servers the compiled one starts right after the two-worker one.
 
 Run: ``make bench-serving`` (needs ``wrk``: apt-get install wrk); ``--quick`` for
 development (2 s cells); ``BENCH_ARGS="--kinds random_forest,churn"`` measures only those
@@ -386,6 +390,8 @@ def _measure_model(kind: str, model: dict[str, Any], mlserver_bin: Path, work: P
     every server back to back, so a ratio compares figures taken seconds apart (other
     load on a shared machine drifts over minutes)."""
     name = MODEL_NAME[kind]
+    cold = peers.cold_starts(model["dir"], name, model["version"], work) \
+        if model["compiled"]["used"] else None
     servers = _start_all(kind, model, mlserver_bin, work)
     try:
         limit = _Limit(kind, model, work, seconds)
@@ -449,6 +455,8 @@ def _measure_model(kind: str, model: dict[str, Any], mlserver_bin: Path, work: P
     by_server["compiled"] = model["compiled"]
     by_server["runtime"] = runtime
     by_server["protocols"] = KIND_PROTOCOLS[kind]
+    if cold is not None:
+        by_server["cold_alone"] = cold
     return by_server
 
 
@@ -694,9 +702,13 @@ def _print_compiled(results: dict[str, Any]) -> None:
             print(f"{kind:13s} {protocol:6s} {concurrency:2d} {rows:4d} | {c['rows_s']:15.0f} "
                   f"{c['rows_s'] / o['rows_s']:12.2f} {c['rows_s'] / t['rows_s']:7.2f} | "
                   f"{c['p99_ms']:9.2f} / {t['p99_ms']:9.2f}")
-        info = by_server["compiled"]
+        info, alone = by_server["compiled"], by_server["cold_alone"]
+        c, u = alone["ctcd_compiled"], alone["ctcd"]
         print(f"{kind:13s} compiled cold start {compiled['cold_start_s']:.2f} s (uncompiled "
-              f"{by_server['ctcd']['cold_start_s']:.2f} s); verified on {info['rows']} rows, "
+              f"{by_server['ctcd']['cold_start_s']:.2f} s); started alone, alternated, median "
+              f"of {peers.COLD_ROUNDS}: {c['wall_s']:.2f} vs {u['wall_s']:.2f} s "
+              f"(x{c['wall_s'] / u['wall_s']:.2f}), CPU {c['cpu_s']:.2f} vs {u['cpu_s']:.2f} s "
+              f"(x{c['cpu_s'] / u['cpu_s']:.2f}); verified on {info['rows']} rows, "
               f"largest difference {info['max_abs_diff']:.3g}")
 
 
@@ -740,6 +752,15 @@ def _flat(results: dict[str, Any]) -> dict[str, Any]:
                 by_server["ctcd_w2"][key]["rows_s"] / theirs[key]["rows_s"], 4)
             missed += len(_misses(key, concurrency, r, ours[key].get("limit_share")))
         compiled = by_server.get("ctcd_compiled")
+        for server, figures in by_server.get("cold_alone", {}).items():
+            flat[f"{kind}.{server}.cold_start_alone_s"] = round(figures["wall_s"], 3)
+            flat[f"{kind}.{server}.cold_start_alone_s_cpu"] = round(figures["cpu_s"], 3)
+        if "cold_alone" in by_server:
+            alone = by_server["cold_alone"]
+            flat[f"{kind}.ratio_compiled_uncompiled.cold_start_alone"] = round(
+                alone["ctcd_compiled"]["wall_s"] / alone["ctcd"]["wall_s"], 4)
+            flat[f"{kind}.ratio_compiled_uncompiled.cold_start_alone_cpu"] = round(
+                alone["ctcd_compiled"]["cpu_s"] / alone["ctcd"]["cpu_s"], 4)
         for protocol, concurrency, rows in _all_cells(by_server["protocols"]) if compiled else ():
             key = _key(protocol, concurrency, rows)
             flat[f"{kind}.ratio_compiled_mlserver.{key}.rows_s"] = round(

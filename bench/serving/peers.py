@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from ctcd.stack.processes import free_port, spawn
+from ctcd.stack.processes import free_port, spawn, stop_process_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 MLSERVER_VERSION = "1.7.1"
@@ -172,3 +173,23 @@ def start_mlflow(model_dir: Path, work: Path) -> Started:
                   "--workers", "1"], log_path=log)
     cold, cpu = _wait_ready(proc, f"http://127.0.0.1:{port}/ping", started, log, "mlflow")
     return Started(proc, port, cold, None, "mlflow", cold_start_s_cpu=cpu)
+
+
+COLD_ROUNDS = 3
+
+
+def cold_starts(model_dir: Path, name: str, version: str,
+                work: Path) -> dict[str, dict[str, float]]:
+    """Our server's cold start compiled and uncompiled, alone (no other server of the
+    benchmark running or starting), alternately COLD_ROUNDS times: the median wall-clock
+    and CPU seconds to ready of each. Among the cells' servers the compiled one starts
+    right after the two-worker one, whose second worker may still be warming."""
+    runs: dict[str, list[tuple[float, float]]] = {"ctcd": [], "ctcd_compiled": []}
+    for _ in range(COLD_ROUNDS):
+        for server, extra in (("ctcd_compiled", ()), ("ctcd", ("--no-compiled",))):
+            started = start_ours(model_dir, name, version, 1, work, extra)
+            stop_process_tree(started.proc.pid)
+            runs[server].append((started.cold_start_s, started.cold_start_s_cpu))
+    return {server: {"wall_s": statistics.median(w for w, _ in values),
+                     "cpu_s": statistics.median(c for _, c in values)}
+            for server, values in runs.items()}
