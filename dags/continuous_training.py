@@ -21,7 +21,9 @@ into the model server already serving this model, with `strategy`) -> `verify` (
 endpoint answers holdout rows like the registered model, from the new version) ->
 `approve` (only when approval is on: the model file's `deployment.approval` or the run's
 `approval` Param; a person answers under Required Actions with the evidence in front of
-them; Reject, or no answer in time, rolls the version back) -> `promote` (alias
+them; Reject, or no answer in time, rolls the version back; a `shadow` deploy with too few
+mirrored requests to judge is then not failed but left shadowing, and the person promotes
+it to live or drops it with its comparison in front of them) -> `promote` (alias
 `champion`; emits the model's Asset with the version). The gate's decision and the
 approval are written to the run's note when it ends.
 
@@ -132,6 +134,14 @@ def training_dag(model: ModelDefinition) -> Any:
             from ctcd.tasks import roll_back_on_failure
 
             definition, params, tracking = _run(key)
+            deployed = get_current_context()["ti"].xcom_pull(task_ids="deploy",
+                                                            key="deployment") or {}
+            if deployed.get("outcome") == "held":
+                print(f"Version {registered['version']} shadows the live version and answers no "
+                      "client, so there is nothing to verify at the endpoint: its comparison "
+                      "with the live version is the evidence, and a person decides (approve).")
+                return {"endpoint": handle.endpoint, "version": registered["version"],
+                        "shadow": "held", "rows_checked": 0}
             with roll_back_on_failure(handle, registered):
                 return pipeline.verify(definition, handle.endpoint, registered, snapshot,
                                        params, tracking)
@@ -164,11 +174,14 @@ def training_dag(model: ModelDefinition) -> Any:
             mlflow_run_id="{{ ti.xcom_pull(task_ids='register')['run_id'] }}",
             strategy="{{ params.strategy }}",
             strategy_options=deployment.strategy_options,
+            strategy_options_for=deployment.strategy,
             server=deployment.server,
             workers=deployment.workers,
             server_options=deployment.server_options,
             deployer=deployment.deployer,
             timeout=deployment.timeout,
+            # A shadow too little used to judge is left for the approval to decide.
+            hold_inconclusive_shadow="{{ params.approval }}",
             retries=1,
         )
         registered >> deploy

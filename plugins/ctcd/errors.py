@@ -112,6 +112,20 @@ class ShadowInconclusive(ShadowDropped):
     """Too few mirrored requests to judge a shadow version; it was unloaded."""
 
 
+class ShadowAwaitingDecision(DeploymentError):
+    """Too few mirrored requests to judge a shadow version, and the deploy was asked to hand
+    the decision to a person (``inconclusive: hold``): the shadow keeps running, answering
+    no client, until it is promoted or dropped (``promote_model_server`` /
+    ``rollback_model_server``, the deployments page, the training DAG's approval)."""
+
+    status_code = 409
+
+    def __init__(self, message: str, *, version: str, live_versions: list[str]) -> None:
+        super().__init__(message)
+        self.version = version
+        self.live_versions = live_versions
+
+
 class ModelServerUnavailable(CtcdError):
     """The model server behind a handle does not answer (stopped, crashed or unreachable)."""
 

@@ -114,3 +114,22 @@ def _champion(model_name: str) -> _Champion | None:
             "still serves"
         ) from err
     return _Champion(str(found.version), found.run_id or None)
+
+
+def end_held_shadow(handle: ServiceHandle, version: str, *, promote: bool) -> str:
+    """End the shadow of ``version`` that a deploy left running for a person (outcome
+    ``held``) on the server of ``handle``, as the deployments page and ``model_server_ops``
+    do (:func:`ctcd.deployers.by_hand.end_shadow`): promote it to live (all traffic, the
+    live version unloaded) or drop it (unloaded; the live version untouched). Returns what
+    happened. A shadow someone already ended (e.g. on the deployments page) is left as it
+    is."""
+    from ctcd.deployers import get_deployer
+    from ctcd.deployers.by_hand import end_shadow
+
+    deployer = get_deployer(handle.backend)
+    described = deployer.describe_model_server(handle.service_id)
+    shadow = described.shadow
+    if shadow is None or str(shadow.get("version")) != version:
+        return (f"the shadow of version {version} had already ended; version "
+                f"{described.handle.model_version} serves")
+    return end_shadow(deployer, handle.service_id, promote, timeout=120)

@@ -286,8 +286,9 @@ def test_a_registry_made_before_pending_existed_is_migrated_keeping_its_history(
     from ctcd.deployers.local.store import SCHEMA, ServerStore
 
     path = tmp_path / "registry.db"
-    old = SCHEMA.replace("""CHECK (outcome IN ('succeeded', 'unchanged', 'failed', 'pending'))""",
-                         """CHECK (outcome IN ('succeeded', 'unchanged', 'failed'))""")
+    old = SCHEMA.replace(
+        """CHECK (outcome IN ('succeeded', 'unchanged', 'failed', 'pending', 'held'))""",
+        """CHECK (outcome IN ('succeeded', 'unchanged', 'failed'))""")
     assert old != SCHEMA
     cfg = DeploymentConfig(model_name="m", model_uri="models:/m/1", model_version="1")
     with sqlite3.connect(path) as db:
@@ -306,3 +307,33 @@ def test_a_registry_made_before_pending_existed_is_migrated_keeping_its_history(
         assert [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'"
                                          " AND tbl_name = 'deployments'")] == [
             "deployments_by_server"]
+
+
+def test_a_registry_made_before_held_existed_is_migrated_keeping_its_notes(
+    tmp_path: Path
+) -> None:
+    """A registry with ``pending`` and the notes column, but no ``held`` outcome: rebuilt
+    with every row and column, then a held shadow is recorded."""
+    from ctcd.deployers.local.store import SCHEMA, ServerStore
+
+    path = tmp_path / "registry.db"
+    old = SCHEMA.replace("'pending', 'held'))", "'pending'))")
+    assert old != SCHEMA
+    cfg = DeploymentConfig(model_name="m", model_uri="models:/m/1", model_version="1")
+    with sqlite3.connect(path) as db:
+        db.executescript(old)
+        db.execute("ALTER TABLE deployments ADD COLUMN notes TEXT")
+        db.execute("INSERT INTO deployments (server_id, config, strategy, outcome, started_at,"
+                   " finished_at, notes) VALUES ('s1', ?, 'canary', 'succeeded', 't0', 't1', ?)",
+                   (json.dumps(cfg.to_dict()), json.dumps(["canary step 20% passed"])))
+    store = ServerStore(path)
+    store.record_deployment("s1", cfg, strategy="shadow", outcome="held",
+                            started_at="2026-12-06T00:00:00.000+00:00",
+                            notes=["inconclusive: the shadow keeps running"])
+    assert [(d.outcome, d.notes) for d in store.history("s1")] == [
+        ("held", ("inconclusive: the shadow keeps running",)),
+        ("succeeded", ("canary step 20% passed",))]
+    ServerStore(path)  # opening it again changes nothing
+    with sqlite3.connect(path) as db:
+        assert "'held'" in db.execute("SELECT sql FROM sqlite_master WHERE name ="
+                                      " 'deployments'").fetchone()[0]

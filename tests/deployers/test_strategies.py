@@ -12,7 +12,7 @@ from tests.deployers.conftest import Load
 
 from ctcd.deployers import DeploymentConfig
 from ctcd.deployers.local import LocalDeployer
-from ctcd.errors import RolledBack, ShadowDropped, VersionRejected
+from ctcd.errors import RolledBack, ShadowAwaitingDecision, ShadowDropped, VersionRejected
 from ctcd.services import ServiceHandle
 
 pytestmark = pytest.mark.e2e
@@ -207,6 +207,54 @@ def test_a_bad_shadow_is_dropped_and_no_client_sees_it(
     assert f"{kind}-shadow" not in traffic.versions
     if kind == "contrary":
         assert "shadow_samples" in message
+
+
+def test_an_inconclusive_shadow_held_for_a_person_shadows_until_dropped_or_promoted(
+    module_deployer: LocalDeployer, serving: ServiceHandle, model_factory: Any,
+    churn_model: Any, load: Any,
+) -> None:
+    """``inconclusive: hold`` (the training DAG's choice when approval is on): too few
+    mirrored requests to judge leaves the shadow running, answering no client, recorded
+    ``held``; dropping it leaves the live version alone, promoting it makes it live with
+    the lineage its deploy recorded."""
+    held = {**SHADOW, "min_requests": 100_000, "max_seconds": 2, "inconclusive": "hold"}
+    live = module_deployer.find_model_server(service_id=serving.service_id)[0].model_version
+    traffic = load(serving.endpoint, churn_model.example)
+    traffic.wait_for(lambda t: t.sent >= 20)
+    for end in ("drop", "promote"):
+        new = model_factory(name=MODEL, kind="logistic_regression")
+        with pytest.raises(ShadowAwaitingDecision) as raised:
+            module_deployer.deploy_model(
+                DeploymentConfig(model_name=MODEL, model_uri=new.uri, model_version=new.version,
+                                 dag_id="churn_training", run_id=f"run-{end}", task_id="deploy"),
+                strategy=held, timeout=60)
+        assert "was inconclusive: only" in raised.value.message
+        assert (raised.value.version, raised.value.live_versions) == (new.version, [live])
+        [last] = module_deployer.history(serving.service_id, limit=1)
+        assert (last.strategy, last.outcome, last.config.model_version) == (
+            "shadow", "held", new.version)
+        shadow = module_deployer.describe_model_server(serving.service_id).shadow
+        assert shadow is not None and shadow["version"] == new.version  # still shadowing
+        mirrored = shadow["cumulative"]["mirrored"]
+        sent = traffic.sent
+        traffic.wait_for(lambda t, sent=sent: t.sent >= sent + 20)
+        later = module_deployer.describe_model_server(serving.service_id).shadow
+        assert later is not None and later["cumulative"]["mirrored"] > mirrored
+        assert _serving_version(module_deployer, serving) == {live: 1.0}
+        if end == "drop":
+            module_deployer.rollback_model_server(serving.service_id, timeout=60)
+            assert _serving_version(module_deployer, serving) == {live: 1.0}
+            assert module_deployer.describe_model_server(serving.service_id).shadow is None
+            dropped = new.version
+            continue
+        handle = module_deployer.promote_model_server(serving.service_id, timeout=60)
+        assert handle.model_version == new.version
+        [last] = module_deployer.history(serving.service_id, limit=1)
+        assert (last.strategy, last.config.run_id) == ("promote", "run-promote")
+        traffic.wait_for(lambda t, v=new.version: t.versions[v] >= 10)
+    traffic.stop()
+    assert traffic.failed == 0, traffic.failures[:5]
+    assert dropped not in traffic.versions  # the dropped shadow never answered a client
 
 
 def test_user_supplied_backend_by_dotted_path_drives_the_same_server(

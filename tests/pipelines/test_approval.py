@@ -41,3 +41,26 @@ def test_a_first_version_has_no_champion_to_return_to() -> None:
     page = body(Evidence(registered=REGISTERED, evaluation={"candidate": {"rmse": 1.5}}))
     assert "there is no champion yet, so the model server is stopped" in page
     assert "| rmse | 1.5000 | - |" in page
+
+
+def test_a_held_shadow_shows_its_comparison_and_what_each_answer_does_to_it() -> None:
+    page = body(Evidence(
+        registered=REGISTERED, timeout_minutes=60,
+        deployment={"strategy": "shadow", "outcome": "held", "server_name": "churn",
+                    "endpoint": "http://h:1",
+                    "notes": ["inconclusive (only 3 mirrored requests ended (100 needed to "
+                              "judge)): the shadow keeps running"]},
+        shadow={"version": "7", "live_versions": ["6"], "mirror_percent": 100.0,
+                "cumulative": {"mirrored": 12, "answered": 12, "errors": 0, "timeouts": 0,
+                               "dropped": 0, "labels": {"agreement": 1.0},
+                               "disagreeing_requests": 0}},
+        verified={"shadow": "held", "rows_checked": 0}))
+    assert "Version 7 **shadows** the live version on model server `churn`" in page
+    assert "**inconclusive**" in page and "the decision is yours" in page
+    assert "**Shadow comparison now** (version 7 against 6, 100% mirrored): mirrored 12" \
+        in page
+    assert "| label agreement | 1.0000 |" in page and "| mirrored requests | 12 |" in page
+    assert "**Verify:** not run: a shadow answers no client" in page
+    assert "**Approve** makes shadow version 7 live at once" in page
+    assert "**Reject** drops the shadow" in page and "rolls it back" not in page
+    assert "No answer within 1 hour(s) counts as **Reject**." in page

@@ -8,7 +8,10 @@ In order, on one stack (the runs build on each other): the first run waits in
 ``awaiting_input`` and an approval promotes it; a second run's version, deployed and
 verified, is rejected and the champion serves again; a third gets no answer, and the
 scheduler's response-timeout sweep applies the default answer, Reject, with the same
-result. Each run's note says the gate's decision and the answer."""
+result. Each run's note says the gate's decision and the answer. Then a second model file
+deploys new versions as shadows that see too few requests to be judged: each is handed to
+a person with its comparison, and stays shadowing (answering no client) until a rejection
+drops it or an approval makes it live."""
 
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ from tests.stack.support import stop_model_servers
 
 from ctcd.data.producer import produce
 from ctcd.data.spec import load_spec
-from ctcd.settings import PROJECT_ROOT
+from ctcd.deployers.local import LocalDeployer
+from ctcd.settings import PROJECT_ROOT, Settings
 from ctcd.stack.airflow_api import AirflowClient
 from ctcd.stack.config import ADMIN_PASSWORD, ADMIN_USER
 from ctcd.stack.embedded import Ports, Stack
@@ -34,7 +38,6 @@ pytestmark = pytest.mark.e2e
 KEY = "approval"  # the model file's name: its training DAG is approval_training
 DAG_ID = f"{KEY}_training"
 MODEL = "churn-approval-e2e"
-ANSWER_AFTER = 5.0  # seconds between the question and the answer
 EXAMPLE_REQUEST = PROJECT_ROOT / "include" / "examples" / "churn_request.json"
 MODEL_FILE = {
     "name": MODEL,
@@ -46,6 +49,15 @@ MODEL_FILE = {
     "monitoring": {"enabled": False},
     "batch": {"enabled": False},
 }
+# A model deployed as a shadow that sees too few requests to be judged (no client sends
+# any while the deploy compares), so the approval decides. Its first version is deployed
+# with replace (a shadow needs a live version), with the replace strategy's defaults.
+SHADOW_KEY = "shadowed"
+SHADOW_DAG_ID = f"{SHADOW_KEY}_training"
+SHADOW_MODEL = "churn-shadow-e2e"
+SHADOW_MODEL_FILE = {**MODEL_FILE, "name": SHADOW_MODEL, "deployment": {
+    "strategy": "shadow", "approval": True,
+    "strategy_options": {"min_requests": 100_000, "max_seconds": 3, "poll_seconds": 0.5}}}
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +66,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     models = home / "models"
     models.mkdir()
     (models / f"{KEY}.yaml").write_text(yaml.safe_dump(MODEL_FILE, sort_keys=False))
+    (models / f"{SHADOW_KEY}.yaml").write_text(yaml.safe_dump(SHADOW_MODEL_FILE,
+                                                             sort_keys=False))
     stack = Stack(home=home, ports=Ports(airflow=free_port(), mlflow=free_port()))
     with pytest.MonkeyPatch.context() as env:
         env.setenv("CTCD_MODELS_DIR", str(models))  # the stack's processes inherit it
@@ -71,21 +85,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def client(stack: Stack) -> Iterator[AirflowClient]:
     client = AirflowClient(stack.airflow_url, ADMIN_USER, ADMIN_PASSWORD)
-    client.wait_for_dag(DAG_ID)
-    client.set_paused(DAG_ID, False)
+    for dag_id in (DAG_ID, SHADOW_DAG_ID):
+        client.wait_for_dag(dag_id)
+        client.set_paused(dag_id, False)
     yield client
     client.close()
 
 
-def _awaiting(client: AirflowClient, run_id: str, timeout: float = 600) -> dict[str, Any]:
+def _awaiting(client: AirflowClient, run_id: str, timeout: float = 600,
+              dag_id: str = DAG_ID) -> dict[str, Any]:
     """Wait until the run's approval step asks; returns its HITL detail."""
     deadline = time.monotonic() + timeout
     while True:
-        run = client.dag_run(DAG_ID, run_id)
-        states = {ti["task_id"]: ti["state"] for ti in client.task_instances(DAG_ID, run_id)}
+        run = client.dag_run(dag_id, run_id)
+        states = {ti["task_id"]: ti["state"] for ti in client.task_instances(dag_id, run_id)}
         assert run["state"] in ("queued", "running"), (run["state"], states)
         if states.get("approve") == "awaiting_input":
-            response = client.request("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/hitlDetails")
+            response = client.request("GET", f"/dags/{dag_id}/dagRuns/{run_id}/hitlDetails")
             response.raise_for_status()
             [detail] = response.json()["hitl_details"]
             assert run["state"] == "running"
@@ -94,14 +110,13 @@ def _awaiting(client: AirflowClient, run_id: str, timeout: float = 600) -> dict[
         time.sleep(2)
 
 
-def _answer(client: AirflowClient, run_id: str, answer: str) -> None:
-    """Answer as a person would: not within the second the question appears. (Airflow
-    3.3.2's scheduler fails a task answered before it has processed the executor's report
-    that the asking workload exited: "finished with state success, but the task instance's
-    state attribute is queued", then retries it, asking again.)"""
-    time.sleep(ANSWER_AFTER)
+def _answer(client: AirflowClient, run_id: str, answer: str, dag_id: str = DAG_ID) -> None:
+    """Answer at once, as a script would. (Airflow 3.3.2's scheduler fails a task answered
+    before it has processed the executor's report that the asking workload exited, "state
+    changed externally", and retries it; the approval step then acts on the answer given
+    instead of asking again.)"""
     response = client.request(
-        "PATCH", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
+        "PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
         json={"chosen_options": [answer], "params_input": {}})
     assert response.status_code == 200, response.text
 
@@ -114,16 +129,17 @@ def _serving(endpoint: str) -> str:
     return response.headers["X-Model-Version"]
 
 
-def _champion(stack: Stack) -> str:
+def _champion(stack: Stack, model: str = MODEL) -> str:
     from mlflow import MlflowClient
 
     return str(MlflowClient(stack.mlflow_url).get_model_version_by_alias(
-        MODEL, "champion").version)
+        model, "champion").version)
 
 
-def _ended(client: AirflowClient, run_id: str, timeout: float = 600) -> dict[str, Any]:
-    final = client.wait_for_run(DAG_ID, run_id, timeout=timeout)
-    states = {ti["task_id"]: ti["state"] for ti in client.task_instances(DAG_ID, run_id)}
+def _ended(client: AirflowClient, run_id: str, timeout: float = 600,
+           dag_id: str = DAG_ID) -> dict[str, Any]:
+    final = client.wait_for_run(dag_id, run_id, timeout=timeout)
+    states = {ti["task_id"]: ti["state"] for ti in client.task_instances(dag_id, run_id)}
     return {**final, "states": states}
 
 
@@ -211,3 +227,71 @@ def test_no_answer_in_time_is_a_rejection_applied_by_the_scheduler(
     [detail] = response.json()["hitl_details"]
     assert detail["chosen_options"] == ["Reject"] and detail["responded_by_user"] is None
 
+
+
+@pytest.fixture(scope="module")
+def shadow_champion(client: AirflowClient, stack: Stack) -> str:
+    """The shadowed model's first version, deployed with replace and no approval."""
+    run_id = client.trigger(SHADOW_DAG_ID, {"strategy": "replace", "approval": False})[
+        "dag_run_id"]
+    ended = _ended(client, run_id, dag_id=SHADOW_DAG_ID)
+    assert ended["state"] == "success", ended["states"]
+    return _champion(stack, SHADOW_MODEL)
+
+
+def _shadow_run(client: AirflowClient, live: str, stack: Stack,
+                answer: str) -> dict[str, Any]:
+    """A shadow deploy of a new version, left shadowing for lack of requests, answered."""
+    run_id = client.trigger(SHADOW_DAG_ID, {"force": True})["dag_run_id"]
+    detail = _awaiting(client, run_id, dag_id=SHADOW_DAG_ID)
+    version = client.xcom(SHADOW_DAG_ID, run_id, "register")["version"]
+    record = client.xcom(SHADOW_DAG_ID, run_id, "deploy", key="deployment")
+    handle = client.xcom(SHADOW_DAG_ID, run_id, "deploy")["__data__"]
+    shadow = LocalDeployer(Settings(home=stack.home)).describe_model_server(
+        handle["service_id"]).shadow
+    serving_while_asked = _serving(handle["endpoint"])  # a live request, copied to the shadow
+    _answer(client, run_id, answer, dag_id=SHADOW_DAG_ID)
+    ended = _ended(client, run_id, dag_id=SHADOW_DAG_ID)
+    after = LocalDeployer(Settings(home=stack.home)).describe_model_server(
+        handle["service_id"]).shadow
+    return {"run_id": run_id, "detail": detail, "version": version, "record": record,
+            "handle": handle, "shadow_while_asked": shadow, "shadow_after": after,
+            "serving_while_asked": serving_while_asked, "live": live, **ended}
+
+
+def _check_held(result: dict[str, Any]) -> None:
+    version, live = result["version"], result["live"]
+    assert (result["record"]["strategy"], result["record"]["outcome"]) == ("shadow", "held")
+    assert any("inconclusive (only" in note for note in result["record"]["notes"])
+    body = result["detail"]["body"]
+    assert f"Version {version} **shadows** the live version" in body
+    assert f"**Shadow comparison now** (version {version} against {live}" in body
+    assert "**Verify:** not run: a shadow answers no client" in body
+    shadow = result["shadow_while_asked"]
+    assert shadow is not None and shadow["version"] == version  # kept shadowing while asked
+    assert result["serving_while_asked"] == live  # and never answered a client
+    assert result["state"] == "success", result["states"]
+    assert result["states"]["verify"] == "success" and result["states"]["approve"] == "success"
+    assert result["shadow_after"] is None  # ended by the answer, either way
+
+
+def test_an_inconclusive_shadow_is_handed_to_a_person_whose_rejection_drops_it(
+        client: AirflowClient, shadow_champion: str, stack: Stack) -> None:
+    result = _shadow_run(client, shadow_champion, stack, "Reject")
+    _check_held(result)
+    assert result["states"]["promote"] == "skipped"
+    assert _serving(result["handle"]["endpoint"]) == result["live"]
+    assert _champion(stack, SHADOW_MODEL) == result["live"]
+    assert f"Version {result['version']} rejected by admin" in result["note"]
+
+
+def test_an_inconclusive_shadow_is_handed_to_a_person_whose_approval_makes_it_live(
+        client: AirflowClient, shadow_champion: str, stack: Stack) -> None:
+    result = _shadow_run(client, shadow_champion, stack, "Approve")
+    _check_held(result)
+    version = result["version"]
+    assert result["states"]["promote"] == "success"
+    assert _serving(result["handle"]["endpoint"]) == version
+    assert _champion(stack, SHADOW_MODEL) == version
+    assert f"Version {version} approved by admin. Version {version} is the champion." in (
+        result["note"])

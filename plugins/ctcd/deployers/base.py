@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 from ctcd.deployers.options import check_options
-from ctcd.errors import InvalidParams
+from ctcd.errors import InvalidParams, ShadowAwaitingDecision
 
 if TYPE_CHECKING:
     from ctcd.deployers.admin import VersionStats
@@ -144,12 +144,23 @@ class DeploymentConfig:
         return cls(**known_fields(cls, data))
 
 
+HELD = "held"
+
+
+def failed_outcome(err: Exception) -> str:
+    """The recorded outcome of a deploy that ended with ``err``: ``held`` for a shadow
+    handed to a person (:class:`ctcd.errors.ShadowAwaitingDecision`), else ``failed``."""
+    return HELD if isinstance(err, ShadowAwaitingDecision) else "failed"
+
+
 @dataclass(frozen=True, kw_only=True)
 class DeploymentEvent:
     """One deployment of a server, as the backend recorded it (newest first in a history).
 
-    ``outcome`` is ``succeeded``, ``unchanged`` (that version was already serving) or
-    ``failed`` (``message`` says why; the previous version kept serving). ``strategy`` is
+    ``outcome`` is ``succeeded``, ``unchanged`` (that version was already serving),
+    ``failed`` (``message`` says why; the previous version kept serving) or ``held`` (a
+    shadow too little used to judge, left running for a person to promote or drop; the
+    previous version serves). ``strategy`` is
     the strategy's name, ``start`` when a stopped server was started with the version, or
     ``promote`` / ``rollback`` for a rollout ended by hand. ``notes`` are the strategy's
     analysis, step by step (``"canary step 10% passed: 0 errors in 57 requests, p99 12.0

@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from ctcd.errors import InvalidStrategy, ShadowDropped, ShadowInconclusive
+from ctcd.errors import (
+    InvalidStrategy,
+    ShadowAwaitingDecision,
+    ShadowDropped,
+    ShadowInconclusive,
+)
 
 Outcome = Literal["promote", "drop", "inconclusive"]
 
@@ -69,6 +74,8 @@ class ShadowOptions(Protocol):
     def timeout_ms(self) -> float: ...
     @property
     def tolerance(self) -> float: ...
+    @property
+    def inconclusive(self) -> str: ...
 
 
 def check_options(o: ShadowOptions) -> None:
@@ -81,6 +88,7 @@ def check_options(o: ShadowOptions) -> None:
         "max_error_rate": 0 <= o.max_error_rate <= 1, "max_drop_rate": 0 <= o.max_drop_rate <= 1,
         "max_latency_ratio_p99": o.max_latency_ratio_p99 is None or o.max_latency_ratio_p99 > 0,
         "timeout_ms": o.timeout_ms > 0, "tolerance": o.tolerance >= 0,
+        "inconclusive": o.inconclusive in ("fail", "hold"),
     }
     bad = [name for name, ok in checks.items() if not ok]
     if bad:
@@ -89,7 +97,7 @@ def check_options(o: ShadowOptions) -> None:
             "in (0, 100], min_requests >= 1, max_error_rate, max_drop_rate and min_agreement in "
             "[0, 1], "
             "max_seconds, poll_seconds, timeout_ms and max_latency_ratio_p99 above 0, "
-            "max_abs_difference_p95 and tolerance >= 0")
+            "max_abs_difference_p95 and tolerance >= 0, inconclusive 'fail' or 'hold'")
 
 
 def limits_of(o: ShadowOptions) -> ShadowLimits:
@@ -123,6 +131,14 @@ def failure(verdict: Verdict, version: str, kept: list[str],
         f"shadow of version {version} failed its analysis: {verdict.reason}. Version(s) "
         f"{serving} keep serving, version {version} was unloaded.{samples} "
         f"({verdict.summary})", failed_version=version)
+
+
+def awaiting(verdict: Verdict, version: str, live: list[str]) -> ShadowAwaitingDecision:
+    """The error an inconclusive shadow held for a person ends its deployment with."""
+    return ShadowAwaitingDecision(
+        f"shadow of version {version} was inconclusive: {verdict.reason}. It keeps shadowing "
+        f"version(s) {', '.join(live)} (answering no client) until a person promotes it to "
+        f"live or drops it. ({verdict.summary})", version=version, live_versions=live)
 
 
 def judge(cumulative: Mapping[str, Any] | None, limits: ShadowLimits) -> Verdict:

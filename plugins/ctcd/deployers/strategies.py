@@ -190,6 +190,8 @@ class Shadow:
     max_drop_rate: float = 0.1
     timeout_ms: float = 1000.0
     tolerance: float = 1e-6
+    # "hold": too few requests to judge leaves the shadow running for a person to decide
+    inconclusive: str = "fail"
 
     def __post_init__(self) -> None:
         analysis.check_options(self)
@@ -223,6 +225,8 @@ class Shadow:
             if analysis.ended(state.get("cumulative")) >= self.min_requests:
                 break
             rollout.sleep(min(self.poll_seconds, max(until - rollout.clock(), 0.0)))
+        if self.inconclusive == "hold":
+            self._hold_if_inconclusive(rollout, sorted(previous))
         final = rollout.admin.stop_shadow()
         verdict = analysis.judge((final or {}).get("cumulative"), analysis.limits_of(self))
         rollout.note(f"shadow of version {rollout.version}: {verdict.summary}")
@@ -234,6 +238,19 @@ class Shadow:
         _discard(rollout, previous)
         rollout.note(f"dropped version {rollout.version} ({verdict.outcome}): {verdict.reason}")
         raise analysis.failure(verdict, rollout.version, sorted(previous), final)
+
+    def _hold_if_inconclusive(self, rollout: Rollout, live: list[str]) -> None:
+        """Too few requests to judge: leave the shadow running and hand the decision over."""
+        state = rollout.admin.shadow_state(samples=0)
+        if state is None:
+            return
+        verdict = analysis.judge(state.get("cumulative"), analysis.limits_of(self))
+        if verdict.outcome != "inconclusive":
+            return
+        rollout.note(f"shadow of version {rollout.version}: {verdict.summary}")
+        rollout.note(f"inconclusive ({verdict.reason}): the shadow keeps running, answering "
+                     "no client, until a person promotes or drops it")
+        raise analysis.awaiting(verdict, rollout.version, live)
 
 
 Strategy = Replace | BlueGreen | Canary | Shadow

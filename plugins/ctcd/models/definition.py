@@ -134,7 +134,8 @@ class DeploymentSection(_Section):
     strategy: Strategy = Field(default="blue_green", description="How a new version replaces "
                                "the serving one (the run's `strategy` Param).")
     strategy_options: dict[str, Any] = Field(
-        default_factory=dict, description="e.g. canary's {steps: [0.1, 0.5], interval_seconds: 30}")
+        default_factory=dict, description="Options of `strategy`, e.g. canary's {steps: [0.1, "
+        "0.5], interval_seconds: 30}; a run that deploys with another strategy uses its defaults.")
     deployer: str | None = Field(
         default=None, description="Backend (local, kubernetes, or a dotted path); "
         "default CTCD_DEPLOYER.")

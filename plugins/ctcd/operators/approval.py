@@ -8,6 +8,12 @@ evidence (:mod:`ctcd.pipelines.approval`). **Approve**: ``promote`` runs. **Reje
 answer within ``approval_timeout_minutes`` (the default answer is Reject): ``promote`` is
 skipped and the new version is rolled back, so the champion serves again. Who answered is
 kept on the registry version (tag ``ctcd.approval``) for the lineage.
+
+A ``shadow`` deploy whose comparison had too few mirrored requests to judge leaves the
+shadow running when approval is on (the deploy's outcome ``held``): the evidence shows its
+comparison as the server has it when asked; **Approve** makes the shadow live, then
+``promote`` runs; **Reject** (or no answer) drops it, and the live version never stopped
+serving.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ class ApproveDeploymentOperator(ApprovalOperator):
 
     def __init__(self, *, registered: Any, deploy_task_id: str = "deploy",
                  **kwargs: Any) -> None:
+        # The wait is bounded by response_timeout (the run's approval_timeout_minutes), not
+        # by the DAG's default execution_timeout, which the base class would take for it.
+        kwargs["execution_timeout"] = None
         super().__init__(subject="Promote the new version?", defaults="Reject", **kwargs)
         self.registered = registered
         self.deploy_task_id = deploy_task_id
@@ -44,6 +53,15 @@ class ApproveDeploymentOperator(ApprovalOperator):
             self.log.info("Approval is off for this run (model file deployment.approval and "
                           "the run's `approval` Param): promoting without asking.")
             return {"approval": "off"}
+        answered = _answered_before(context["ti"])
+        if answered is not None:
+            # A retry after the answer came: act on it instead of asking again. (Airflow
+            # 3.3's scheduler can fail a task answered before it processed the asking
+            # workload's exit, "state changed externally", and retry it.)
+            self.log.info("This approval was answered before this try (%s by %s): acting "
+                          "on that answer.", answered["chosen_options"],
+                          _who(answered["responded_by_user"]) or "the default")
+            return self.execute_complete(context, answered)
         from ctcd.pipelines import approval
 
         minutes = int(params.get("approval_timeout_minutes") or 1440)
@@ -76,6 +94,13 @@ class ApproveDeploymentOperator(ApprovalOperator):
             rolled_back = _roll_back(context["ti"], self.deploy_task_id, self.registered)
             self.log.info("Version %s %s; promote is skipped. Rolled back: %s.", version,
                           answer, rolled_back)
+        elif "error" not in event and _held(context["ti"], self.deploy_task_id):
+            # Approved: the shadow left running for this decision goes live before promote.
+            from ctcd.tasks import end_held_shadow
+
+            live = end_held_shadow(context["ti"].xcom_pull(task_ids=self.deploy_task_id),
+                                   version, promote=True)
+            self.log.info("Approved: %s.", live)
         result = super().execute_complete(context=context, event=event)
         if rejected:  # only when nothing is downstream to skip
             return {"approval": "rejected", "by": who, "at": at}
@@ -104,7 +129,23 @@ def _pulled(ti: Any, deploy_task_id: str) -> dict[str, Any]:
              **_mlflow_links(registered)}
     return {"evaluation": pull("evaluate"), "decision": pull("deployment_trigger", "decision"),
             "ingested": pull("ingest"), "validation": pull("validate"),
-            "deployment": deployment, "verified": pull("verify"), "links": links}
+            "deployment": deployment, "verified": pull("verify"), "links": links,
+            "shadow": _shadow_now(handle) if _held(ti, deploy_task_id) else {}}
+
+
+def _shadow_now(handle: Any) -> Mapping[str, Any]:
+    """The comparison of the shadow left running for this decision, as the server has it
+    now (it kept comparing since the deploy ended)."""
+    from ctcd.deployers import get_deployer
+    from ctcd.errors import CtcdError
+
+    try:
+        shadow = get_deployer(handle.backend).describe_model_server(handle.service_id).shadow
+    except CtcdError:  # the server does not answer: the deploy's record still tells
+        return {}
+    if not shadow:
+        return {}
+    return {**shadow, "live_versions": shadow.get("live_versions") or [handle.model_version]}
 
 
 def _mlflow_links(registered: Mapping[str, Any]) -> dict[str, str]:
@@ -123,6 +164,27 @@ def _mlflow_links(registered: Mapping[str, Any]) -> dict[str, str]:
     return links
 
 
+def _answered_before(ti: Any) -> dict[str, Any] | None:
+    """The answer this task instance got in an earlier try, if any (a first try has none)."""
+    if int(getattr(ti, "try_number", 1) or 1) <= 1:
+        return None
+    from airflow.sdk.api.datamodels._generated import HITLDetailResponse
+    from airflow.sdk.exceptions import AirflowRuntimeError
+    from airflow.sdk.execution_time.hitl import get_hitl_detail_content_detail
+
+    try:
+        found = get_hitl_detail_content_detail(ti.id)
+    except AirflowRuntimeError:  # never asked
+        return None
+    if not isinstance(found, HITLDetailResponse) or not (
+            found.response_received and found.chosen_options):
+        return None
+    user = found.responded_by_user
+    return {"chosen_options": list(found.chosen_options),
+            "params_input": found.params_input or {}, "responded_at": found.responded_at,
+            "responded_by_user": user.model_dump() if user is not None else None}
+
+
 def _who(user: Any) -> str | None:
     if isinstance(user, Mapping):
         return str(user.get("name") or user.get("id") or "") or None
@@ -135,8 +197,20 @@ def _tag(model_name: str, version: str, answer: str) -> None:
     get_tracking().client.set_model_version_tag(model_name, version, APPROVAL_TAG, answer)
 
 
+def _held(ti: Any, deploy_task_id: str) -> bool:
+    """Did the deploy leave a shadow running for this decision (too few requests to judge)?"""
+    from ctcd.deployers.base import HELD
+
+    record = ti.xcom_pull(task_ids=deploy_task_id, key="deployment")
+    return isinstance(record, Mapping) and record.get("outcome") == HELD
+
+
 def _roll_back(ti: Any, deploy_task_id: str, registered: Mapping[str, Any]) -> str:
-    from ctcd.tasks import roll_back
+    """Reject: drop a held shadow (the live version never stopped serving), or put the
+    champion back on the server."""
+    from ctcd.tasks import end_held_shadow, roll_back
 
     handle = ti.xcom_pull(task_ids=deploy_task_id)
+    if _held(ti, deploy_task_id):
+        return end_held_shadow(handle, str(registered["version"]), promote=False)
     return roll_back(handle, str(registered["model_name"]), str(registered["version"]))

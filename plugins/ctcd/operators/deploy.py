@@ -10,7 +10,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from ctcd.deployers import DEFAULT_TIMEOUT, DeploymentConfig, get_deployer
-from ctcd.errors import CtcdError, ServerStartFailed
+from ctcd.errors import CtcdError, DeploymentError, ServerStartFailed, ShadowAwaitingDecision
 from ctcd.operators.links import DeploymentPageLink, MlflowRunLink, ModelServerLink
 from ctcd.services.handle import ServiceHandle, ServiceStatus
 from ctcd.triggers.model_server import ModelServerReadyTrigger
@@ -28,6 +28,10 @@ class DeployModelOperator(BaseOperator):
     :param mlflow_run_id: run that produced the model, for lineage and the MLflow link
         (templated).
     :param strategy: ``replace``, ``blue_green``, ``canary`` or ``shadow`` (templated).
+    :param strategy_options_for: the strategy ``strategy_options`` were written for (a model
+        file's ``deployment.strategy``); a run that deploys with another strategy uses that
+        strategy's defaults, since one strategy's options mean nothing to another. Empty:
+        the options are for whatever ``strategy`` renders to.
     :param strategy_options: options of the strategy, e.g. ``{"steps": [0.1, 0.5],
         "interval_seconds": 30, "max_error_rate": 0.02}`` for canary.
     :param server: model-server name; default one server per model (templated).
@@ -36,6 +40,11 @@ class DeployModelOperator(BaseOperator):
         e.g. ``{"max_batch_rows": "256"}``).
     :param timeout: seconds for the whole deployment, readiness included.
     :param deployer: backend name or dotted path; default ``CTCD_DEPLOYER``.
+    :param hold_inconclusive_shadow: with the ``shadow`` strategy, a comparison with too few
+        mirrored requests to judge leaves the shadow running (``inconclusive: hold``) and the
+        task succeeds with the live version's handle and the ``deployment`` record (outcome
+        ``held``), so a person decides (the training DAG's approval); otherwise such a
+        deploy fails (templated: the training DAG passes ``{{ params.approval }}``).
     :param deferrable: when a server has to be started, wait for it in the triggerer
         instead of holding a worker slot (``deploy_model(..., wait=False)``; a backend that
         cannot hand over a starting server returns it ready, and nothing is deferred).
@@ -43,6 +52,7 @@ class DeployModelOperator(BaseOperator):
 
     template_fields: Sequence[str] = (
         "model_name", "model_version", "model_uri", "mlflow_run_id", "strategy", "server",
+        "hold_inconclusive_shadow",
     )
     operator_extra_links = (DeploymentPageLink(), ModelServerLink(), MlflowRunLink())
     ui_color = "#d9f2e6"
@@ -63,6 +73,8 @@ class DeployModelOperator(BaseOperator):
         deployer: str | None = None,
         deferrable: bool = True,
         poll_interval: float = 1.0,
+        hold_inconclusive_shadow: bool | str = False,
+        strategy_options_for: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -79,6 +91,8 @@ class DeployModelOperator(BaseOperator):
         self.deployer = deployer
         self.deferrable = deferrable
         self.poll_interval = poll_interval
+        self.hold_inconclusive_shadow = hold_inconclusive_shadow
+        self.strategy_options_for = strategy_options_for
 
     def config(self, context: Mapping[str, Any]) -> DeploymentConfig:
         ti = context["ti"]
@@ -96,12 +110,23 @@ class DeployModelOperator(BaseOperator):
 
     def execute(self, context: Any) -> ServiceHandle:
         deployer = get_deployer(self.deployer)
-        strategy = {"name": self.strategy, **self.strategy_options}
+        options = self.strategy_options
+        if options and self.strategy_options_for not in (None, self.strategy):
+            self.log.info("deploying with %s's default options: the strategy_options %s are "
+                          "for %s", self.strategy, options, self.strategy_options_for)
+            options = {}
+        strategy = {"name": self.strategy, **options}
+        if self.strategy == "shadow" and str(self.hold_inconclusive_shadow).lower() in (
+                "true", "1"):
+            strategy["inconclusive"] = "hold"
         config = self.config(context)
         deadline = time.time() + self.timeout
-        handle = deployer.deploy_model(
-            config, strategy=strategy, timeout=self.timeout, wait=not self.deferrable
-        )
+        try:
+            handle = deployer.deploy_model(
+                config, strategy=strategy, timeout=self.timeout, wait=not self.deferrable
+            )
+        except ShadowAwaitingDecision as held:
+            return self._held(context, deployer, config, held)
         if not self.deferrable or deployer.status(handle.service_id) is ServiceStatus.RUNNING:
             return self._keep_record(context, deployer, handle)
         self.log.info("model server %s starting at %s; waiting in the triggerer",
@@ -136,9 +161,26 @@ class DeployModelOperator(BaseOperator):
             )
         return self._keep_record(context, deployer, started)
 
-    def _keep_record(self, context: Any, deployer: Any, handle: ServiceHandle) -> ServiceHandle:
+    def _held(self, context: Any, deployer: Any, config: DeploymentConfig,
+              held: ShadowAwaitingDecision) -> ServiceHandle:
+        """The shadow was left running for a person: the live server's handle, and the
+        record (outcome ``held``) for the approval's evidence."""
+        self.log.warning("%s", held.message)
+        found = deployer.find_model_server(server_name=config.server_name)
+        if not found:
+            raise DeploymentError(f"model server {config.server_name!r} holds shadow version "
+                                  f"{held.version}, but the deployer no longer finds it")
+        self.log.info("version %s shadows version(s) %s on %s: a person decides (promote it "
+                      "to live, or drop it)", held.version, ", ".join(held.live_versions),
+                      found[0].endpoint)
+        return self._keep_record(context, deployer, found[0], run_id=config.run_id,
+                                 version=config.model_version)
+
+    def _keep_record(self, context: Any, deployer: Any, handle: ServiceHandle, *,
+                     run_id: str | None = None, version: str | None = None) -> ServiceHandle:
         """The backend's record of this deployment (strategy, outcome, the strategy's notes:
-        the analysis a person reads before approving it) as the XCom ``deployment``."""
+        the analysis a person reads before approving it) as the XCom ``deployment``; by
+        default the record of the version the handle serves."""
         try:
             history = deployer.describe_model_server(handle.service_id).history
         except CtcdError as err:
@@ -146,7 +188,7 @@ class DeployModelOperator(BaseOperator):
             return handle
         for event in history:
             if (event.config.run_id, event.config.model_version) == (
-                    handle.run_id, handle.model_version):
+                    run_id or handle.run_id, version or handle.model_version):
                 record = event.to_dict()
                 for note in record["notes"]:
                     self.log.info("%s: %s", record["strategy"], note)

@@ -25,6 +25,12 @@ class Evidence:
     verified: Mapping[str, Any] = field(default_factory=dict)
     links: Mapping[str, str] = field(default_factory=dict)
     timeout_minutes: int | None = None
+    shadow: Mapping[str, Any] = field(default_factory=dict)  # a held shadow's comparison now
+
+    @property
+    def held(self) -> bool:
+        """The deploy left a shadow running for this decision (too few requests to judge)."""
+        return self.deployment.get("outcome") == "held"
 
 
 def subject(evidence: Evidence) -> str:
@@ -39,7 +45,8 @@ def body(evidence: Evidence) -> str:
     r = evidence.registered
     parts = [_serving(evidence), _gate(evidence), _metrics(evidence.evaluation),
              _data(evidence.ingested, evidence.validation), _deployment(evidence.deployment),
-             _verified(evidence.verified), _links(evidence.links), _answers(evidence)]
+             _shadow(evidence.shadow), _verified(evidence.verified), _links(evidence.links),
+             _answers(evidence)]
     head = f"### {r['model_name']} version {r['version']}\n"
     return head + "\n\n".join(p for p in parts if p) + "\n"
 
@@ -49,6 +56,11 @@ def _serving(e: Evidence) -> str:
     if not d:
         return f"Version {r['version']} was deployed and verified; it is not champion yet."
     where = f" on model server `{d.get('server_name', '?')}`" if d.get("server_name") else ""
+    if e.held:
+        return (f"Version {r['version']} **shadows** the live version{where} "
+                f"({d.get('endpoint', '')}): it gets a copy of the requests and answers no "
+                "client. Its analysis was **inconclusive** (too few mirrored requests to "
+                "judge by itself), so the decision is yours.")
     return (f"Version {r['version']} serves{where} ({d.get('strategy', '?')}, "
             f"{d.get('endpoint', '')}); the registry's champion is unchanged until you "
             "approve.")
@@ -107,7 +119,32 @@ def _deployment(deployment: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _shadow(shadow: Mapping[str, Any]) -> str:
+    """The held shadow's comparison as the server has it now (it kept comparing)."""
+    cumulative = shadow.get("cumulative")
+    if not isinstance(cumulative, Mapping):
+        return ""
+    from ctcd.deployers.shadow import summarize
+
+    labels = cumulative.get("labels") or {}
+    rows = [("mirrored requests", cumulative.get("mirrored")),
+            ("answered by the shadow", cumulative.get("answered")),
+            ("errors", cumulative.get("errors")), ("timeouts", cumulative.get("timeouts")),
+            ("dropped (queue full)", cumulative.get("dropped")),
+            ("label agreement", labels.get("agreement")),
+            ("disagreeing requests", cumulative.get("disagreeing_requests"))]
+    table = ["| shadow comparison now | value |", "|---|---|"]
+    table += [f"| {name} | {_number(value)} |" for name, value in rows if value is not None]
+    return (f"**Shadow comparison now** (version {shadow.get('version')} against "
+            f"{', '.join(map(str, shadow.get('live_versions') or [])) or 'the live version'}, "
+            f"{_percent(shadow.get('mirror_percent'))} mirrored): {summarize(cumulative)}\n\n"
+            + "\n".join(table))
+
+
 def _verified(verified: Mapping[str, Any]) -> str:
+    if verified.get("shadow") == "held":
+        return ("**Verify:** not run: a shadow answers no client, so its answers are judged "
+                "by the comparison above, on live requests.")
     if not verified:
         return ""
     return (f"**Verify:** {verified.get('rows_checked')} holdout rows answered by "
@@ -126,6 +163,10 @@ def _answers(e: Evidence) -> str:
             else "there is no champion yet, so the model server is stopped")
     wait = (f" No answer within {_duration(e.timeout_minutes)} counts as **Reject**."
             if e.timeout_minutes else "")
+    if e.held:
+        return (f"**Approve** makes shadow version {r['version']} live at once (the live "
+                "version is unloaded) and the champion. **Reject** drops the shadow: the live "
+                f"version, which never stopped answering, keeps serving.{wait}")
     return (f"**Approve** makes version {r['version']} the champion (batch scoring and "
             f"streaming scorers follow it). **Reject** rolls it back: {back}.{wait}")
 
@@ -136,6 +177,10 @@ def _duration(minutes: int) -> str:
     if minutes % 60 == 0:
         return f"{minutes // 60} hour(s)"
     return f"{minutes} minute(s)"
+
+
+def _percent(value: Any) -> str:
+    return f"{value:g}%" if isinstance(value, int | float) else "?%"
 
 
 def _number(value: Any) -> str:

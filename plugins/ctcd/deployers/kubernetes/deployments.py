@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from ctcd.deployers import traffic
-from ctcd.deployers.base import DeploymentConfig
+from ctcd.deployers.base import DeploymentConfig, failed_outcome
 from ctcd.deployers.kubernetes import resources as res
 from ctcd.deployers.kubernetes import servers
 from ctcd.deployers.kubernetes.api import Change
@@ -71,7 +71,8 @@ class Deployments:
             self.cluster.wait_rollout(name, deadline)
             self._run_strategy(name, config, plan, deadline, started_at)
         except DeploymentError as err:
-            self._record(name, servers.record(config, plan.name, plan.name, "failed", started_at,
+            self._record(name, servers.record(config, plan.name, plan.name,
+                                              failed_outcome(err), started_at,
                                               message=err.message, notes=err.notes))
             raise
         return self.handle(self.server(name))

@@ -22,9 +22,11 @@ from ctcd.deployers import traffic
 from ctcd.deployers.admin import AdminClient, VersionStats
 from ctcd.deployers.base import (
     DEFAULT_TIMEOUT,
+    HELD,
     DeploymentConfig,
     DeploymentEvent,
     ServerDescription,
+    failed_outcome,
 )
 from ctcd.deployers.local import process
 from ctcd.deployers.local.launch import Launcher, process_ref
@@ -159,7 +161,7 @@ class LocalDeployer(ScorersFrom):
                 strategy.run(rollout)
             except DeploymentError as err:
                 self.store.record_deployment(
-                    record.id, config, strategy=strategy.name, outcome="failed",
+                    record.id, config, strategy=strategy.name, outcome=failed_outcome(err),
                     started_at=started_at, message=err.message, notes=rollout.events,
                 )
                 raise
@@ -339,7 +341,10 @@ class LocalDeployer(ScorersFrom):
     def _record_by_hand(self, record: ServerRecord, action: traffic.Action,
                         found: traffic.Candidate, started_at: str) -> None:
         if action is traffic.promote:
-            config = traffic.promoted_config(record.config, found)
+            # A shadow held for a person keeps the lineage its deploy recorded.
+            held = [e.config for e in self.store.history(record.id, limit=1)
+                    if e.outcome == HELD and e.config.model_version == found.version]
+            config = held[0] if held else traffic.promoted_config(record.config, found)
             self.store.update(record.id, config=config, strategy="promote",
                               deployed_at=utcnow(), last_error=None)
             self.store.record_deployment(

@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS deployments (
     config       TEXT NOT NULL,
     strategy     TEXT NOT NULL,
     outcome      TEXT NOT NULL
-                 CHECK (outcome IN ('succeeded', 'unchanged', 'failed', 'pending')),
+                 CHECK (outcome IN ('succeeded', 'unchanged', 'failed', 'pending', 'held')),
     message      TEXT,
     started_at   TEXT NOT NULL,
     finished_at  TEXT NOT NULL,
@@ -94,7 +94,7 @@ class ServerStore:
         with self._connect() as db:
             _use_wal(db)
             db.executescript(SCHEMA)
-            _allow_pending(db)
+            _allow_outcomes(db)
             _add_notes(db)
         path.chmod(0o600)  # holds admin tokens
 
@@ -225,23 +225,30 @@ class ServerStore:
             return len(rows)
 
 
-def _allow_pending(db: sqlite3.Connection) -> None:
-    """Registries made before ``pending`` existed: rebuild the deployments table with the
-    new CHECK constraint, keeping its rows (SQLite cannot alter a constraint)."""
+def _allow_outcomes(db: sqlite3.Connection) -> None:
+    """Registries made before an outcome existed (``pending``, then ``held``): rebuild the
+    deployments table with the new CHECK constraint, keeping its rows and columns (SQLite
+    cannot alter a constraint)."""
     def current() -> bool:
         row = db.execute("SELECT sql FROM sqlite_master WHERE name = 'deployments'").fetchone()
-        return "'pending'" in row[0]
+        return "'held'" in row[0]
 
     if current():
         return
     db.execute("BEGIN IMMEDIATE")
     try:
         if not current():  # another process may have migrated it meanwhile
-            db.execute("ALTER TABLE deployments RENAME TO deployments_before_pending")
+            db.execute("ALTER TABLE deployments RENAME TO deployments_before_outcomes")
             create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS deployments"):]
             db.execute(create[:create.index(";")])
-            db.execute("INSERT INTO deployments SELECT * FROM deployments_before_pending")
-            db.execute("DROP TABLE deployments_before_pending")
+            columns = [row[1] for row in
+                       db.execute("PRAGMA table_info(deployments_before_outcomes)")]
+            if "notes" in columns:
+                db.execute("ALTER TABLE deployments ADD COLUMN notes TEXT")
+            names = ", ".join(columns)
+            db.execute(f"INSERT INTO deployments ({names}) SELECT {names} "
+                       "FROM deployments_before_outcomes")
+            db.execute("DROP TABLE deployments_before_outcomes")
             db.execute("CREATE INDEX IF NOT EXISTS deployments_by_server"
                        " ON deployments (server_id, seq)")
         db.execute("COMMIT")
