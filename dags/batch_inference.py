@@ -24,6 +24,13 @@ concurrency, retries on 5xx and connection errors only) and records the version 
 answer's `X-Model-Version` header. `sink`: `sql` writes the `predictions` and
 `prediction_rejects` tables through the connection `output_conn_id` (SQLite, PostgreSQL);
 `parquet` writes `date=YYYY-MM-DD/{predictions,rejects}.parquet` under `output_uri`.
+
+**Starts paused**, as every new DAG does here (Airflow's `dags_are_paused_at_creation`):
+it writes predictions, so a person turns it on once its sink points at the right
+database. While paused it runs nothing, not even when a promotion's Asset event or a
+landed scoring partition would start it (Airflow queues no run for a paused DAG). Unpause
+it in the DAG list, or `PATCH /api/v2/dags/<model>_batch_inference` with
+`{"is_paused": false}`. `make demo` unpauses the churn model's.
 """
 
 from __future__ import annotations
@@ -60,6 +67,8 @@ def batch_dag(model: ModelDefinition) -> Any:
         catchup=False,
         max_active_runs=1,
         tags=tags(model, "inference", "batch"),
+        description=(f"Scores {model.dataset} scoring partitions with {model.model_name}'s "
+                     "champion; starts paused: unpause it to score on each promotion"),
         doc_md=doc(model, __doc__ or ""),
         params=airflow_params(BatchInferenceParams, defaults),
         default_args=default_args(model, timeout=timedelta(hours=2)),

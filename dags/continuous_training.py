@@ -27,6 +27,11 @@ it to live or drops it with its comparison in front of them) -> `promote` (alias
 `champion`; emits the model's Asset with the version). The gate's decision and the
 approval are written to the run's note when it ends.
 
+**Starts paused**, as every new DAG does here (Airflow's `dags_are_paused_at_creation`):
+unpause it to train on new data, the cron or a trigger. The model's
+`<model>_batch_inference` also starts paused, so a promotion scores nothing until it is
+unpaused; `<model>_monitoring` starts unpaused (it only reads and reports).
+
 Trigger it from the UI form or `POST /api/v2/dags/<model>_training/dagRuns` with a `conf`
 that overrides any parameter, e.g. `{"snapshot_date": "2026-11-20", "force": true}` or
 `{"source": "sql", "sql_conn_id": "warehouse", "sql_query": "SELECT * FROM churn"}`.

@@ -379,6 +379,12 @@ def test_make_demo_on_the_running_stack_prints_a_curl_that_answers(
         "CTCD_MLFLOW_PORT": str(stack.ports.mlflow)})
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "ingest skipped the run: today's partition was trained on already" in demo.stdout
+    # It says which DAGs stay paused, and the churn model's batch DAG is not one of them,
+    # so a promotion's Asset event scores what was landed to score.
+    assert f"unpaused {BATCH_DAG_ID}: a new champion's Asset event" in demo.stdout
+    [paused] = [line for line in demo.stdout.splitlines() if line.startswith("Paused DAGs:")]
+    assert "model_server_ops" in paused and BATCH_DAG_ID not in paused and DAG_ID not in paused
+    assert (stack.home / "scoring" / "churn" / f"date={TODAY.isoformat()}").is_dir()
     printed = demo.stdout.split("Get a prediction:\n", 1)[1].split("\nAirflow UI:", 1)[0]
     answer = run(printed)
     assert answer.returncode == 0, answer.stderr

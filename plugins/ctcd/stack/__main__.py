@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from ctcd.settings import PROJECT_ROOT
@@ -17,6 +18,8 @@ from ctcd.validation.docs_site import page_link
 
 DEMO_MODEL = "churn"  # include/models/churn.yaml
 DAG_ID = f"{DEMO_MODEL}_training"
+BATCH_DAG_ID = f"{DEMO_MODEL}_batch_inference"
+SCORING_ROWS = 2_000
 PRODUCER_ID = "data_producer"
 EXAMPLE_REQUEST = PROJECT_ROOT / "include" / "examples" / "churn_request.json"
 
@@ -80,6 +83,7 @@ def demo(stack: Stack, conf: dict[str, Any], rows: int = 20_000) -> int:
         client.wait_for_dag(PRODUCER_ID)
         client.set_paused(DAG_ID, False)
         today = datetime.now(UTC).date().isoformat()
+        _land_scoring(client, today)
         produced = client.trigger(PRODUCER_ID, {"date": today, "rows": rows})
         client.set_paused(PRODUCER_ID, False)
         _say(f"{PRODUCER_ID} is landing {rows} rows for {today} in the landing location...")
@@ -126,6 +130,9 @@ def demo(stack: Stack, conf: dict[str, Any], rows: int = 20_000) -> int:
             _say("validation (Great Expectations) passed; Data Docs: "
                  f"{page_link(stack.home, str(docs), f'{stack.airflow_url}/ctcd')}")
         endpoint = _serving_endpoint(client, run_id)
+        if states.get("promote") == "success":
+            _say_batch_run(client, stack, after=final.get("start_date") or "")
+        paused = _paused(client)
     finally:
         client.close()
     total = time.monotonic() - started
@@ -144,8 +151,61 @@ def demo(stack: Stack, conf: dict[str, Any], rows: int = 20_000) -> int:
     print(f"Deployments:   {stack.airflow_url}/plugin/deployments   (what serves, health, "
           "actions)")
     print(f"MLflow UI:     {stack.mlflow_url}")
+    if paused:
+        print(f"Paused DAGs:   {', '.join(paused)}: they run nothing, not even on an Asset "
+              "event, until you unpause them in the DAG list (new DAGs start paused).")
     print("Stop it all:   make stop")
     return 0
+
+
+def _land_scoring(client: AirflowClient, day: str) -> None:
+    """Rows to score (today's scoring partition, if not landed yet), then
+    ``churn_batch_inference`` unpaused: the promotion's Asset event then scores them, so
+    the demo shows the whole loop. (Landed while the DAG is still paused, so the landing
+    starts no run before a champion exists; Airflow queues no run for a paused DAG.)"""
+    from datetime import date
+
+    from ctcd.data.producer import produce
+    from ctcd.data.sources import default_scoring_uri
+    from ctcd.data.spec import load_spec
+    from ctcd.models import load_model
+
+    dataset = load_model(DEMO_MODEL).dataset
+    if not (Path(default_scoring_uri(dataset).removeprefix("file://"))
+            / f"date={day}").exists():
+        produce(date.fromisoformat(day), SCORING_ROWS, spec=load_spec(dataset),
+                purpose="scoring")
+        _say(f"landed {SCORING_ROWS} rows to score for {day} in the scoring location")
+    client.wait_for_dag(BATCH_DAG_ID)
+    client.set_paused(BATCH_DAG_ID, False)
+    _say(f"unpaused {BATCH_DAG_ID}: a new champion's Asset event makes it score the "
+         "scoring partitions not scored yet (a paused DAG would ignore that event)")
+
+
+def _say_batch_run(client: AirflowClient, stack: Stack, after: str,
+                   timeout: float = 60.0) -> None:
+    """Name the batch run the promotion's Asset event started (not waited for)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.request("GET", f"/dags/{BATCH_DAG_ID}/dagRuns",
+                                  params={"run_type": "asset_triggered"})
+        if response.status_code == 200:
+            runs = [r for r in response.json()["dag_runs"]
+                    if (r.get("queued_at") or "") >= after[:19]]
+            if runs:
+                _say(f"the promotion started {BATCH_DAG_ID} run {runs[-1]['dag_run_id']}: it "
+                     f"scores the new partitions into {stack.home / 'predictions.db'}")
+                return
+        time.sleep(2)
+    _say(f"no {BATCH_DAG_ID} run started within {timeout:.0f}s of the promotion; see the "
+         "DAG in the UI")
+
+
+def _paused(client: AirflowClient) -> list[str]:
+    response = client.request("GET", "/dags", params={"paused": "true", "limit": 100})
+    if response.status_code != 200:
+        return []
+    return sorted(d["dag_id"] for d in response.json()["dags"])
 
 
 def stop(stack: Stack) -> int:
