@@ -217,11 +217,15 @@ class Cluster:
         what = f"Deployment {self.ns}/{name}"
         while True:
             deployment = self.deployment(name)
-            if rollout_done(deployment):
+            pods = self.pods(instance(name))
+            # the status is the controllers' latest view, which may lag the pods (scaled to
+            # 0 and back, it can still count pods that are gone): the pods must agree
+            wanted = (deployment.get("spec") or {}).get("replicas", 1)
+            if rollout_done(deployment) and sum(map(ready, pods)) == wanted:
                 return
             if reason := deadline_exceeded(deployment):
                 raise RolloutFailed(f"{what} did not roll out: {reason} ({progress(deployment)})")
-            for pod in self.pods(instance(name)):
+            for pod in pods:
                 if problem := pod_problem(pod, seen):
                     raise type(problem)(f"{what}: {problem}") from None
             if time.monotonic() >= deadline:
