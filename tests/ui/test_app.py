@@ -10,6 +10,7 @@ page must say so within its budget instead of waiting for it.
 
 from __future__ import annotations
 
+import html
 import os
 import signal
 import time
@@ -137,6 +138,10 @@ def test_the_list_shows_what_serves_and_a_hung_server_does_not_hold_it(ui: Ui) -
 
 
 def test_a_deployment_page_shows_versions_history_lineage_and_logs(ui: Ui) -> None:
+    from mlflow import MlflowClient
+
+    gate = "accuracy 0.91 >= champion 0.88 + min_improvement 0.00: deploy"
+    MlflowClient().set_model_version_tag(MODEL, ui.versions[0], "ctcd.gate", gate)
     with ui.browser("admin") as client:
         response = client.get(f"/ctcd/deployments/{ui.serving.service_id}")
         stats = client.get(f"/ctcd/api/deployments/{ui.serving.service_id}/stats")
@@ -146,6 +151,7 @@ def test_a_deployment_page_shows_versions_history_lineage_and_logs(ui: Ui) -> No
     history = page[page.index('id="history"'):]
     assert "replace" in history and "succeeded" in history
     assert f"manual__v{ui.versions[0]}" in history and f"manual__v{ui.versions[1]}" in history
+    assert f"gate: {html.escape(gate)}" in history  # the decision that deployed v1
     lineage = page[page.index('id="lineage"'):page.index('id="history"')]
     assert f"{MODEL} v{ui.versions[1]}" in lineage and "MLflow run" in lineage
     logs = page[page.index('id="logs"'):]

@@ -65,6 +65,7 @@ def create_app() -> FastAPI:
                    "owner": views.owner_dag(row),
                    "lineage": views.lineage(reader, handle, request),
                    "history": views.history(row), "logs": views.logs(deployer, handle),
+                   "gates": views.gates(reader, views.history(row)),
                    "approvals": [a for a in views.pending_approvals()
                                  if a["dag_id"] == views.owner_dag(row)]}
         return pages.TemplateResponse(request, "deployment.html", context)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
@@ -21,7 +22,7 @@ from ctcd.deployers.base import DeploymentEvent, ModelDeployer
 from ctcd.deployers.registry import get_deployer
 from ctcd.deployers.scorers import ScorerInfo, scorers_of
 from ctcd.errors import CtcdError
-from ctcd.lineage import Lineage, MlflowReader, resolve
+from ctcd.lineage import GATE_TAG, Lineage, MlflowReader, MlflowUnavailable, resolve
 from ctcd.services.handle import ServiceHandle
 from ctcd.ui.deployments import _POOL, Row
 
@@ -83,6 +84,30 @@ def owner_dag(row: Row) -> str:
 
 def history(row: Row) -> Sequence[DeploymentEvent]:
     return row.description.history if row.description is not None else ()
+
+
+def gates(reader: MlflowReader, events: Sequence[DeploymentEvent], *,
+          budget: float = 0.6) -> dict[tuple[str, str], str]:
+    """The gate's decision (candidate against champion, threshold) each version in
+    ``events`` was registered with, read from its registry tag within ``budget`` seconds:
+    a version MLflow did not answer for in time, or one with no gate (deployed by hand),
+    is left out."""
+    wanted = {(e.config.model_name, e.config.model_version) for e in events
+              if e.config.model_name and e.config.model_version}
+    asked = {key: _POOL.submit(reader.version, *key) for key in wanted}
+    deadline = time.monotonic() + budget
+    found: dict[tuple[str, str], str] = {}
+    for key, future in asked.items():
+        try:
+            gate = future.result(timeout=max(0.0, deadline - time.monotonic()))["tags"].get(
+                GATE_TAG)
+        except FutureTimeout:
+            break  # the budget is spent: the rest say nothing rather than hold the page
+        except MlflowUnavailable:
+            continue
+        if gate:
+            found[key] = gate
+    return found
 
 
 def logs(deployer: ModelDeployer, handle: ServiceHandle, *, tail: int = 40,
