@@ -27,7 +27,7 @@ from ctcd.deployers.kubernetes import KubernetesDeployer
 from ctcd.deployers.kubernetes.cluster import instance
 from ctcd.deployers.kubernetes.pods import PodsAdmin
 from ctcd.deployers.kubernetes.resources import PORT, secret_name
-from ctcd.errors import RolledBack
+from ctcd.errors import RolledBack, ShadowAwaitingDecision
 from ctcd.services import ServiceHandle
 
 pytestmark = [pytest.mark.e2e, needs_test_kubelet]
@@ -119,6 +119,29 @@ def test_strategy_moves_every_pod_under_load_without_a_failed_request(
     if isinstance(strategy, dict) and strategy["name"] == "shadow":
         [summary] = [n for n in history[0].notes if n.startswith("shadow of version")]
         assert "agreement 100.00%" in summary, history[0].notes
+
+
+def test_a_held_shadow_promoted_by_hand_keeps_its_deploys_lineage(
+    deployer: KubernetesDeployer, serving: ServiceHandle, model_factory: Any,
+) -> None:
+    # too few requests to judge (no traffic) and hold: the shadow waits for a person
+    live = deployer.describe_model_server(serving.service_id).handle.model_version
+    new = model_factory(name=MODEL, kind="logistic_regression")
+    config = DeploymentConfig(model_name=MODEL, model_uri=new.uri, model_version=new.version,
+                              mlflow_run_id=new.run_id, dag_id="continuous_training",
+                              run_id="scheduled__held", task_id="deploy")
+    with pytest.raises(ShadowAwaitingDecision):
+        deployer.deploy_model(config, strategy={"name": "shadow", "min_requests": 50,
+                                                "max_seconds": 2, "poll_seconds": 0.3,
+                                                "inconclusive": "hold"}, timeout=180)
+    held = deployer.describe_model_server(serving.service_id)
+    assert held.history[0].outcome == "held" and held.shadow is not None
+    assert _serving_on_every_pod(deployer) == [{live: 1.0}] * 2
+
+    promoted = deployer.promote_model_server(serving.service_id, timeout=120)
+    assert promoted.model_version == new.version
+    assert (promoted.run_id, promoted.mlflow_run_id) == ("scheduled__held", new.run_id)
+    assert _serving_on_every_pod(deployer) == [{new.version: 1.0}] * 2
 
 
 def test_failing_canary_rolls_back_on_every_pod(

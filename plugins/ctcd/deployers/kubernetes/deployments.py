@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from ctcd.deployers import traffic
-from ctcd.deployers.base import DeploymentConfig, failed_outcome
+from ctcd.deployers.base import HELD, DeploymentConfig, failed_outcome
 from ctcd.deployers.kubernetes import resources as res
 from ctcd.deployers.kubernetes import servers
 from ctcd.deployers.kubernetes.api import Change
@@ -168,7 +168,11 @@ class Deployments:
             if not latest or latest[0]["finished_at"] < started_at:
                 message = traffic.message(action, found)
                 if action is traffic.promote:
-                    config = traffic.promoted_config(now.config, found)
+                    # a shadow held for a person keeps the lineage its deploy recorded
+                    held = [DeploymentConfig.from_dict(e["config"]) for e in latest
+                            if e["outcome"] == HELD]
+                    config = (held[0] if held and held[0].model_version == found.version
+                              else traffic.promoted_config(now.config, found))
                     self._write_model(now.name, config)
                     change = servers.record(config, "promote", "promote", "succeeded",
                                             started_at, message=message, deployed=True)
