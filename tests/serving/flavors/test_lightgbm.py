@@ -4,8 +4,11 @@ project's metadata, on one native thread."""
 
 from __future__ import annotations
 
+import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,26 +43,52 @@ def test_an_unseen_category_is_missing_as_in_training(flavored_model: FlavoredFa
         assert np.array_equal(loaded.predict(rows), model.raw().predict(typed))
 
 
-def test_predicts_on_the_callers_native_threads(flavored_model: FlavoredFactory,
-                                                served: Any) -> None:
-    """The scikit-learn API would predict on every core (its n_jobs): the server's predict
-    thread limits OpenMP to one thread (--threads 1), and no LightGBM call starts more."""
-    from threadpoolctl import threadpool_limits
+# Counted in a process of its own: in the test session other tests' background threads
+# (pools, servers' clients) may start at any moment and be counted as LightGBM's.
+_COUNT_THREADS = """
+import json, os, sys
+from concurrent.futures import ThreadPoolExecutor
 
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from ctcd.serving.model import load
+
+calls = []
+for uri, path in json.loads(sys.argv[1]):
+    loaded = load(uri)
+    loaded.warm()
+    calls.append((loaded, pd.read_pickle(path)))
+
+
+def predict_all():
+    before = len(os.listdir("/proc/self/task"))
+    for loaded, frame in calls:
+        for _ in range(3):
+            answers = loaded.predict(frame, outputs=loaded.output_names)
+            assert len(answers["predict"]) == len(frame)
+    return before, len(os.listdir("/proc/self/task"))
+
+
+with ThreadPoolExecutor(1, initializer=lambda: threadpool_limits(limits=1)) as pool:
+    print(json.dumps(pool.submit(predict_all).result()))
+"""
+
+
+def test_predicts_on_the_callers_native_threads(flavored_model: FlavoredFactory,
+                                                mlflow_server: str, tmp_path: Path) -> None:
+    """The scikit-learn API would predict on every core (its n_jobs): the server's predict
+    thread limits OpenMP to one thread (--threads 1), and no LightGBM call starts more.
+    (With a limit of 4 instead of 1, this counts 3 threads started.)"""
     calls = []
     for kind in ("lightgbm-binary", "lightgbm-numeric", "lightgbm-booster"):
         model = flavored_model(kind)
-        loaded = served(model)
-        calls.append((loaded, pd.concat([model.frame] * 50, ignore_index=True)))
-
-    def predict_all() -> tuple[int, int]:
-        before = len(os.listdir("/proc/self/task"))
-        for loaded, frame in calls:
-            for _ in range(3):
-                answers_frame = loaded.predict(frame, outputs=loaded.output_names)
-                assert len(answers_frame["predict"]) == len(frame)
-        return before, len(os.listdir("/proc/self/task"))
-
-    with ThreadPoolExecutor(1, initializer=lambda: threadpool_limits(limits=1)) as pool:
-        before, after = pool.submit(predict_all).result()
-    assert after == before
+        path = tmp_path / f"{kind}.pkl"
+        pd.concat([model.frame] * 50, ignore_index=True).to_pickle(path)
+        calls.append((model.uri, str(path)))
+    done = subprocess.run(
+        [sys.executable, "-c", _COUNT_THREADS, json.dumps(calls)], capture_output=True,
+        text=True, timeout=300, env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_server})
+    assert done.returncode == 0, done.stderr[-3000:]
+    before, after = json.loads(done.stdout.strip().splitlines()[-1])
+    assert after == before, f"{after - before} threads started while predicting"
