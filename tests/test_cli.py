@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
+from tests.cli import invoker
 
-from ctcd.cli import build
 from ctcd.deployers import DeploymentConfig
 from ctcd.deployers.local import LocalDeployer
 from ctcd.services import ServiceHandle
@@ -39,17 +38,7 @@ def live(
 
 @pytest.fixture
 def ctcd(live: tuple[Path, ServiceHandle], monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("CTCD_HOME", str(live[0]))
-    monkeypatch.setenv("CTCD_SERVER_PORT_RANGE", json.dumps(list(PORTS)))
-    monkeypatch.delenv("CTCD_DEPLOYER", raising=False)
-    runner, app = CliRunner(), build()
-
-    def run(*args: str, code: int = 0) -> str:
-        result = runner.invoke(app, list(args))
-        assert result.exit_code == code, result.output
-        return result.output
-
-    return run
+    return invoker(live[0], PORTS, monkeypatch)
 
 
 def test_list_describe_get_url_logs(

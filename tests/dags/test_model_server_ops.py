@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,65 +52,66 @@ def test_service_names_render_as_given(ops_dag: Any, service: str | None) -> Non
     assert task.model_name == ""
 
 
-def test_rollback_stop_start_through_the_dag(
-    ops_dag: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_factory: Any
-) -> None:
+@pytest.fixture
+def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalDeployer]:
+    """The local deployer the DAG's tasks use (its home and ports); its servers are deleted
+    after the test."""
     home = tmp_path / "ctcd"
     monkeypatch.setenv("CTCD_HOME", str(home))
     monkeypatch.setenv("CTCD_SERVER_PORT_RANGE", json.dumps(list(PORTS)))
     backend = LocalDeployer(Settings(home=home, server_port_range=PORTS))
+    yield backend
+    for h in backend.find_model_server():
+        backend.delete_model_server(h.service_id, timeout=10, force=True)
+
+
+def test_rollback_stop_start_through_the_dag(
+    ops_dag: Any, backend: LocalDeployer, model_factory: Any
+) -> None:
     first = model_factory(name=MODEL, kind="logistic_regression")
     second = model_factory(name=MODEL, kind="logistic_regression")
-    try:
-        for model in (first, second):
-            handle = backend.deploy_model(
-                DeploymentConfig(model_name=MODEL, model_uri=model.uri,
-                                 model_version=model.version), timeout=180)
-        assert handle.model_version == second.version
+    for model in (first, second):
+        handle = backend.deploy_model(
+            DeploymentConfig(model_name=MODEL, model_uri=model.uri,
+                             model_version=model.version), timeout=180)
+    assert handle.model_version == second.version
 
-        def run(**conf: Any) -> str:
-            dagrun = ops_dag.test(run_conf={"model_name": MODEL, "timeout": 120, **conf})
-            return str(dagrun.state)
+    def run(**conf: Any) -> str:
+        dagrun = ops_dag.test(run_conf={"model_name": MODEL, "timeout": 120, **conf})
+        return str(dagrun.state)
 
-        assert run(action="rollback") == "success"
-        [now] = backend.find_model_server(running=True)
-        assert now.model_version == first.version
-        with backend.admin(now.service_id) as admin:
-            assert admin.serving() == {first.version: 1.0}
+    assert run(action="rollback") == "success"
+    [now] = backend.find_model_server(running=True)
+    assert now.model_version == first.version
+    with backend.admin(now.service_id) as admin:
+        assert admin.serving() == {first.version: 1.0}
 
-        assert run(action="stop", service=now.service_id[:8]) == "success"
-        assert backend.find_model_server(running=True) == []
-        assert run(action="start") == "success"
-        assert backend.find_model_server(running=True)[0].endpoint == now.endpoint
-        assert run(action="list") == "success"
-        # a shadow of a registered version with no traffic to compare: inconclusive, so it
-        # fails and the serving version stays; a version that is not registered fails too
-        shadow = {"min_requests": 5, "max_seconds": 2, "poll_seconds": 0.2}
-        assert run(action="shadow", model_version=second.version,
-                   shadow_options=shadow) == "failed"
-        assert run(action="shadow", model_version="999", shadow_options=shadow) == "failed"
-        with backend.admin(now.service_id) as admin:
-            assert admin.serving() == {first.version: 1.0}
-            assert set(admin.versions()) == {first.version}
-        [last] = backend.history(now.service_id, limit=1)
-        assert (last.strategy, last.outcome) == ("shadow", "failed")
-        assert last.config.model_version == "999"
-        [shadowed] = [e for e in backend.history(now.service_id, limit=3)
-                      if e.config.model_version == second.version and e.strategy == "shadow"]
-        assert "inconclusive" in (shadowed.message or "")
-        assert run(action="delete", service="no-such-server") == "failed"
-    finally:
-        for h in backend.find_model_server():
-            backend.delete_model_server(h.service_id, timeout=10, force=True)
+    assert run(action="stop", service=now.service_id[:8]) == "success"
+    assert backend.find_model_server(running=True) == []
+    assert run(action="start") == "success"
+    assert backend.find_model_server(running=True)[0].endpoint == now.endpoint
+    assert run(action="list") == "success"
+    # a shadow of a registered version with no traffic to compare: inconclusive, so it
+    # fails and the serving version stays; a version that is not registered fails too
+    shadow = {"min_requests": 5, "max_seconds": 2, "poll_seconds": 0.2}
+    assert run(action="shadow", model_version=second.version,
+               shadow_options=shadow) == "failed"
+    assert run(action="shadow", model_version="999", shadow_options=shadow) == "failed"
+    with backend.admin(now.service_id) as admin:
+        assert admin.serving() == {first.version: 1.0}
+        assert set(admin.versions()) == {first.version}
+    [last] = backend.history(now.service_id, limit=1)
+    assert (last.strategy, last.outcome) == ("shadow", "failed")
+    assert last.config.model_version == "999"
+    [shadowed] = [e for e in backend.history(now.service_id, limit=3)
+                  if e.config.model_version == second.version and e.strategy == "shadow"]
+    assert "inconclusive" in (shadowed.message or "")
+    assert run(action="delete", service="no-such-server") == "failed"
 
 
 def test_a_shadow_is_ended_by_hand_through_the_dag_and_never_as_a_canary(
-    ops_dag: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_factory: Any
+    ops_dag: Any, backend: LocalDeployer, model_factory: Any
 ) -> None:
-    home = tmp_path / "ctcd"
-    monkeypatch.setenv("CTCD_HOME", str(home))
-    monkeypatch.setenv("CTCD_SERVER_PORT_RANGE", json.dumps(list(PORTS)))
-    backend = LocalDeployer(Settings(home=home, server_port_range=PORTS))
     models = [model_factory(name=f"{MODEL}-shadow", kind="logistic_regression")
               for _ in range(3)]
     live, dropped, promoted = (m.version for m in models)
@@ -145,34 +147,30 @@ def test_a_shadow_is_ended_by_hand_through_the_dag_and_never_as_a_canary(
         with backend.admin(handle.service_id) as admin:
             return dict(admin.serving())
 
-    try:
-        handle = backend.deploy_model(DeploymentConfig(
-            model_name=models[0].name, model_uri=models[0].uri, model_version=live), timeout=180)
-        # nothing under trial: a rollback that may only drop one changes nothing
-        with pytest.raises(NoRolloutInProgress):
-            backend.rollback_model_server(handle.service_id, rollout_only=True)
-        assert serving() == {live: 1.0}
+    handle = backend.deploy_model(DeploymentConfig(
+        model_name=models[0].name, model_uri=models[0].uri, model_version=live), timeout=180)
+    # nothing under trial: a rollback that may only drop one changes nothing
+    with pytest.raises(NoRolloutInProgress):
+        backend.rollback_model_server(handle.service_id, rollout_only=True)
+    assert serving() == {live: 1.0}
 
-        first = shadow(models[1])
-        assert run(action="promote") == "failed"  # a shadow is no canary
-        assert run(action="rollback") == "failed"
-        assert backend.describe_model_server(handle.service_id).shadow is not None
-        assert run(action="drop_shadow") == "success"
-        first["thread"].join(30)
-        assert isinstance(first.get("error"), RolledBack), first
-        assert serving() == {live: 1.0}
-        with backend.admin(handle.service_id) as admin:
-            assert dropped not in admin.versions()  # unloaded
-        assert run(action="drop_shadow") == "failed"  # none now: nothing else is rolled back
-        assert serving() == {live: 1.0}
+    first = shadow(models[1])
+    assert run(action="promote") == "failed"  # a shadow is no canary
+    assert run(action="rollback") == "failed"
+    assert backend.describe_model_server(handle.service_id).shadow is not None
+    assert run(action="drop_shadow") == "success"
+    first["thread"].join(30)
+    assert isinstance(first.get("error"), RolledBack), first
+    assert serving() == {live: 1.0}
+    with backend.admin(handle.service_id) as admin:
+        assert dropped not in admin.versions()  # unloaded
+    assert run(action="drop_shadow") == "failed"  # none now: nothing else is rolled back
+    assert serving() == {live: 1.0}
 
-        second = shadow(models[2])
-        assert run(action="promote_shadow") == "success"
-        second["thread"].join(30)
-        assert second["handle"].model_version == promoted, second
-        assert serving() == {promoted: 1.0}
-        with backend.admin(handle.service_id) as admin:
-            assert set(admin.versions()) == {promoted}
-    finally:
-        for h in backend.find_model_server():
-            backend.delete_model_server(h.service_id, timeout=10, force=True)
+    second = shadow(models[2])
+    assert run(action="promote_shadow") == "success"
+    second["thread"].join(30)
+    assert second["handle"].model_version == promoted, second
+    assert serving() == {promoted: 1.0}
+    with backend.admin(handle.service_id) as admin:
+        assert set(admin.versions()) == {promoted}

@@ -3,15 +3,13 @@ command line, against a real model server on loopback with client traffic runnin
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
+from tests.cli import invoker
 
-from ctcd.cli import build
 from ctcd.deployers import DeploymentConfig
 from ctcd.deployers.local import LocalDeployer
 from ctcd.services import ServiceHandle
@@ -41,17 +39,7 @@ def live(
 @pytest.fixture
 def ctcd(live: tuple[LocalDeployer, ServiceHandle, Path], monkeypatch: pytest.MonkeyPatch
          ) -> Any:
-    monkeypatch.setenv("CTCD_HOME", str(live[2]))
-    monkeypatch.setenv("CTCD_SERVER_PORT_RANGE", json.dumps(list(PORTS)))
-    monkeypatch.delenv("CTCD_DEPLOYER", raising=False)
-    runner, app = CliRunner(), build()
-
-    def run(*args: str, code: int = 0) -> str:
-        result = runner.invoke(app, list(args))
-        assert result.exit_code == code, result.output
-        return result.output
-
-    return run
+    return invoker(live[2], PORTS, monkeypatch)
 
 
 def _serving(backend: LocalDeployer, handle: ServiceHandle) -> dict[str, float]:
