@@ -8,8 +8,8 @@ inherited), on the model the servers load, loaded the way the server loads it
 (``ctcd.serving.model.load`` and ``warm``), and called on the input the server builds (a checked
 ``Table``'s ``to_model_input()``), built before timing: only ``predict`` is timed.
 
-Run by ``bench_serving.py``: ``python limit.py MODEL_DIR SAMPLE_PICKLE``; it prints ``ready``,
-then answers each line ``{"sizes": [[rows, calls], ...], "seconds": s}`` on stdin with
+Run by :class:`Limit` below: ``python limit.py MODEL_DIR SAMPLE_PICKLE``; it prints
+``ready``, then answers each line ``{"sizes": [[rows, calls], ...], "seconds": s}`` on stdin with
 ``{"rows_s": r, "rows_cpu_s": c, "per_call_s": {"rows": s, ...}}``: the rows/s of a run of
 predicts in that mix, ``sum(calls * rows) / sum(calls * seconds_per_call(rows))``, and the
 same per CPU second of predict (not slowed by other processes on the machine).
@@ -18,12 +18,16 @@ same per CPU second of predict (not slowed by other processes on the machine).
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))
+
+from ctcd import reaper
+from ctcd.stack.processes import stop_process_tree
 
 
 def _inputs(loaded: Any, sample: Any) -> Any:
@@ -92,6 +96,45 @@ def main() -> int:
                           "per_call_s": {str(rows): per_call[rows][0] for rows in per_call}}),
               flush=True)
     return 0
+
+
+class Limit:
+    """The model's in-process limit, measured on request in its own process (``limit.py``):
+    the model the servers load, the input the server builds, one native thread."""
+
+    def __init__(self, kind: str, model: dict[str, Any], work: Path, seconds: float) -> None:
+        # predict time per measurement (split over the batch sizes): a third of a cell
+        self.seconds = max(1.0, seconds / 3)
+        sample = work / f"sample-{kind}.pkl"
+        model["sample"].to_pickle(sample)
+        self.log = work / f"limit-{kind}.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__)), str(model["dir"]),
+                 str(sample)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                text=True, start_new_session=True)
+        reaper.watch(self.proc.pid)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            self.close()
+            raise RuntimeError(f"limit process did not start; see {self.log}:\n"
+                               f"{self.log.read_text()[-2000:]}")
+
+    def rows_s(self, sizes: list[list[float]]) -> tuple[float, float]:
+        """Rows per second and per CPU second of predict, called back to back on this mix
+        of ``[[rows, calls], ...]``."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"sizes": sizes, "seconds": self.seconds}) + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"limit process died; see {self.log}:\n"
+                               f"{self.log.read_text()[-2000:]}")
+        doc = json.loads(answer)
+        return float(doc["rows_s"]), float(doc["rows_cpu_s"])
+
+    def close(self) -> None:
+        stop_process_tree(self.proc.pid)
 
 
 if __name__ == "__main__":

@@ -95,17 +95,17 @@ class Started:
     cold_start_s_cpu: float = 0.0
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, started: float, log: Path,
-                what: str) -> tuple[float, float]:
-    """Seconds from ``started`` until ``url`` answers 200, and the CPU seconds of the
-    process tree by then."""
+def wait_ready(proc: subprocess.Popen[bytes], url: str, started: float, log: Path,
+               what: str, method: str = "GET") -> tuple[float, float]:
+    """Seconds from ``started`` until ``url`` answers 200 (to ``method``), and the CPU
+    seconds of the process tree by then."""
     deadline = started + 300
     with httpx.Client(timeout=1.0) as client:
         while time.perf_counter() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"{what} exited early; see {log}")
             try:
-                if client.get(url).status_code == 200:
+                if client.request(method, url).status_code == 200:
                     return time.perf_counter() - started, _tree_cpu(proc.pid)
             except httpx.HTTPError:
                 pass
@@ -133,7 +133,7 @@ def start_ours(model_dir: Path, name: str, version: str, workers: int, work: Pat
     log = work / f"ctcd-{name}-w{workers}-{port}.log"
     started = time.perf_counter()
     proc = spawn(argv, log_path=log)
-    cold, cpu = _wait_ready(proc, f"http://127.0.0.1:{port}/v2/health/ready", started, log,
+    cold, cpu = wait_ready(proc, f"http://127.0.0.1:{port}/v2/health/ready", started, log,
                             "ctcd")
     return Started(proc, port, cold, f"http://127.0.0.1:{port}/metrics", "ctcd", grpc_port,
                    cpu)
@@ -159,7 +159,7 @@ def start_mlserver(bin_dir: Path, runtime: str, model_dir: Path, name: str,
     started = time.perf_counter()
     proc = spawn([str(bin_dir / "mlserver"), "start", str(root)], log_path=log,
                  env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, cwd=root)
-    cold, cpu = _wait_ready(proc, f"http://127.0.0.1:{port}/v2/models/{name}/ready", started,
+    cold, cpu = wait_ready(proc, f"http://127.0.0.1:{port}/v2/models/{name}/ready", started,
                             log, "mlserver")
     return Started(proc, port, cold, None, f"mlserver_{runtime}", grpc_port, cpu)
 
@@ -171,7 +171,7 @@ def start_mlflow(model_dir: Path, work: Path) -> Started:
     proc = spawn([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir),
                   "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port),
                   "--workers", "1"], log_path=log)
-    cold, cpu = _wait_ready(proc, f"http://127.0.0.1:{port}/ping", started, log, "mlflow")
+    cold, cpu = wait_ready(proc, f"http://127.0.0.1:{port}/ping", started, log, "mlflow")
     return Started(proc, port, cold, None, "mlflow", cold_start_s_cpu=cpu)
 
 
