@@ -12,7 +12,8 @@
   the model was loaded (what scoring itself holds: the model load, with MLflow's imports,
   is most of the total). Target: growth at 10 M within 1.2x of the growth at 1 M.
 * Compiled: the same in-process scoring of 1,000,000 rows with the model's compiled graph
-  (ONNX Runtime, one thread: ``ctcd models compile`` ran at registration) against its own
+  (ONNX Runtime on every core, as ``ctcd predict`` loads it; ``ctcd models compile`` ran at
+  registration) against its own
   library (scikit-learn), fresh processes, alternately, three times each: rows/s (target >=
   2x), CPU seconds, and the peak RSS growth while scoring (target: within 1.1x). Every other
   cell runs uncompiled (``CTCD_COMPILED=false``), as before.
@@ -68,7 +69,7 @@ def child_batch(source: Path, output: Path, chunk_rows: int,
     from ctcd.batch.score import score_file
 
     os.environ["CTCD_COMPILED"] = "true" if compiled == "on" else "false"
-    model = load_version(MODEL, "1")
+    model = load_version(MODEL, "1", batch=True)  # as ctcd predict and batch_inference do
     runtime = model.model.runtime
     if (compiled == "on") != (runtime == "onnxruntime"):
         raise RuntimeError(f"compiled={compiled} but {runtime} answers: "
@@ -98,7 +99,7 @@ def child_ratio(source: Path, output: Path, chunk_rows: int, rounds: int) -> dic
     from ctcd.batch.score import score_file
     from ctcd.data.churn import FEATURES
 
-    model = load_version(MODEL, "1")
+    model = load_version(MODEL, "1", batch=True)
     assert model.model.native is not None
     limit, batch = [], []
     rows = 0
@@ -180,10 +181,11 @@ def _reset_peak() -> bool:
 
 
 def _compiled_cell(work: Path, source: Path, chunk: int) -> dict[str, Any]:
-    """In-process batch scoring of the same file with the compiled model (ONNX Runtime, one
-    thread: the default) and uncompiled (the model's own library), each in fresh processes,
-    alternately, ROUNDS times: best rows/s of each, and the peak RSS growth while scoring
-    (the largest of the rounds: memory does not vary with a busy machine)."""
+    """In-process batch scoring of the same file with the compiled model (ONNX Runtime on
+    CTCD_COMPILED_BATCH_THREADS, by default every core) and uncompiled (the model's own
+    library), each in fresh processes, alternately, ROUNDS times: best rows/s of each, and
+    the peak RSS growth while scoring (the largest of the rounds: memory does not vary with a
+    busy machine)."""
     runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
     for _ in range(ROUNDS):
         for mode in ("on", "off"):

@@ -235,6 +235,17 @@ def test_compile_version_logs_the_graph_beside_the_model_and_tags_it(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     scoring = load_version("compiled-forest", version)
     assert scoring.model.runtime == "onnxruntime"
+    assert _threads(scoring) == 1  # a streaming scorer's small batches: one thread
+    files = load_version("compiled-forest", version, batch=True)  # ctcd predict, batch DAG
+    assert _threads(files) == runtime.cores()
+    assert np.array_equal(predict_isolating(files, table)[0]["prediction"],
+                          original.predict_table(table))
     columns, refused = predict_isolating(scoring, table)
     assert not refused
     assert np.array_equal(columns["prediction"], original.predict_table(table))
+
+
+def _threads(scoring: Any) -> int:
+    compiled = scoring.model.compiled
+    assert compiled is not None
+    return int(compiled.session.get_session_options().intra_op_num_threads)

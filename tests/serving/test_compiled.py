@@ -9,6 +9,7 @@ beside it as ``ctcd models compile`` logs it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -156,3 +157,46 @@ def test_no_compiled_serves_the_original_and_says_so(compiled_model: Any) -> Non
     assert response.headers["x-model-runtime"] == "sklearn"
     assert response.json()["predictions"] == compiled_model.pipeline.predict(rows).tolist()
     assert (meta["parameters"]["runtime"], meta["parameters"]["compiled"]) == ("sklearn", "off")
+
+
+def test_a_large_table_is_answered_in_slices_as_in_one_call(
+        compiled_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scoring job's chunk goes to ONNX Runtime in slices (bounded intermediate tensors):
+    the answers are those of one call over the whole table, in order."""
+    rows = 2 * runtime.RUN_ROWS + 7
+    frame = _frame(rows, 3)
+    model = runtime.CompiledModel.open(compiled_model.directory, threads=2)
+    options = model.session.get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    calls: list[int] = []
+    run = model._run
+    model._run = lambda names, feeds: calls.append(len(feeds["plan"])) or run(names, feeds)
+    sliced = model.run_frame(frame, ("predict", "predict_proba"))
+    assert calls == [runtime.RUN_ROWS, runtime.RUN_ROWS, 7]
+    monkeypatch.setattr(runtime, "RUN_ROWS", rows)
+    whole = model.run_frame(frame, ("predict", "predict_proba"))
+    assert calls[3:] == [rows]
+    assert np.array_equal(sliced["predict"], whole["predict"])
+    # threads add the trees in float32 in another order for another batch size: the last
+    # bits may differ (3.6e-7 here), far within the tolerance the graph was verified to
+    np.testing.assert_allclose(sliced["predict_proba"], whole["predict_proba"],
+                               atol=runtime.ATOL, rtol=0)
+    assert sliced["predict"].tolist() == compiled_model.pipeline.predict(frame).tolist()
+    np.testing.assert_allclose(sliced["predict_proba"],
+                               compiled_model.pipeline.predict_proba(frame), atol=runtime.ATOL,
+                               rtol=0)
+
+
+def test_scoring_jobs_thread_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files scored in process use every core by default; streaming scorers one thread;
+    both are settings, and a value that is not a number falls back to the default."""
+    monkeypatch.delenv("CTCD_COMPILED_BATCH_THREADS", raising=False)
+    monkeypatch.delenv("CTCD_COMPILED_THREADS", raising=False)
+    assert runtime.batch_threads_by_env() == runtime.cores() == len(os.sched_getaffinity(0))
+    assert runtime.threads_by_env() == 1
+    monkeypatch.setenv("CTCD_COMPILED_BATCH_THREADS", "1")
+    monkeypatch.setenv("CTCD_COMPILED_THREADS", "3")
+    assert (runtime.batch_threads_by_env(), runtime.threads_by_env()) == (1, 3)
+    monkeypatch.setenv("CTCD_COMPILED_BATCH_THREADS", "many")
+    assert runtime.batch_threads_by_env() == runtime.cores()

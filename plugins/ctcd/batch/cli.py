@@ -49,7 +49,7 @@ def predict(
         spec = load_spec(dataset) if dataset else None
         with err.status(f"loading {ref}..."):
             version = resolve_version(ref, uri)
-            scoring = load_version(ref.name, version)
+            scoring = load_version(ref.name, version, batch=True)
         total = count_rows(source) if source.is_file() else None
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("rows"), TimeRemainingColumn())

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import httpx
 
 from ctcd.errors import InvalidParams
+from ctcd.serving.compiled import batch_threads_by_env, threads_by_env
 from ctcd.serving.errors import ModelLoadError, ServingError
 from ctcd.serving.model import LoadedModel, load
 from ctcd.serving.schema import InputSchema
@@ -100,11 +101,15 @@ def resolve_version(ref: ModelRef, tracking_uri: str) -> str:
     return str(found.version)
 
 
-def load_version(name: str, version: str) -> ScoringModel:
+def load_version(name: str, version: str, *, batch: bool = False) -> ScoringModel:
     """Load and warm ``models:/name/version`` (MLFLOW_TRACKING_URI names the registry, as for
-    the model server); ModelLoadError says why it could not be."""
+    the model server); ModelLoadError says why it could not be. ``batch``: the model scores
+    files in this process (large chunks), so a compiled model runs on every core
+    (``CTCD_COMPILED_BATCH_THREADS``) instead of the streaming scorer's one thread
+    (``CTCD_COMPILED_THREADS``)."""
     uri = f"models:/{name}/{version}"
-    model = load(uri)
+    threads = batch_threads_by_env() if batch else threads_by_env()
+    model = load(uri, compiled_threads=threads)
     try:
         model.warm()
     except ServingError as err:
@@ -113,7 +118,8 @@ def load_version(name: str, version: str) -> ScoringModel:
         raise ModelLoadError(uri, f"warm-up prediction failed: {type(err).__name__}: "
                              f"{err}") from err
     view = model.compiled_view()
-    log.info("%s answers through %s (compiled model: %s%s)", uri, view["runtime"],
+    on = f" on {threads or 'one per core'} thread(s)" if model.compiled is not None else ""
+    log.info("%s answers through %s%s (compiled model: %s%s)", uri, view["runtime"], on,
              view.get("compiled", "none"),
              f"; {view['compiled_reason']}" if view.get("compiled_reason") else "")
     return ScoringModel(name, version, model)

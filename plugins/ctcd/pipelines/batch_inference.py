@@ -156,7 +156,7 @@ def score_partition(conf: Mapping[str, Any], planned: Mapping[str, Any], day: st
         remote = model.model  # type: ignore[assignment]
     else:
         with tracking.active():
-            model = load_version(name, version)
+            model = load_version(name, version, batch=True)
     started, when = time.perf_counter(), datetime.now(UTC)
     rows = scored = rejected = 0
     versions: Counter[str] = Counter()
