@@ -2,9 +2,10 @@
 does, from the registered version, before the version is promoted.
 
 The registered model's own answers (``mlflow.pyfunc``, the reference every client of MLflow
-would get) are the oracle. Labels must be equal; numbers (a regression's predictions) equal
-within the model file's ``deployment.tolerance``, relative and absolute, since the answers
-cross JSON as text.
+would get, or the library's own for a model with category columns pyfunc cannot take:
+:mod:`ctcd.pipelines.oracle`) are the oracle. Labels must be equal; numbers (a
+regression's predictions) equal within the model file's ``deployment.tolerance``, relative
+and absolute, since the answers cross JSON as text.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from ctcd.errors import DeploymentError
 from ctcd.models.definition import ModelDefinition
+from ctcd.pipelines import oracle
 from ctcd.pipelines.ingest import holdout_split
 from ctcd.settings import thread_limits
 from ctcd.tracking import Tracking
@@ -31,12 +33,11 @@ def verify(
 ) -> dict[str, Any]:
     """Send holdout rows to the endpoint; raise DeploymentError saying what differs."""
     import httpx
-    import mlflow
 
     _, spec, _, holdout = holdout_split(definition, ingested, conf)
     rows = holdout[list(spec.feature_names)].head(definition.deployment.verify_rows)
     with thread_limits(), tracking.active():
-        expected = np.asarray(mlflow.pyfunc.load_model(registered["model_uri"]).predict(rows))
+        expected = oracle.expected(registered["model_uri"], rows)
     body = '{"dataframe_split": ' + rows.to_json(orient="split", index=False) + "}"
     try:
         response = httpx.post(f"{endpoint}/invocations", content=body, timeout=30.0,
