@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from typing import Any
 
 import pytest
 from tests.serving.conftest import fake_loader
 
+from ctcd.serving import batching
 from ctcd.serving.handlers import BatchConfig
 
 pytestmark = pytest.mark.anyio
@@ -214,3 +216,63 @@ def test_predict_runs_with_one_native_thread_unless_told_otherwise() -> None:
             "OMP_NUM_THREADS" in os.environ
     finally:
         threadpool_limits(limits=default.get("openblas"), user_api="blas")
+
+
+class _Where:
+    """Which thread each predict call of a fake model ran on, and its rows."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.calls = model, []
+        predict = model.predict
+
+        def recorded(data: Any, *args: Any, **kwargs: Any) -> Any:
+            self.calls.append((threading.current_thread().name, len(data)))
+            return predict(data, *args, **kwargs)
+
+        model.predict = recorded
+
+
+async def test_fast_batches_are_predicted_on_the_event_loop(
+        make_server: Any, client_for: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch no larger than one measured to predict within INLINE_S runs on the loop's
+    thread (no hand-off to the predict thread and back); a larger one goes to the predict
+    thread until it too is measured fast."""
+    monkeypatch.setattr(batching, "INLINE_S", 0.05)  # the fake is fast, whatever the machine
+    server = make_server("fake", {"1": "fake://v1"}, loader=fake_loader())
+    where = _Where(server.registry.get("1").model)
+    client = client_for(server)
+    loop_thread = threading.current_thread().name
+    for values in ([1], [2], [3], [1, 2, 3, 4, 5], [6, 7, 8, 9, 10], [4]):
+        response = await client.post("/invocations", json=_body(values))
+        assert response.json() == {"predictions": [v * 10 for v in values]}
+    threads = [(name == loop_thread, rows) for name, rows in where.calls]
+    assert threads == [(False, 1), (True, 1), (True, 1), (False, 5), (True, 5), (True, 1)]
+
+
+async def test_a_batch_slower_than_inline_goes_back_to_the_predict_thread(
+        make_server: Any, client_for: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batching, "INLINE_S", 0.05)
+    server = make_server("fake", {"1": "fake://v1"}, loader=fake_loader())
+    model = server.registry.get("1").model
+    where = _Where(model)
+    client = client_for(server)
+    loop_thread = threading.current_thread().name
+    for delay in (0.0, 0.0, 0.08, 0.08, 0.0, 0.0):  # the model slows down, then recovers
+        model.delay = delay
+        assert (await client.post("/invocations", json=_body([1]))).status_code == 200
+    on_loop = [name == loop_thread for name, _ in where.calls]
+    # measured fast in the thread, then inline; the slow inline call sends the next one to
+    # the thread, which measures it slow again; fast once more, it comes back to the loop
+    assert on_loop == [False, True, True, False, False, True]
+
+
+async def test_a_slow_model_is_never_predicted_on_the_event_loop(
+        make_server: Any, client_for: Any) -> None:
+    server = make_server("fake", {"1": "fake://v1"}, loader=fake_loader(delay=0.002))
+    where = _Where(server.registry.get("1").model)
+    client = client_for(server)
+    loop_thread = threading.current_thread().name
+    responses = await asyncio.gather(*(client.post("/invocations", json=_body([i]))
+                                       for i in range(30)))
+    assert all(r.status_code == 200 for r in responses)
+    assert where.calls and all(name != loop_thread for name, _ in where.calls)

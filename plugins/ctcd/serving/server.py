@@ -8,6 +8,7 @@ accepts connections.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -60,6 +61,10 @@ class _Server(uvicorn.Server):
         if self._make_grpc is not None:
             self._grpc, grpc_port = self._make_grpc()
             await self._grpc.start()
+        # Everything loaded so far (the libraries, the model, the app) lives as long as the
+        # server: out of the collector's sight, a full collection scans only what requests
+        # leave behind (here it scanned the whole heap: a 60 ms pause under load, the p99)
+        gc.freeze()
         self._on_ready()
         if grpc_port is not None and self._announce_host is not None:
             print(GRPC_READY_LINE.format(host=self._announce_host, port=grpc_port), flush=True)
