@@ -17,7 +17,7 @@ set -euo pipefail
 # package | how to tell it is there (a command, or a glob of a file) | targets that need it
 TABLE='
 redis-server   | cmd:redis-server                         | test test-scale demo-scale bench-batch
-postgresql     | glob:/usr/lib/postgresql/*/bin/initdb    | test-scale demo-scale
+postgresql     | glob:/usr/lib/postgresql/*/bin/initdb    | test test-scale demo-scale
 docker-compose | cmd:docker-compose                       | test
 wrk            | cmd:wrk                                  | bench-serving
 chromium       | cmd:chromium                             | test screenshot bench-ui

@@ -258,6 +258,9 @@ class _SqlWriter:
     def __init__(self, sink: SqlSink, cursor: Any, day: date, *,
                  tables: tuple[str, str] | None = None, placeholder: str | None = None) -> None:
         self.sink, self.cursor, self.day = sink, cursor, day
+        # Checked at the first predictions written straight to the server's table (SQLite's
+        # spool and tables take text in any column).
+        self._typed = tables is not None
         p = placeholder or sink.hook.placeholder
         table, rejects = tables or (sink.table, sink.rejects_table)
         self._insert = {
@@ -282,11 +285,45 @@ class _SqlWriter:
                 outputs = [c for c in map(str, predictions.columns) if c.startswith("prediction_")]
                 raise InvalidParams(f"the model returns several outputs {outputs}; the SQL "
                                     "table holds one prediction per row: use sink=parquet")
+            if not self._typed:
+                self._fit_prediction_column(predictions)
             self.cursor.executemany(self._insert[self.sink.table],
                                     _records(self._frame(predictions), PREDICTION_COLUMNS))
         if len(chunk.rejects):
             self.cursor.executemany(self._insert[self.sink.rejects_table],
                                     _records(self._frame(chunk.rejects), REJECT_COLUMNS))
+
+
+    def _fit_prediction_column(self, predictions: pd.DataFrame) -> None:
+        """Class labels that are text need a text column: the table's ``prediction`` column
+        is made one while the table holds no other rows; after that, say what to do."""
+        self._typed = True
+        if (predictions["prediction"].dtype.kind in "iuf"
+                or getattr(self.sink.hook, "conn_type", "") != "postgres"):
+            return
+        table = self.sink.table
+        schema, _, name = table.rpartition(".")
+        self.cursor.execute(
+            "SELECT data_type FROM information_schema.columns WHERE table_name = %s AND "
+            "column_name = 'prediction' AND table_schema = COALESCE(%s, current_schema())",
+            (name, schema or None))
+        found = self.cursor.fetchone()
+        kind = str(found[0]) if found else "text"
+        if kind in ("text", "character varying"):
+            return
+        self.cursor.execute(f"SELECT COUNT(*) FROM {table}")
+        (rows,) = self.cursor.fetchone()
+        if int(rows) == 0:
+            self.cursor.execute(f"ALTER TABLE {table} ALTER COLUMN prediction TYPE TEXT")
+            return
+        example = predictions["prediction"].iloc[0]
+        raise InvalidParams(
+            f"the predictions table {table} has column prediction of type {kind}, holding "
+            f"{rows} rows, and model {predictions['model_name'].iloc[0]} version "
+            f"{predictions['model_version'].iloc[0]} answers text labels (e.g. {example!r}): "
+            "write them to another table (the predictions_table Param) or make the column "
+            f"text (ALTER TABLE {table} ALTER COLUMN prediction TYPE TEXT); partition "
+            f"{self.day.isoformat()} was not written")
 
 
 class ParquetSink:
