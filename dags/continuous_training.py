@@ -191,8 +191,10 @@ def training_dag(model: ModelDefinition) -> Any:
         )
         registered >> deploy
         verified = verify(deploy.output, registered, snapshot)
+        # Retries: Airflow 3.3's scheduler can fail a try answered within moments of asking;
+        # the next try acts on that answer (see ApproveDeploymentOperator._recover).
         approve = ApproveDeploymentOperator(task_id="approve", registered=registered,
-                                            retries=1)
+                                            retries=3)
         verified >> approve >> promote(registered, verified)
 
     return continuous_training()

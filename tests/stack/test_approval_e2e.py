@@ -8,15 +8,18 @@ In order, on one stack (the runs build on each other): the first run waits in
 ``awaiting_input`` and an approval promotes it; a second run's version, deployed and
 verified, is rejected and the champion serves again; a third gets no answer, and the
 scheduler's response-timeout sweep applies the default answer, Reject, with the same
-result. Each run's note says the gate's decision and the answer. Then a second model file
-deploys new versions as shadows that see too few requests to be judged: each is handed to
-a person with its comparison, and stays shadowing (answering no client) until a rejection
-drops it or an approval makes it live."""
+result; a fourth is answered while the scheduler is held and its approval step is retried,
+and the retry acts on the answer given. Each run's note says the gate's decision and the
+answer. Then a second model file deploys new versions as shadows that see too few requests
+to be judged: each is handed to a person with its comparison, and stays shadowing
+(answering no client) until a rejection drops it or an approval makes it live."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -113,8 +116,8 @@ def _awaiting(client: AirflowClient, run_id: str, timeout: float = 600,
 def _answer(client: AirflowClient, run_id: str, answer: str, dag_id: str = DAG_ID) -> None:
     """Answer at once, as a script would. (Airflow 3.3.2's scheduler fails a task answered
     before it has processed the executor's report that the asking workload exited, "state
-    changed externally", and retries it; the approval step then acts on the answer given
-    instead of asking again.)"""
+    changed externally", and retries it; the approval step's next try then acts on the
+    answer given instead of asking again.)"""
     response = client.request(
         "PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
         json={"chosen_options": [answer], "params_input": {}})
@@ -174,7 +177,8 @@ def test_a_run_waits_for_a_person_and_an_approval_promotes(
 
 
 def _rejected(client: AirflowClient, approved: dict[str, Any], conf: dict[str, Any],
-              answer: str | None) -> dict[str, Any]:
+              answer: str | None,
+              give: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """A later run (same partition, forced: as good as the champion, so the gate deploys
     it), answered ``answer`` or left to time out."""
     assert approved["state"] == "success"
@@ -184,7 +188,7 @@ def _rejected(client: AirflowClient, approved: dict[str, Any], conf: dict[str, A
     serving_while_asked = _serving(handle["endpoint"])
     asked_at = time.monotonic()
     if answer is not None:
-        _answer(client, run_id, answer)
+        (give or (lambda run, chosen: _answer(client, run, chosen)))(run_id, answer)
     ended = _ended(client, run_id)
     return {"run_id": run_id, "detail": detail, "handle": handle, **ended,
             "serving_while_asked": serving_while_asked, "waited": time.monotonic() - asked_at}
@@ -226,6 +230,42 @@ def test_no_answer_in_time_is_a_rejection_applied_by_the_scheduler(
     response = client.request("GET", f"/dags/{DAG_ID}/dagRuns/{result['run_id']}/hitlDetails")
     [detail] = response.json()["hitl_details"]
     assert detail["chosen_options"] == ["Reject"] and detail["responded_by_user"] is None
+
+
+def _answer_and_retry_while_the_scheduler_is_held(client: AirflowClient, stack: Stack,
+                                                  run_id: str, answer: str) -> None:
+    """What Airflow 3.3's scheduler does to a try answered moments after it asked (before it
+    has processed the exit of the try that asked: it fails that try and retries it), made
+    certain: the scheduler is held (SIGSTOP) while the answer is given and the approval step
+    is cleared, which starts a new try as the retry does, then let go."""
+    scheduler = stack.pid("scheduler")
+    assert scheduler is not None
+    os.kill(scheduler, signal.SIGSTOP)
+    try:
+        _answer(client, run_id, answer)
+        response = client.request("POST", f"/dags/{DAG_ID}/clearTaskInstances", json={
+            "dry_run": False, "dag_run_id": run_id, "task_ids": ["approve"],
+            "only_failed": False})
+        assert response.status_code == 200, response.text
+    finally:
+        os.kill(scheduler, signal.SIGCONT)
+
+
+def test_an_answer_given_to_a_try_the_scheduler_stopped_is_acted_on_by_the_next_try(
+        client: AirflowClient, approved: dict[str, Any], stack: Stack) -> None:
+    result = _rejected(client, approved, {}, "Reject",
+                       give=lambda run_id, answer: _answer_and_retry_while_the_scheduler_is_held(
+                           client, stack, run_id, answer))
+    _check_champion_serves_again(result, approved, stack)
+    version = result["handle"]["model_version"]
+    assert f"Version {version} rejected by admin; it was rolled back" in result["note"]
+    [ti] = [t for t in client.task_instances(DAG_ID, result["run_id"])
+            if t["task_id"] == "approve"]
+    assert ti["try_number"] >= 2
+    log = client.task_log(DAG_ID, result["run_id"], "approve", try_number=2)
+    assert "was stopped by the scheduler before it acted on an answer" in log
+    assert "asking again" not in log  # the answer given was handed over, not asked again
+    assert "Waiting for a person" not in log
 
 
 

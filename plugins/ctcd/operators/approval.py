@@ -18,14 +18,22 @@ serving.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 APPROVAL_TAG = "ctcd.approval"
+# The task state store key saying which try asked (kept across tries, gone once acted on).
+ASKED_KEY = "ctcd.approval.asked"
+# How long a retried try waits before reading an answer given to an earlier try: the
+# scheduler must have seen it exit first, or it fails the resumed try again.
+RECOVERY_SECONDS = 10
+NO_ANSWER = "no_answer"  # AnswerGivenTrigger's event when nobody had answered
 
 
 class ApproveDeploymentOperator(ApprovalOperator):
@@ -53,17 +61,16 @@ class ApproveDeploymentOperator(ApprovalOperator):
             self.log.info("Approval is off for this run (model file deployment.approval and "
                           "the run's `approval` Param): promoting without asking.")
             return {"approval": "off"}
-        answered = _answered_before(context["ti"])
-        if answered is not None:
-            # A retry after the answer came: act on it instead of asking again. (Airflow
-            # 3.3's scheduler can fail a task answered before it processed the asking
-            # workload's exit, "state changed externally", and retry it.)
-            self.log.info("This approval was answered before this try (%s by %s): acting "
-                          "on that answer.", answered["chosen_options"],
-                          _who(answered["responded_by_user"]) or "the default")
-            return self.execute_complete(context, answered)
+        asked = context["task_state_store"].get(ASKED_KEY)
+        if isinstance(asked, Mapping) and int(asked.get("try", 0)) < _try_number(context):
+            return self._recover(context, asked)
+        return self._ask(context)
+
+    def _ask(self, context: Any) -> Any:
+        """Ask with the evidence and wait in ``awaiting_input`` (the base class's execute)."""
         from ctcd.pipelines import approval
 
+        params = context["params"]
         minutes = int(params.get("approval_timeout_minutes") or 1440)
         evidence = approval.Evidence(
             registered=self.registered, timeout_minutes=minutes,
@@ -74,9 +81,34 @@ class ApproveDeploymentOperator(ApprovalOperator):
         self.log.info("Waiting for a person to approve %s version %s (Required Actions; no "
                       "answer within %d minutes rejects it):\n%s", self.registered["model_name"],
                       self.registered["version"], minutes, self.body)
+        # Kept across tries: a later try knows this one asked (see _recover).
+        context["task_state_store"].set(ASKED_KEY, {"try": _try_number(context)})
         return super().execute(context)
 
+    def _recover(self, context: Any, asked: Mapping[str, Any]) -> Any:
+        """An earlier try asked and never acted on an answer: the scheduler stopped it.
+
+        Airflow 3.3's scheduler fails a task answered before it has processed the exit of
+        the try that asked ("state changed externally") and retries it. Asking again would
+        erase the answer given (the base class's request clears it), and a task cannot read
+        it; a trigger can. So this try defers to :class:`AnswerGivenTrigger`, which waits
+        until the scheduler has seen this try's exit, then reads the answer given; with none,
+        ``execute_complete`` asks again.
+        """
+        self.log.info(
+            "Try %s asked for approval and was stopped by the scheduler before it acted on an "
+            "answer. Reading the answer given (in %d s, once the scheduler has seen this try "
+            "exit); if none was given, the question is asked again.", asked.get("try"),
+            RECOVERY_SECONDS)
+        self.defer(trigger=AnswerGivenTrigger(ti_id=str(context["ti"].id),
+                                              delay=RECOVERY_SECONDS),
+                   method_name="execute_complete")
+
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        if event.get(NO_ANSWER):
+            self.log.info("No answer had been given to the earlier try's question: asking "
+                          "again.")
+            return self._ask(context)
         name, version = self.registered["model_name"], str(self.registered["version"])
         who = _who(event.get("responded_by_user"))
         responded = event.get("responded_at")
@@ -101,6 +133,7 @@ class ApproveDeploymentOperator(ApprovalOperator):
             live = end_held_shadow(context["ti"].xcom_pull(task_ids=self.deploy_task_id),
                                    version, promote=True)
             self.log.info("Approved: %s.", live)
+        context["task_state_store"].delete(ASKED_KEY)  # acted on: a clear asks afresh
         result = super().execute_complete(context=context, event=event)
         if rejected:  # only when nothing is downstream to skip
             return {"approval": "rejected", "by": who, "at": at}
@@ -164,25 +197,8 @@ def _mlflow_links(registered: Mapping[str, Any]) -> dict[str, str]:
     return links
 
 
-def _answered_before(ti: Any) -> dict[str, Any] | None:
-    """The answer this task instance got in an earlier try, if any (a first try has none)."""
-    if int(getattr(ti, "try_number", 1) or 1) <= 1:
-        return None
-    from airflow.sdk.api.datamodels._generated import HITLDetailResponse
-    from airflow.sdk.exceptions import AirflowRuntimeError
-    from airflow.sdk.execution_time.hitl import get_hitl_detail_content_detail
-
-    try:
-        found = get_hitl_detail_content_detail(ti.id)
-    except AirflowRuntimeError:  # never asked
-        return None
-    if not isinstance(found, HITLDetailResponse) or not (
-            found.response_received and found.chosen_options):
-        return None
-    user = found.responded_by_user
-    return {"chosen_options": list(found.chosen_options),
-            "params_input": found.params_input or {}, "responded_at": found.responded_at,
-            "responded_by_user": user.model_dump() if user is not None else None}
+def _try_number(context: Any) -> int:
+    return int(getattr(context["ti"], "try_number", 1) or 1)
 
 
 def _who(user: Any) -> str | None:
@@ -214,3 +230,39 @@ def _roll_back(ti: Any, deploy_task_id: str, registered: Mapping[str, Any]) -> s
     if _held(ti, deploy_task_id):
         return end_held_shadow(handle, str(registered["version"]), promote=False)
     return roll_back(handle, str(registered["model_name"]), str(registered["version"]))
+
+
+class AnswerGivenTrigger(BaseTrigger):
+    """The answer already given to a task instance's question, read after ``delay`` seconds
+    (the HITL detail is readable from a trigger, not from a task): its event is the one the
+    approval step gets when answered, or ``{"no_answer": true}``."""
+
+    def __init__(self, *, ti_id: str, delay: float) -> None:
+        super().__init__()
+        self.ti_id = ti_id
+        self.delay = delay
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (f"{type(self).__module__}.{type(self).__qualname__}",
+                {"ti_id": self.ti_id, "delay": self.delay})
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from uuid import UUID
+
+        from airflow.sdk.execution_time.hitl import get_hitl_detail_content_detail
+        from asgiref.sync import sync_to_async
+
+        await asyncio.sleep(self.delay)
+        found = await sync_to_async(get_hitl_detail_content_detail)(ti_id=UUID(self.ti_id))
+        if not (found.response_received and found.chosen_options):
+            self.log.info("No answer was given to the earlier question.")
+            yield TriggerEvent({NO_ANSWER: True})
+            return
+        user = found.responded_by_user
+        self.log.info("Answer given earlier: %s by %s at %s.", list(found.chosen_options),
+                      user.name if user is not None else "the default", found.responded_at)
+        yield TriggerEvent({
+            "chosen_options": list(found.chosen_options),
+            "params_input": found.params_input or {}, "responded_at": found.responded_at,
+            "responded_by_user": {"id": user.id, "name": user.name} if user else None,
+            "timedout": user is None})

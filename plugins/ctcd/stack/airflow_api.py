@@ -118,7 +118,12 @@ class AirflowClient:
             if run["state"] in TERMINAL:
                 return run
             if time.monotonic() > deadline:
+                states = {ti["task_id"]: ti["state"] or "none"
+                          for ti in self.task_instances(dag_id, run_id)}
+                waiting = ", ".join(f"{task} {state}" for task, state in states.items()
+                                    if state not in ("success", "skipped", "failed"))
                 raise AirflowApiError(
-                    f"run {run_id} of {dag_id} still {run['state']} after {timeout:.0f}s"
+                    f"run {run_id} of {dag_id} still {run['state']} after {timeout:.0f}s "
+                    f"(not done: {waiting or 'none'})"
                 )
             time.sleep(2)
