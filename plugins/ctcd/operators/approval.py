@@ -18,22 +18,16 @@ serving.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from ctcd.operators import answers
 
 APPROVAL_TAG = "ctcd.approval"
-# The task state store key saying which try asked (kept across tries, gone once acted on).
-ASKED_KEY = "ctcd.approval.asked"
-# How long a retried try waits before reading an answer given to an earlier try: the
-# scheduler must have seen it exit first, or it fails the resumed try again.
-RECOVERY_SECONDS = 10
-NO_ANSWER = "no_answer"  # AnswerGivenTrigger's event when nobody had answered
 
 
 class ApproveDeploymentOperator(ApprovalOperator):
@@ -61,9 +55,15 @@ class ApproveDeploymentOperator(ApprovalOperator):
             self.log.info("Approval is off for this run (model file deployment.approval and "
                           "the run's `approval` Param): promoting without asking.")
             return {"approval": "off"}
-        asked = context["task_state_store"].get(ASKED_KEY)
-        if isinstance(asked, Mapping) and int(asked.get("try", 0)) < _try_number(context):
-            return self._recover(context, asked)
+        earlier = answers.earlier_try(context)
+        if earlier is not None and earlier.acted is not None:
+            self.log.info(
+                "Try %s acted on the answer (%s) and was then stopped by the scheduler "
+                "(Airflow 3.3 fails a try answered moments after it asked): finishing "
+                "without acting twice.", earlier.try_number, earlier.acted["chosen_options"])
+            return self._finish(context, answers.as_event(earlier.acted))
+        if earlier is not None:
+            return self._recover(context, earlier.try_number)
         return self._ask(context)
 
     def _ask(self, context: Any) -> Any:
@@ -81,67 +81,77 @@ class ApproveDeploymentOperator(ApprovalOperator):
         self.log.info("Waiting for a person to approve %s version %s (Required Actions; no "
                       "answer within %d minutes rejects it):\n%s", self.registered["model_name"],
                       self.registered["version"], minutes, self.body)
-        # Kept across tries: a later try knows this one asked (see _recover).
-        context["task_state_store"].set(ASKED_KEY, {"try": _try_number(context)})
+        answers.record_asked(context)
         return super().execute(context)
 
-    def _recover(self, context: Any, asked: Mapping[str, Any]) -> Any:
+    def _recover(self, context: Any, asked_in: int) -> Any:
         """An earlier try asked and never acted on an answer: the scheduler stopped it.
 
-        Airflow 3.3's scheduler fails a task answered before it has processed the exit of
-        the try that asked ("state changed externally") and retries it. Asking again would
-        erase the answer given (the base class's request clears it), and a task cannot read
-        it; a trigger can. So this try defers to :class:`AnswerGivenTrigger`, which waits
-        until the scheduler has seen this try's exit, then reads the answer given; with none,
+        Asking again would erase the answer given (the base class's request clears it), and
+        a task cannot read it; a trigger can. So this try defers to
+        :class:`~ctcd.operators.answers.AnswerGivenTrigger`, which waits until the scheduler
+        has seen this try's exit, then reads the answer given; with none,
         ``execute_complete`` asks again.
         """
         self.log.info(
             "Try %s asked for approval and was stopped by the scheduler before it acted on an "
-            "answer. Reading the answer given (in %d s, once the scheduler has seen this try "
-            "exit); if none was given, the question is asked again.", asked.get("try"),
-            RECOVERY_SECONDS)
-        self.defer(trigger=AnswerGivenTrigger(ti_id=str(context["ti"].id),
-                                              delay=RECOVERY_SECONDS),
+            "answer (Airflow 3.3 fails a try answered moments after it asked). Reading the "
+            "answer given (in %d s, once the scheduler has seen this try exit); if none was "
+            "given, the question is asked again.", asked_in, answers.RECOVERY_SECONDS)
+        self.defer(trigger=answers.AnswerGivenTrigger(ti_id=str(context["ti"].id),
+                                                      delay=answers.RECOVERY_SECONDS),
                    method_name="execute_complete")
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        if event.get(NO_ANSWER):
+        if event.get(answers.NO_ANSWER):
             self.log.info("No answer had been given to the earlier try's question: asking "
                           "again.")
             return self._ask(context)
-        name, version = self.registered["model_name"], str(self.registered["version"])
-        who = _who(event.get("responded_by_user"))
-        responded = event.get("responded_at")
-        at = responded.isoformat() if isinstance(responded, datetime) else (
-            str(responded) if responded else None)
-        rejected = "error" not in event and list(event.get("chosen_options") or []) == [
-            self.REJECT]
-        if rejected:
+        if "error" in event:
+            return super().execute_complete(context=context, event=event)
+        version = str(self.registered["version"])
+        who, at = _who(event.get("responded_by_user")), _at(event.get("responded_at"))
+        if _rejected(event, self.REJECT):
             # Before the base class skips `promote`: that ends this call (Airflow 3 skips
             # downstream tasks by raising), so the rollback must be done first.
             minutes = int(context["params"].get("approval_timeout_minutes") or 1440)
             answer = (f"rejected by {who} at {at}" if who else
                       f"rejected: no answer within {minutes} minutes (the default answer)")
-            _tag(name, version, answer)
+            _tag(self.registered, answer)
             rolled_back = _roll_back(context["ti"], self.deploy_task_id, self.registered)
             self.log.info("Version %s %s; promote is skipped. Rolled back: %s.", version,
                           answer, rolled_back)
-        elif "error" not in event and _held(context["ti"], self.deploy_task_id):
-            # Approved: the shadow left running for this decision goes live before promote.
-            from ctcd.tasks import end_held_shadow
+        else:
+            if _held(context["ti"], self.deploy_task_id):
+                # The shadow left running for this decision goes live before promote.
+                from ctcd.tasks import end_held_shadow
 
-            live = end_held_shadow(context["ti"].xcom_pull(task_ids=self.deploy_task_id),
-                                   version, promote=True)
-            self.log.info("Approved: %s.", live)
-        context["task_state_store"].delete(ASKED_KEY)  # acted on: a clear asks afresh
+                live = end_held_shadow(context["ti"].xcom_pull(task_ids=self.deploy_task_id),
+                                       version, promote=True)
+                self.log.info("Approved: %s.", live)
+            _tag(self.registered, f"approved by {who} at {at}")
+        answers.record_acted(context, event)  # a retry of this try must not act twice
+        return self._finish(context, event)
+
+    def _finish(self, context: Any, event: dict[str, Any]) -> Any:
+        """The base class's end (it skips ``promote`` on Reject, by raising) and the result."""
+        who, at = _who(event.get("responded_by_user")), _at(event.get("responded_at"))
         result = super().execute_complete(context=context, event=event)
-        if rejected:  # only when nothing is downstream to skip
+        if _rejected(event, self.REJECT):  # only when nothing is downstream to skip
             return {"approval": "rejected", "by": who, "at": at}
-        answer = f"approved by {who} at {at}"
-        self.log.info("Version %s %s: promoting it.", version, answer)
-        _tag(name, version, answer)
+        self.log.info("Version %s approved by %s at %s: promoting it.",
+                      self.registered["version"], who, at)
         return {"approval": "approved", "by": who, "at": at,
                 "chosen": list(result["chosen_options"])}
+
+
+def _rejected(event: Mapping[str, Any], reject: str) -> bool:
+    return list(event.get("chosen_options") or []) == [reject]
+
+
+def _at(responded: Any) -> str | None:
+    return responded.isoformat() if isinstance(responded, datetime) else (
+        str(responded) if responded else None)
 
 
 def _pulled(ti: Any, deploy_task_id: str) -> dict[str, Any]:
@@ -197,20 +207,17 @@ def _mlflow_links(registered: Mapping[str, Any]) -> dict[str, str]:
     return links
 
 
-def _try_number(context: Any) -> int:
-    return int(getattr(context["ti"], "try_number", 1) or 1)
-
-
 def _who(user: Any) -> str | None:
     if isinstance(user, Mapping):
         return str(user.get("name") or user.get("id") or "") or None
     return str(user) if user else None
 
 
-def _tag(model_name: str, version: str, answer: str) -> None:
+def _tag(registered: Mapping[str, Any], answer: str) -> None:
     from ctcd.tracking import get_tracking
 
-    get_tracking().client.set_model_version_tag(model_name, version, APPROVAL_TAG, answer)
+    get_tracking().client.set_model_version_tag(
+        str(registered["model_name"]), str(registered["version"]), APPROVAL_TAG, answer)
 
 
 def _held(ti: Any, deploy_task_id: str) -> bool:
@@ -231,38 +238,3 @@ def _roll_back(ti: Any, deploy_task_id: str, registered: Mapping[str, Any]) -> s
         return end_held_shadow(handle, str(registered["version"]), promote=False)
     return roll_back(handle, str(registered["model_name"]), str(registered["version"]))
 
-
-class AnswerGivenTrigger(BaseTrigger):
-    """The answer already given to a task instance's question, read after ``delay`` seconds
-    (the HITL detail is readable from a trigger, not from a task): its event is the one the
-    approval step gets when answered, or ``{"no_answer": true}``."""
-
-    def __init__(self, *, ti_id: str, delay: float) -> None:
-        super().__init__()
-        self.ti_id = ti_id
-        self.delay = delay
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (f"{type(self).__module__}.{type(self).__qualname__}",
-                {"ti_id": self.ti_id, "delay": self.delay})
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        from uuid import UUID
-
-        from airflow.sdk.execution_time.hitl import get_hitl_detail_content_detail
-        from asgiref.sync import sync_to_async
-
-        await asyncio.sleep(self.delay)
-        found = await sync_to_async(get_hitl_detail_content_detail)(ti_id=UUID(self.ti_id))
-        if not (found.response_received and found.chosen_options):
-            self.log.info("No answer was given to the earlier question.")
-            yield TriggerEvent({NO_ANSWER: True})
-            return
-        user = found.responded_by_user
-        self.log.info("Answer given earlier: %s by %s at %s.", list(found.chosen_options),
-                      user.name if user is not None else "the default", found.responded_at)
-        yield TriggerEvent({
-            "chosen_options": list(found.chosen_options),
-            "params_input": found.params_input or {}, "responded_at": found.responded_at,
-            "responded_by_user": {"id": user.id, "name": user.name} if user else None,
-            "timedout": user is None})
