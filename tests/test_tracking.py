@@ -51,3 +51,28 @@ def test_no_tracking_uri_before_means_none_after(monkeypatch: pytest.MonkeyPatch
         assert os.environ["MLFLOW_TRACKING_URI"] == OTHER
     assert "MLFLOW_TRACKING_URI" not in os.environ
     assert mlflow.get_tracking_uri() != OTHER
+
+
+def test_an_experiment_and_run_named_by_the_environment_are_not_used_inside(
+        monkeypatch: pytest.MonkeyPatch, mlflow_server: str) -> None:
+    """A task inherits MLFLOW_EXPERIMENT_ID from whoever started Airflow (a shell, or a
+    process that called mlflow.set_experiment() against another server): inside the block it
+    named an experiment this server does not have, and every run started there failed."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("ctcd-tracking-env") or None
+    experiment_id = (experiment.experiment_id if experiment else
+                     client.create_experiment("ctcd-tracking-env"))
+    parent = client.create_run(experiment_id)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "987654321")  # another server's
+    monkeypatch.setenv("MLFLOW_RUN_ID", "0123456789abcdef")
+    with Tracking(mlflow_server).active():
+        assert "MLFLOW_EXPERIMENT_ID" not in os.environ
+        assert "MLFLOW_RUN_ID" not in os.environ
+        with mlflow.start_run(run_id=parent.info.run_id), mlflow.start_run(
+                run_name="nested", nested=True) as child:
+            mlflow.set_tag("ctcd.test", "env")
+    assert client.get_run(child.info.run_id).data.tags["ctcd.test"] == "env"
+    assert os.environ["MLFLOW_EXPERIMENT_ID"] == "987654321"  # put back after the block
+    assert os.environ["MLFLOW_RUN_ID"] == "0123456789abcdef"

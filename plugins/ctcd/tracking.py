@@ -36,6 +36,12 @@ def get_tracking(mlflow_conn_id: str = "mlflow_default") -> Tracking:
     return Tracking(MlflowHook(mlflow_conn_id).tracking_uri)
 
 
+# What mlflow.set_*_uri export for subprocesses, and what names an experiment or a run to
+# MLflow's fluent API through the environment.
+_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+_RUN_ENV = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+
+
 @dataclass(frozen=True)
 class Tracking:
     """An MLflow tracking server (and its model registry) at ``uri``."""
@@ -55,7 +61,9 @@ class Tracking:
         (its global, its registry, its active experiment, and the ``MLFLOW_TRACKING_URI``
         and ``MLFLOW_REGISTRY_URI`` that ``mlflow.set_*_uri`` export for subprocesses: a
         registry URI left behind would send every later ``models:/`` lookup of the process
-        to this server, even after it is gone)."""
+        to this server, even after it is gone). The experiment and run named by the
+        environment (``MLFLOW_EXPERIMENT_ID`` / ``_NAME``, ``MLFLOW_RUN_ID``) are another
+        server's: they are out of the environment inside the block, and back after it."""
         import os
 
         import mlflow
@@ -63,8 +71,7 @@ class Tracking:
         from mlflow.tracking._model_registry import utils as registry_utils
         from mlflow.tracking._tracking_service import utils as tracking_utils
 
-        saved_env = {name: os.environ.get(name)
-                     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        saved_env = {name: os.environ.get(name) for name in (*_URI_ENV, *_RUN_ENV)}
         saved = (
             tracking_utils._tracking_uri,
             registry_utils._registry_uri,
@@ -73,8 +80,12 @@ class Tracking:
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
         # An experiment set by someone else's set_experiment() belongs to another server
-        # (and would refuse to resume a run of ours): none is active inside the block.
+        # (and would refuse to resume a run of ours): none is active inside the block, nor
+        # the one set_experiment() exports (MLFLOW_EXPERIMENT_ID, which a task inherits from
+        # whoever started Airflow), nor a run named by the environment.
         fluent._active_experiment_id = None
+        for name in _RUN_ENV:
+            os.environ.pop(name, None)
         try:
             yield
         finally:
