@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ctcd.serving.flavors import categorical
+
 NATIVE = ("xgboost", "lightgbm")
 
 
@@ -28,11 +30,11 @@ def expected(model_uri: str, rows: pd.DataFrame) -> np.ndarray:
 
     pyfunc = mlflow.pyfunc.load_model(model_uri)
     flavor = next((name for name in NATIVE if name in pyfunc.metadata.flavors), None)
-    dtypes = _category_dtypes(pyfunc.metadata, rows) if flavor else {}
-    if not dtypes:
+    prepare = categorical(_category_columns(pyfunc.metadata, rows)) if flavor else None
+    if prepare is None:
         return np.asarray(pyfunc.predict(rows))
     model = getattr(mlflow, str(flavor)).load_model(model_uri)
-    typed = rows.astype(dtypes)
+    typed = prepare(rows)
     if flavor == "xgboost":
         import xgboost as xgb
 
@@ -43,17 +45,17 @@ def expected(model_uri: str, rows: pd.DataFrame) -> np.ndarray:
     return np.asarray(model.predict(typed))
 
 
-def _category_dtypes(meta: Any, rows: pd.DataFrame) -> dict[str, Any]:
-    """The Categorical dtype of each category column in ``rows``: the named categories,
-    else the text columns of the signature (by their values)."""
+def _category_columns(meta: Any, rows: pd.DataFrame) -> dict[str, list[Any] | None]:
+    """The categories of each category column in ``rows``: the named ones, else None (by
+    their values) for the text columns of the signature."""
     project = (meta.metadata or {}).get("ctcd") or {}
     named = project.get("categories") if isinstance(project, Mapping) else None
     if isinstance(named, Mapping) and named:
-        return {str(column): pd.CategoricalDtype(list(values))
+        return {str(column): list(values)
                 for column, values in named.items() if column in rows.columns}
     signature = meta.get_input_schema()
     if signature is None or not signature.has_input_names():
         return {}
     text = [spec.name for spec in signature.inputs
             if str(getattr(spec, "type", "")).lower().endswith("string")]
-    return {column: "category" for column in text if column in rows.columns}
+    return {column: None for column in text if column in rows.columns}
