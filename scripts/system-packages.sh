@@ -22,6 +22,7 @@ docker-compose | cmd:docker-compose                       | test
 wrk            | cmd:wrk                                  | bench-serving
 chromium       | cmd:chromium                             | test screenshot bench-ui
 openssl        | cmd:openssl                              | test
+gcc            | cmd:gcc                                  | test bench-batch
 golang-1.19-go | glob:/usr/lib/go-1.19/bin/go             | kube-binaries
 golang-github-modern-go-reflect2-dev | glob:/usr/share/gocode/src/github.com/modern-go/reflect2/reflect2.go | kube-binaries
 rsync          | cmd:rsync                                | kube-binaries
