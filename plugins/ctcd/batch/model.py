@@ -106,10 +106,10 @@ def load_version(name: str, version: str, *, batch: bool = False) -> ScoringMode
     the model server); ModelLoadError says why it could not be. ``batch``: the model scores
     files in this process (large chunks), so a compiled model runs on every core
     (``CTCD_COMPILED_BATCH_THREADS``) instead of the streaming scorer's one thread
-    (``CTCD_COMPILED_THREADS``)."""
+    (``CTCD_COMPILED_THREADS``), and its tree library answers when it has one."""
     uri = f"models:/{name}/{version}"
     threads = batch_threads_by_env() if batch else threads_by_env()
-    model = load(uri, compiled_threads=threads)
+    model = load(uri, compiled_threads=threads, trees=batch)
     try:
         model.warm()
     except ServingError as err:

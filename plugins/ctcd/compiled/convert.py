@@ -80,7 +80,7 @@ def _sklearn(native: NativeModel, schema: InputSchema) -> Converted:
                                 "ColumnTransformer")
         columns = tuple((c.name, "double") for c in schema.columns)
         types = [("input", DoubleTensorType([None, len(columns)]))]
-    options = {id(step): {"zipmap": False} for step in _steps(model) if _is_classifier(step)}
+    options = {id(step): {"zipmap": False} for step in steps(model) if _is_classifier(step)}
     with _hist_gradient_boosting_fix(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -161,7 +161,7 @@ def _output_names(onx: Any, native: NativeModel) -> dict[str, str]:
     return {"predict": names[0]}
 
 
-def _steps(model: Any) -> list[Any]:
+def steps(model: Any) -> list[Any]:
     from sklearn.pipeline import Pipeline
 
     return [s for _, s in model.steps] if isinstance(model, Pipeline) else [model]
@@ -174,7 +174,7 @@ def _is_classifier(step: Any) -> bool:
 
 
 def _refuse_native_categories(model: Any) -> None:
-    for step in _steps(model):
+    for step in steps(model):
         flags = getattr(step, "is_categorical_", None)
         if flags is not None and np.asarray(flags).any():
             raise NotCompilable(f"{type(step).__name__} with native categorical splits "

@@ -12,6 +12,8 @@ outcome is also set as tags of the version:
 | ``ctcd.compiled.reason`` | the comparison, or why there is no usable graph |
 | ``ctcd.compiled.runtime`` | ``onnxruntime <version>``, converter and its version |
 | ``ctcd.compiled.speedup`` | original time / compiled time, 1 row and all rows |
+| ``ctcd.compiled.batch`` | the tree library scoring jobs use (:mod:`ctcd.compiled.trees`), |
+|  | or why there is none |
 
 A model that fails either way is served as it is, and the reason shows in the tags,
 ``ctcd models compile`` and the model server's metadata.
@@ -33,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ctcd.compiled.convert import Converted, NotCompilable, convert
+from ctcd.compiled.trees import TIMED_ROWS, Built, build
 from ctcd.serving import compiled as runtime
 from ctcd.serving.compiled import CompiledModel, Manifest, compare
 from ctcd.serving.model import LoadedModel
@@ -49,6 +52,7 @@ TAG: Final = "ctcd.compiled"
 class Outcome:
     manifest: Manifest
     graph: bytes | None  # None when there is nothing to use
+    trees: Built | None = None  # batch scoring's tree library, built beside a verified graph
 
     def tags(self) -> dict[str, str]:
         m = self.manifest
@@ -60,6 +64,12 @@ class Outcome:
             tags[f"{TAG}.runtime"] = f"{m.runtime}; {m.converter}"
         if m.speedup:
             tags[f"{TAG}.speedup"] = ", ".join(f"{k} x{v:.1f}" for k, v in m.speedup.items())
+        if self.trees is not None:
+            t = self.trees.manifest
+            tags[f"{TAG}.batch"] = (f"tl2cgen: x{t.speedup:.1f} the graph's speed on "
+                                    f"{TIMED_ROWS:,} rows, verified on {t.rows} rows "
+                                    f"({t.builder}; {t.platform})" if t.verified
+                                    else f"graph only: {t.reason}")[:4000]
         return tags
 
 
@@ -124,7 +134,8 @@ def _compile(model: LoadedModel, rows: pd.DataFrame | None, threads: int) -> Out
                f"{table.rows} rows": _speedup(original, compiled, table, outputs, calls=3)}
     manifest = _manifest(converted, predict_dtype, verified=True, reason=result.describe(),
                          rows=table.rows, max_abs_diff=result.max_abs_diff, speedup=speedup)
-    return Outcome(manifest, converted.graph)
+    trees = build(native.model, converted.graph, manifest, table, expected, outputs)
+    return Outcome(manifest, converted.graph, trees)
 
 
 def compile_version(name: str, version: str, *, tracking: Any,
@@ -185,6 +196,8 @@ def _log(client: Any, found: Any, outcome: Outcome) -> None:
         if outcome.graph is not None:
             (directory / runtime.GRAPH).write_bytes(outcome.graph)
         (directory / runtime.MANIFEST).write_bytes(outcome.manifest.to_json())
+        for name, content in (outcome.trees.files if outcome.trees is not None else {}).items():
+            (directory / name).write_bytes(content)
         model_id = getattr(found, "model_id", None) or _logged_model_id(str(found.source))
         if model_id:
             client.log_model_artifacts(model_id, str(directory), runtime.DIRECTORY)

@@ -42,6 +42,7 @@ from ctcd.serving.errors import InvalidInput, ModelLoadError, ModelRejectedInput
 from ctcd.serving.fetch import fetch
 from ctcd.serving.flavors import NativeModel, load_native, try_arrays
 from ctcd.serving.schema import InputSchema, Table, check_columns, check_tensor
+from ctcd.serving.trees import TreeLibrary, open_verified_trees
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,10 @@ class LoadedModel:
     # what ``predict`` answers, seen at warm-up: V2 datatype source and shape ([-1, ...])
     predict_dtype: np.dtype[Any] | None = None
     predict_shape: tuple[int, ...] = (-1,)
-    compiled: CompiledModel | None = None  # the verified compiled model that answers
+    compiled: CompiledModel | TreeLibrary | None = None  # the verified compiled model
     compiled_status: CompiledStatus | None = None  # what answers, and why
     compiled_wanted: int | None = None  # ONNX Runtime threads, when a compiled one may answer
+    trees_wanted: bool = False  # a scoring job's files: the tree library may answer
 
     @property
     def runtime(self) -> str:
@@ -215,9 +217,29 @@ class LoadedModel:
         status = self.compiled_status
         if self.compiled is not None:
             log.info("%s: compiled model verified again at load; ONNX Runtime answers", self.uri)
+            if self.trees_wanted:
+                self._open_trees(original, check, threads)
         elif status.compiled in ("refused", "failed"):
             log.warning("%s: compiled model not used (%s): %s", self.uri, status.compiled,
                         status.reason)
+
+
+    def _open_trees(self, original: compiled_module.Original, check: Table,
+                    threads: int) -> None:
+        """For a scoring job's files, the version's tree library in place of the graph when
+        it was built and is verified again now (:mod:`ctcd.serving.trees`)."""
+        assert isinstance(self.compiled, CompiledModel) and self.compiled_status is not None
+        trees, why = open_verified_trees(self.local_path, self.compiled.manifest, original,
+                                         check, self.output_names, threads=threads)
+        if trees is not None:
+            self.compiled = trees
+            self.compiled_status = CompiledStatus(trees.runtime, "verified", why)
+            log.info("%s: tree library verified again at load; tl2cgen answers", self.uri)
+        elif why:
+            graph = self.compiled_status
+            self.compiled_status = CompiledStatus(graph.runtime, graph.compiled,
+                                                  f"{graph.reason}; {why}")
+            log.info("%s: %s", self.uri, why)
 
 
 def _refusing(call: Callable[[Any], Any], data: Any) -> Any:
@@ -232,11 +254,12 @@ def _array(data: Any) -> Any:
 
 
 def load(model_uri: str, *, download_dir: Path | None = None, compiled: bool | None = None,
-         compiled_threads: int | None = None) -> LoadedModel:
+         compiled_threads: int | None = None, trees: bool = False) -> LoadedModel:
     """Download and load a model; raise ModelLoadError saying why it could not be.
     ``compiled`` (default: ``CTCD_COMPILED``, on): answer with the version's verified
     compiled model, checked again at warm-up, on ``compiled_threads`` ONNX Runtime threads
-    (default ``CTCD_COMPILED_THREADS``, 1)."""
+    (default ``CTCD_COMPILED_THREADS``, 1). ``trees``: the model scores files (large
+    chunks), so its tree library answers in place of the graph when it has one."""
     dst = Path(tempfile.mkdtemp(prefix="ctcd-model-", dir=download_dir))
     try:
         local = fetch(model_uri, dst / "model")
@@ -272,6 +295,7 @@ def load(model_uri: str, *, download_dir: Path | None = None, compiled: bool | N
         loaded.compiled_wanted = (compiled_module.threads_by_env() if compiled_threads is None
                                   else compiled_threads)
         loaded.compiled_status = CompiledStatus(runtime, "none", "not warmed yet")
+        loaded.trees_wanted = trees
     return loaded
 
 
