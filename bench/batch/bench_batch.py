@@ -11,9 +11,9 @@
   reports the peak RSS of the whole process and the growth of the peak over the RSS after
   the model was loaded (what scoring itself holds: the model load, with MLflow's imports,
   is most of the total). Target: growth at 10 M within 1.2x of the growth at 1 M.
-* Compiled: the same in-process scoring of 1,000,000 rows with the model's compiled graph
-  (ONNX Runtime on every core, as ``ctcd predict`` loads it; ``ctcd models compile`` ran at
-  registration) against its own
+* Compiled: the same in-process scoring of 1,000,000 rows with the model's compiled form
+  as ``ctcd predict`` loads it (its tree library built by tl2cgen behind the graph's
+  preprocessing, on every core; ``ctcd models compile`` ran at registration) against its own
   library (scikit-learn), fresh processes, alternately, three times each: rows/s (target >=
   2x), CPU seconds, and the peak RSS growth while scoring (target: within 1.1x). Every other
   cell runs uncompiled (``CTCD_COMPILED=false``), as before.
@@ -66,14 +66,15 @@ def child_batch(source: Path, output: Path, chunk_rows: int,
                 compiled: str = "off") -> dict[str, Any]:
     """Score ``source`` once; peak RSS of the process and its growth over the RSS right
     after the model is loaded (the kernel's peak mark is reset there). ``compiled``: "on"
-    answers with the version's compiled model (ONNX Runtime), "off" with its own library."""
+    answers with the version's compiled model (its tree library, or the graph in ONNX
+    Runtime), "off" with its own library."""
     from ctcd.batch.model import load_version
     from ctcd.batch.score import score_file
 
     os.environ["CTCD_COMPILED"] = "true" if compiled == "on" else "false"
     model = load_version(MODEL, "1", batch=True)  # as ctcd predict and batch_inference do
     runtime = model.model.runtime
-    if (compiled == "on") != (runtime == "onnxruntime"):
+    if (compiled == "on") != (runtime in ("onnxruntime", "tl2cgen")):
         raise RuntimeError(f"compiled={compiled} but {runtime} answers: "
                            f"{model.model.compiled_view()}")
     load_peak = _peak_mb()
@@ -183,7 +184,7 @@ def _reset_peak() -> bool:
 
 
 def _compiled_cell(work: Path, source: Path, chunk: int) -> dict[str, Any]:
-    """In-process batch scoring of the same file with the compiled model (ONNX Runtime on
+    """In-process batch scoring of the same file with the compiled model (on
     CTCD_COMPILED_BATCH_THREADS, by default every core) and uncompiled (the model's own
     library), each in fresh processes, alternately, ROUNDS times: best rows/s of each, and
     the peak RSS growth while scoring (the largest of the rounds: memory does not vary with a
@@ -198,6 +199,7 @@ def _compiled_cell(work: Path, source: Path, chunk: int) -> dict[str, Any]:
     cpu = {m: min(r["cpu_s"] for r in rs) for m, rs in runs.items()}
     growth = {m: max(r["peak_growth_mb"] for r in rs) for m, rs in runs.items()}
     cell = {"rows": runs["on"][0]["rows"], "rounds": ROUNDS,
+            "compiled_runtime": runs["on"][0]["runtime"],
             "compiled_rows_s": best["on"], "uncompiled_rows_s": best["off"],
             "rows_s_ratio": best["on"] / best["off"],
             # CPU seconds to score the file, a steadier figure on a busy machine
@@ -207,7 +209,8 @@ def _compiled_cell(work: Path, source: Path, chunk: int) -> dict[str, Any]:
             "peak_growth_ratio": growth["on"] / growth["off"],
             "compiled_rss_after_load_mb": runs["on"][0]["rss_after_load_mb"],
             "uncompiled_rss_after_load_mb": runs["off"][0]["rss_after_load_mb"]}
-    print(f"compiled batch in-process {cell['rows']:,} rows: {best['on']:,.0f} rows/s vs "
+    print(f"compiled batch in-process {cell['rows']:,} rows ({cell['compiled_runtime']}): "
+          f"{best['on']:,.0f} rows/s vs "
           f"uncompiled {best['off']:,.0f} rows/s: x{cell['rows_s_ratio']:.2f} (target >= 2; "
           f"CPU seconds {cpu['on']:.2f} vs {cpu['off']:.2f}: x{cell['cpu_ratio']:.2f}); "
           f"peak RSS growth while scoring {growth['on']:,.0f} vs {growth['off']:,.0f} MB: "
