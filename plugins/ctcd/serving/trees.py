@@ -35,6 +35,7 @@ import orjson
 
 from ctcd.serving.compiled import (
     DIRECTORY,
+    RUN_ROWS,
     CompiledModel,
     Manifest,
     Original,
@@ -121,13 +122,24 @@ class TreeLibrary:
         self._lock = threading.Lock()  # tl2cgen's predictor takes one call at a time
 
     def run(self, table: Table, outputs: tuple[str, ...] = ("predict",)) -> dict[str, Any]:
+        if table.rows <= RUN_ROWS:
+            return self._answer(self._matrix(table), outputs)
+        # a scoring job's chunk in slices, as the graph takes it: the encoded features (and
+        # tl2cgen's copy of them) exist for one slice at a time, not the whole chunk
+        parts = [self._answer(self._matrix(_rows(table, lo, lo + RUN_ROWS)), outputs)
+                 for lo in range(0, table.rows, RUN_ROWS)]
+        return {o: np.concatenate([p[o] for p in parts]) for o in outputs}
+
+    def _matrix(self, table: Table) -> np.ndarray:
+        """The rows as the trees read them: encoded by the graph's preprocessing, or the
+        input's numbers as they are."""
         if self._features is not None:
             matrix = self._features.run(table, (FEATURES_OUTPUT,))[FEATURES_OUTPUT]
         elif table.block is not None:
             matrix = table.block
         else:
             matrix = np.column_stack([table.arrays[n] for n in self._columns])
-        return self._answer(np.ascontiguousarray(matrix, dtype=np.float64), outputs)
+        return np.ascontiguousarray(matrix, dtype=np.float64)
 
     def run_frame(self, frame: Any, outputs: tuple[str, ...] = ("predict",)) -> dict[str, Any]:
         arrays = {n: frame[n].to_numpy() for n in self._columns}
@@ -146,6 +158,14 @@ class TreeLibrary:
             answer[output] = self._classes[np.argmax(proba, axis=1)] if output == "predict" \
                 else proba
         return answer
+
+
+def _rows(table: Table, lo: int, hi: int) -> Table:
+    """Rows ``lo:hi`` of ``table``, as views."""
+    hi = min(hi, table.rows)
+    if table.block is not None:
+        return Table(None, hi - lo, block=table.block[lo:hi], names=table.names)
+    return Table({n: a[lo:hi] for n, a in table.arrays.items()}, hi - lo)
 
 
 def open_verified_trees(directory: Path, graph: Manifest, original: Original, check: Table,
