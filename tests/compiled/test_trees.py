@@ -19,6 +19,7 @@ import pytest
 from tests.compiled.conftest import Trained
 
 from ctcd.batch.model import load_version
+from ctcd.compiled import trees as trees_build
 from ctcd.compiled.version import Outcome, compile_loaded, compile_version, verification_rows
 from ctcd.serving import compiled as runtime
 from ctcd.serving import trees as library
@@ -239,13 +240,15 @@ def test_compile_version_logs_the_library_and_scoring_jobs_use_it(
     from mlflow import MlflowClient
 
     model = trained["churn"]
+    # which runtime answers must not hang on a busy machine's timing (see _copy)
+    monkeypatch.setattr(trees_build, "_speedup", lambda *args: 2.0)
     mlflow.set_tracking_uri(mlflow_server)
     version = str(mlflow.register_model(model.uri, "trees-churn").version)
     outcome = compile_version("trees-churn", version, tracking=Tracking(mlflow_server),
                               rows=model.holdout)
     assert outcome.trees is not None and outcome.trees.manifest.verified
     tags = MlflowClient(mlflow_server).get_model_version("trees-churn", version).tags
-    assert tags["ctcd.compiled.batch"].startswith("tl2cgen: x")
+    assert tags["ctcd.compiled.batch"].startswith("tl2cgen: x2.0 the graph's speed")
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     files = load_version("trees-churn", version, batch=True)

@@ -163,6 +163,8 @@ def compile_version(name: str, version: str, *, tracking: Any,
     verb = {"verified": "compiled and verified", "slower": "compiled and verified, but served "
             "uncompiled (not faster)"}.get(tags[TAG], "served uncompiled")
     log.info("%s version %s %s: %s", name, version, verb, tags[f"{TAG}.reason"])
+    if f"{TAG}.batch" in tags:
+        log.info("%s version %s, for scoring files: %s", name, version, tags[f"{TAG}.batch"])
     return outcome
 
 
