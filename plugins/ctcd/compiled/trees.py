@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 BUILT: Final = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
 TIMED_ROWS: Final = 50_000  # the size library and graph are timed at
-Predictor = Callable[[Table, tuple[str, ...]], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -66,12 +65,12 @@ def build(model: Any, graph: bytes, manifest: Manifest, table: Table,
     if shutil.which(compiler) is None:
         return _not_built(f"no C compiler ({compiler}) on this machine to build it with; "
                           "install gcc and run `ctcd models compile` again")
-    features_output, features = features_graph(graph)
     with tempfile.TemporaryDirectory(prefix="ctcd-trees-") as tmp:
         library = Path(tmp) / LIBRARY
         try:
+            features_output, features = features_graph(graph)
             _export(final, library, compiler)
-        except Exception as err:  # treelite's and tl2cgen's own errors, and gcc's
+        except Exception as err:  # onnx's, treelite's and tl2cgen's own errors, and gcc's
             return _not_built(f"tl2cgen could not build it: {type(err).__name__}: "
                               f"{str(err)[:300]}")
         classes = getattr(final, "classes_", None)
@@ -164,6 +163,7 @@ def _speedup(graph: CompiledModel, trees: TreeLibrary, table: Table,
     reps = -(-TIMED_ROWS // table.rows)
     table = Table({n: np.tile(a, reps)[:TIMED_ROWS] for n, a in table.arrays.items()},
                   TIMED_ROWS)
+
     def best(call: Callable[[], Any]) -> float:
         times = []
         for _ in range(5):
