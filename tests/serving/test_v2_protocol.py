@@ -79,6 +79,16 @@ async def test_one_matrix_tensor_for_a_numeric_model(make_server: Any, client_fo
         {"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]})
     assert wrong.status_code == 400
     assert "expects 20" in wrong.json()["error"]
+    # a request the one-pass path leaves to the checks still gets them, naming the field
+    row = frame.to_numpy()[0].tolist()
+    for shape, data, field in (([1.0, 20], row, "inputs.input-0.shape"),
+                               ([True, 20], row, "inputs.input-0.shape"),
+                               ([1, 20], row[:-1], "inputs.input-0.data"),
+                               ([1, 20], ["x", *row[1:]], "inputs.input-0.data")):
+        bad = await client.post("/v2/models/numeric/infer", json={"inputs": [
+            {"name": "input-0", "shape": shape, "datatype": "FP64", "data": data}]})
+        assert bad.status_code == 400, (shape, data, bad.text)
+        assert field in bad.json()["error"], (shape, data, bad.json())
 
 
 def _bad_cases(example: Any) -> list[tuple[str, Any, tuple[str, ...]]]:
@@ -103,10 +113,13 @@ def _bad_cases(example: Any) -> list[tuple[str, Any, tuple[str, ...]]]:
         ("bad id", {"id": 5, "inputs": good}, ("id",)),
         ("matrix for a column", {"inputs": changed("age", shape=[1, 2])},
          ("inputs.age.shape",)),
+        ("shape of floats", {"inputs": changed("age", shape=[2.0])}, ("inputs.age.shape",)),
+        ("shape with a bool", {"inputs": changed("age", shape=[2, True])},
+         ("inputs.age.shape",)),
     ]
 
 
-@pytest.mark.parametrize("case", range(10))
+@pytest.mark.parametrize("case", range(12))
 async def test_bad_infer_is_4xx_naming_the_field(churn: Any, churn_model: Any,
                                                  case: int) -> None:
     name, body, words = _bad_cases(churn_model.example)[case]
@@ -211,8 +224,43 @@ def test_clean_columns_build_what_the_checked_path_builds(churn_model: Any) -> N
     n = len(numbers["data"])
     for changed in ({**numbers, "datatype": "FP32"}, {**numbers, "data": [1] * n},
                     {**numbers, "shape": [n, 2]}, {**numbers, "data": numbers["data"][:-1]},
-                    {**texts, "data": [1] * n}, {**texts, "datatype": "INT64"}):
+                    {**texts, "data": [1] * n}, {**texts, "datatype": "INT64"},
+                    {**numbers, "shape": [float(n)]}, {**numbers, "shape": [n, True]}):
         swapped = [changed if i["name"] == changed["name"] else i for i in inputs]
         assert v2.clean_columns(swapped, schema) is None, changed
     assert v2.clean_columns(inputs[:-1], schema) is None
     assert v2.clean_columns([*inputs[:-1], inputs[0]], schema) is None
+
+
+def test_clean_matrix_builds_what_the_checked_path_builds(numeric_model: Any) -> None:
+    """One clean ``[n, k]`` FP64 tensor of floats gets the block the checked path gives;
+    anything else is left to the checks (which name what is wrong)."""
+    from ctcd.serving.model import load
+    from ctcd.serving.protocols import v2, v2_tensors
+
+    schema = load(numeric_model.uri).schema
+    assert schema is not None
+    frame = numeric_model.example
+    rows, width = frame.shape
+    data = frame.to_numpy().ravel().tolist()
+    good = {"name": "input-0", "shape": [rows, width], "datatype": "FP64", "data": data}
+    fast = v2.clean_matrix([good], schema)
+    checked = v2.to_request([v2_tensors.tensor_from_json(0, good)], schema).table
+    assert fast is not None and checked is not None
+    assert fast.block is not None and checked.block is not None
+    assert fast.block.dtype == checked.block.dtype and fast.block.flags.c_contiguous
+    assert np.array_equal(fast.block, checked.block)
+    assert fast.names == checked.names and fast.rows == checked.rows == rows
+    for changed in ({**good, "datatype": "FP32"}, {**good, "datatype": "INT64"},
+                    {**good, "data": [int(v) for v in data]}, {**good, "data": [1, *data[1:]]},
+                    {**good, "data": [True, *data[1:]]},
+                    {**good, "data": [data[i * width:(i + 1) * width] for i in range(rows)]},
+                    {**good, "shape": [float(rows), width]}, {**good, "shape": [rows, True]},
+                    {**good, "shape": [rows * width]}, {**good, "shape": [rows, width, 1]},
+                    {**good, "shape": [rows - 1, width]}, {**good, "data": data[:-1]},
+                    {**good, "name": "f0"}, {**good, "name": ""},
+                    {**good, "shape": [0, width], "data": []}):
+        assert v2.clean_matrix([changed], schema) is None, changed
+    assert v2.clean_matrix([good, good], schema) is None
+    one = {"name": "input-0", "shape": [True, width], "datatype": "FP64", "data": data[:width]}
+    assert v2.clean_matrix([one], schema) is None

@@ -45,7 +45,15 @@ from ctcd.serving.schema import (
     check_tensor,
 )
 
-_FLOAT_COLUMNS: Final = frozenset({("double", "FP64"), ("float", "FP64")})
+# what a column of each kind takes on the one-pass path: its datatype, its values' one
+# Python type, the dtype the checked path gives the column
+_CLEAN_COLUMNS: Final[dict[str, tuple[str, set[type], np.dtype[Any]]]] = {
+    "double": ("FP64", {float}, np.dtype(np.float64)),
+    "float": ("FP64", {float}, np.dtype(np.float32)),
+    "long": ("INT64", {int}, np.dtype(np.int64)),
+    "string": ("BYTES", {str}, np.dtype(object)),
+}
+_FLOATS: Final = {float}
 _KIND_DATATYPES: Final[dict[str, frozenset[str]]] = {
     "boolean": frozenset({"BOOL"}),
     "integer": frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32"}),
@@ -139,6 +147,8 @@ def decode(body: bytes, content_type: str | None, schema: InputSchema | None,
         raise UnsupportedMediaType(content_type, ("application/json",))
     doc = parse_header(body)
     table = clean_columns(doc["inputs"], schema)
+    if table is None:
+        table = clean_matrix(doc["inputs"], schema)
     if table is not None:
         return from_document(doc, [], schema, outputs, table=table)
     tensors = [tensor_from_json(i, item) for i, item in enumerate(doc["inputs"])]
@@ -164,26 +174,48 @@ def clean_columns(items: list[Any], schema: InputSchema | None) -> Table | None:
         data, shape = item.get("data"), item.get("shape")
         if spec is None or spec.name in arrays or type(data) is not list:
             return None
+        clean = _CLEAN_COLUMNS.get(spec.kind)
         n = len(data)
-        if not n or (rows >= 0 and n != rows) or (shape != [n] and shape != [n, 1]):
-            return None
+        if (clean is None or not n or (rows >= 0 and n != rows) or item.get("datatype")
+                != clean[0] or (shape != [n] and shape != [n, 1]) or type(shape[0]) is not int
+                or type(shape[-1]) is not int or set(map(type, data)) != clean[1]):
+            return None  # (a shape of [1.0] or [True] equals [1]: its types are checked)
         rows = n
-        types = set(map(type, data))
-        pair = (spec.kind, item.get("datatype"))
-        if pair in _FLOAT_COLUMNS and types == {float}:  # JSON has no NaN
-            array = np.array(data, dtype=KIND_DTYPES[spec.kind])
-        elif pair == ("long", "INT64") and types == {int}:
-            try:
-                array = np.array(data, dtype=np.int64)
-            except OverflowError:
-                return None
-        elif pair == ("string", "BYTES") and types == {str}:
-            array = np.empty(n, dtype=object)
-            array[:] = data
-        else:
+        try:  # JSON has no NaN nor infinity (orjson refuses both)
+            array = np.array(data, dtype=clean[2])
+        except OverflowError:  # an integer outside int64
             return None
         arrays[spec.name] = array
     return Table({name: arrays[name] for name in schema.names}, rows)
+
+
+def clean_matrix(items: list[Any], schema: InputSchema | None) -> Table | None:
+    """The table of one JSON ``[n, k]`` ``FP64`` tensor of floats (not named after a column)
+    for a model whose ``k`` columns are all floats: the block the checked path builds
+    (:func:`tensor_from_json`, then :func:`to_request`'s matrix case), in one conversion
+    after one type pass. JSON has no NaN nor infinity (orjson refuses both), so floats need
+    no value check. None for anything else: the checked path then names what is wrong, or
+    converts what it may (integers, nested rows, other datatypes)."""
+    if schema is None or len(items) != 1:
+        return None
+    block_dtype = schema.block_dtype  # None for a tensor signature or mixed column types
+    if block_dtype is None or block_dtype.kind != "f":
+        return None
+    item = items[0]
+    if type(item) is not dict or item.get("datatype") != "FP64":
+        return None
+    name, shape, data = item.get("name"), item.get("shape"), item.get("data")
+    if (type(name) is not str or not name or name in schema.by_name or type(data) is not list
+            or type(shape) is not list or len(shape) != 2):
+        return None
+    rows, width = shape
+    if (type(rows) is not int or type(width) is not int or rows < 1
+            or width != len(schema.columns) or rows * width != len(data)
+            or set(map(type, data)) != _FLOATS):
+        return None
+    # straight to the block's dtype: the checked path's float64 step changes no value
+    block = np.array(data, dtype=block_dtype).reshape(rows, width)
+    return Table(None, rows, block=block, names=schema.names)
 
 
 def parse_header(body: bytes) -> dict[str, Any]:
