@@ -190,6 +190,7 @@ def _supervise(settings: ServerSettings, display: str) -> int:
 def run(settings: ServerSettings, display: str, preloaded: LoadedModel | None = None) -> int:
     """Serve in this process: one server, or one worker of a supervisor (preloaded)."""
     from ctcd.serving.rest import create_app
+    from ctcd.serving.transport import HttpProtocol
 
     worker = settings.worker_index is not None
     server, app_config = build(settings, preloaded)
@@ -213,7 +214,7 @@ def run(settings: ServerSettings, display: str, preloaded: LoadedModel | None = 
     config = uvicorn.Config(
         create_app(server, app_config),
         loop="uvloop",
-        http="httptools",
+        http=HttpProtocol,  # httptools, each response in one write
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,
