@@ -27,8 +27,9 @@ install: $(VENV)/.installed
 
 ## Recompile the exact pins from requirements.in and requirements-dev.in (needs the package
 ## index). Pins already in the .txt files stay unless a change needs them to move;
-## UV_ARGS='--upgrade-package NAME' moves one on purpose.
-COMPILE = $(VENV)/bin/uv pip compile --quiet --python-version 3.11.5 \
+## UV_ARGS='--upgrade-package NAME' moves one on purpose. Environment markers stay in the pins
+## (tl2cgen is pinned only where it has wheels).
+COMPILE = $(VENV)/bin/uv pip compile --quiet --python-version 3.11.5 --no-strip-markers \
 	--custom-compile-command "make requirements" $(UV_ARGS)
 requirements: install
 	$(COMPILE) requirements.in -o requirements.txt

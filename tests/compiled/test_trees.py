@@ -8,6 +8,7 @@ models."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -191,6 +192,15 @@ def test_forests_and_machines_without_a_compiler_keep_the_graph_and_say_why(
     assert set(outcome.trees.files) == {library.TREES_MANIFEST}
     files = _for_files(_copy(original, outcome, tmp_path / "churn"))
     assert files.runtime == "onnxruntime"
+
+    # aarch64 Linux: no tl2cgen wheel, so it is not installed there
+    monkeypatch.delenv("CC")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None
+                        if name == "tl2cgen" else find_spec(name, *args))
+    outcome = compile_loaded(original, churn.holdout)
+    assert outcome.manifest.verified and outcome.trees is not None
+    assert "tl2cgen is not installed here" in outcome.trees.manifest.reason
 
 
 def test_a_tampered_or_foreign_library_is_refused_and_the_graph_answers(

@@ -11,6 +11,7 @@ alone.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 import os
@@ -61,6 +62,8 @@ def build(model: Any, graph: bytes, manifest: Manifest, table: Table,
     kind = type(final).__name__
     if kind not in BUILT:
         return _not_built(f"{kind} is not built as a tree library (only {', '.join(BUILT)})")
+    if importlib.util.find_spec("tl2cgen") is None:
+        return _not_built("tl2cgen is not installed here (it has no wheel for this platform)")
     compiler = os.environ.get("CC", "gcc")
     if shutil.which(compiler) is None:
         return _not_built(f"no C compiler ({compiler}) on this machine to build it with; "
