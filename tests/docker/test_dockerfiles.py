@@ -27,7 +27,10 @@ SERVING_REQUIREMENTS = PROJECT_ROOT / "requirements-serving.txt"
 RUNTIME_REQUIREMENTS = PROJECT_ROOT / "requirements.txt"
 DEV_REQUIREMENTS = PROJECT_ROOT / "requirements-dev.txt"
 EXAMPLE_REQUEST = PROJECT_ROOT / "include" / "examples" / "churn_request.json"
-_PIN = re.compile(r"^(?P<name>[A-Za-z0-9._-]+)==(?P<version>[A-Za-z0-9.+!-]+)$")
+# an exact pin, with an environment marker where the package is not needed or has no wheel
+# everywhere (``tl2cgen==1.0.0 ; platform_machine == 'x86_64' or ...``)
+_PIN = re.compile(r"^(?P<name>[A-Za-z0-9._-]+)==(?P<version>[A-Za-z0-9.+!-]+)"
+                  r"(?:\s*;\s*(?P<marker>\S.*))?$")
 
 
 def _pins(path: Path) -> dict[str, str]:
