@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 
 TERMINAL = {"success", "failed"}
+IDEMPOTENT = frozenset({"GET", "PATCH", "PUT", "DELETE"})  # sent again when the database was locked
+LOCKED_RETRY_S = (1.0, 3.0)  # the waits before the second and third tries
 
 
 class AirflowApiError(RuntimeError):
@@ -40,6 +42,18 @@ class AirflowClient:
     ) -> httpx.Response:
         if self._token is None:
             self.token()
+        for attempt in range(len(LOCKED_RETRY_S) + 1):
+            response = self._send(method, path, headers, **kwargs)
+            if (method not in IDEMPOTENT or attempt == len(LOCKED_RETRY_S)
+                    or response.status_code != 500 or "Database error" not in response.text):
+                return response
+            # Airflow on SQLite answers 500 "Database error" when its database stayed locked
+            # past the busy timeout (several tasks writing at once): the same request again
+            time.sleep(LOCKED_RETRY_S[attempt])
+        return response
+
+    def _send(self, method: str, path: str, headers: Mapping[str, str] | None,
+              **kwargs: Any) -> httpx.Response:
         for attempt in range(2):
             merged = {**(headers or {}), "Authorization": f"Bearer {self._token}"}
             response = self._http.request(method, f"/api/v2{path}", headers=merged, **kwargs)
