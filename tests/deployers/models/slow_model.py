@@ -1,5 +1,7 @@
-"""A pyfunc model (MLflow models-from-code) that warms at once, then takes 50 ms a call: a
-shadow far slower than the champion (which answers in 1-2 ms)."""
+"""A pyfunc model (MLflow models-from-code) that warms at once, then takes 300 ms a call: a
+shadow far slower than the champion (which answers in 1-2 ms, and stays under 150 ms at
+its p99 even on a loaded machine: at 50 ms a call a live hiccup of 64 ms once let the slow
+shadow pass the 2x p99 limit)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 
 import mlflow
 
-SECONDS = 0.05
+SECONDS = 0.3
 
 
 class SlowModel(mlflow.pyfunc.PythonModel):
