@@ -14,10 +14,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from ctcd import reaper
 from ctcd.serving.errors import ModelLoadError, ModelRejectedInput
@@ -226,3 +228,27 @@ def live_server(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def grpc_stub(live: Any) -> tuple[Any, Any, grpc.Channel]:
+    """The Open Inference Protocol's messages, a stub on ``live.grpc`` and its channel."""
+    channel = grpc.insecure_channel(live.grpc)
+    return service_pb2, service_pb2_grpc.GRPCInferenceServiceStub(channel), channel
+
+
+def typed_request(pb: Any, name: str, frame: Any) -> Any:
+    """A ModelInferRequest of ``frame``'s columns in typed contents (BYTES, INT64, FP64)."""
+    request = pb.ModelInferRequest(model_name=name, id="typed")
+    for column in frame.columns:
+        values = frame[column].tolist()
+        tensor = request.inputs.add(name=column, shape=[len(values)])
+        if isinstance(values[0], str):
+            tensor.datatype = "BYTES"
+            tensor.contents.bytes_contents.extend(v.encode() for v in values)
+        elif isinstance(values[0], int):
+            tensor.datatype = "INT64"
+            tensor.contents.int64_contents.extend(values)
+        else:
+            tensor.datatype = "FP64"
+            tensor.contents.fp64_contents.extend(values)
+    return request

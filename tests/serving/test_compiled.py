@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tritonclient.grpc as triton
-from tests.serving.conftest import live_server
+from tests.serving.conftest import grpc_stub, live_server, typed_request
 from tests.serving.v2_inputs import v2_columns
 
 from ctcd.compiled.version import compile_loaded
@@ -144,6 +144,10 @@ def test_grpc_answers_with_the_compiled_model(live: Any, compiled_model: Any) ->
     assert result.as_numpy("predict").tolist() == pipeline.predict(rows).tolist()
     np.testing.assert_allclose(result.as_numpy("predict_proba"), pipeline.predict_proba(rows),
                                atol=runtime.ATOL, rtol=0)
+    pb, stub, channel = grpc_stub(live)  # what answered: in the trailing metadata
+    with channel:
+        _, call = stub.ModelInfer.with_call(typed_request(pb, "plans", rows))
+    assert dict(call.trailing_metadata())["x-model-runtime"] == "onnxruntime"
 
 
 def test_no_compiled_serves_the_original_and_says_so(compiled_model: Any) -> None:

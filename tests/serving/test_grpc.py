@@ -23,7 +23,7 @@ import numpy as np
 import psutil
 import pytest
 import tritonclient.grpc as triton
-from tests.serving.conftest import live_server
+from tests.serving.conftest import grpc_stub, live_server, typed_request
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -76,53 +76,31 @@ def test_triton_client_infers_with_predict_proba(live: Any, churn_versions: Any)
     client.close()
 
 
-def _stub(live: Any) -> tuple[Any, Any, grpc.Channel]:
-    channel = grpc.insecure_channel(live.grpc)
-    return service_pb2, service_pb2_grpc.GRPCInferenceServiceStub(channel), channel
-
-
-def _typed_request(pb: Any, name: str, frame: Any) -> Any:
-    request = pb.ModelInferRequest(model_name=name, id="typed")
-    for column in frame.columns:
-        values = frame[column].tolist()
-        tensor = request.inputs.add(name=column, shape=[len(values)])
-        if isinstance(values[0], str):
-            tensor.datatype = "BYTES"
-            tensor.contents.bytes_contents.extend(v.encode() for v in values)
-        elif isinstance(values[0], int):
-            tensor.datatype = "INT64"
-            tensor.contents.int64_contents.extend(values)
-        else:
-            tensor.datatype = "FP64"
-            tensor.contents.fp64_contents.extend(values)
-    return request
-
-
 def test_typed_contents_validation_and_traffic_split(live: Any, churn_versions: Any) -> None:
     first, second = churn_versions
     frame = first.example.head(5)
-    pb, stub, channel = _stub(live)
+    pb, stub, channel = grpc_stub(live)
     with channel:
-        answer = stub.ModelInfer(_typed_request(pb, first.name, frame), metadata=AUTH)
+        answer = stub.ModelInfer(typed_request(pb, first.name, frame), metadata=AUTH)
         (output,) = answer.outputs
         want = mlflow.pyfunc.load_model(first.uri).predict(frame).tolist()
         assert (output.name, list(output.shape)) == ("predict", [5])
         assert list(output.contents.int64_contents) == want
-        bad = _typed_request(pb, first.name, frame)
+        bad = typed_request(pb, first.name, frame)
         bad.inputs[0].contents.int64_contents.append(7)  # 6 values for shape [5]
         bad.outputs.add(name="predict")
         with pytest.raises(grpc.RpcError) as err:
             stub.ModelInfer(bad, metadata=AUTH)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert f"inputs.{frame.columns[0]}.data" in str(err.value.details())
-        unknown = _typed_request(pb, first.name, frame)
+        unknown = typed_request(pb, first.name, frame)
         unknown.outputs.add(name="nope")
         with pytest.raises(grpc.RpcError) as err:
             stub.ModelInfer(unknown, metadata=AUTH)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "outputs[0].name" in str(err.value.details())
         with pytest.raises(grpc.RpcError) as err:
-            stub.ModelInfer(_typed_request(pb, "other", frame), metadata=AUTH)
+            stub.ModelInfer(typed_request(pb, "other", frame), metadata=AUTH)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
         # the admin API moves traffic; gRPC follows the same split
         with httpx.Client(base_url=live.url, timeout=120) as admin:
@@ -132,11 +110,11 @@ def test_typed_contents_validation_and_traffic_split(live: Any, churn_versions: 
             moved = admin.put("/admin/traffic", json={"weights": {second.version: 1}})
             assert moved.status_code == 200, moved.text
         try:
-            answer = stub.ModelInfer(_typed_request(pb, first.name, frame), metadata=AUTH)
+            answer = stub.ModelInfer(typed_request(pb, first.name, frame), metadata=AUTH)
             assert answer.model_version == second.version
             want = mlflow.pyfunc.load_model(second.uri).predict(frame).tolist()
             assert list(answer.outputs[0].contents.int64_contents) == want
-            pinned = _typed_request(pb, first.name, frame)
+            pinned = typed_request(pb, first.name, frame)
             pinned.model_version = first.version
             assert stub.ModelInfer(pinned, metadata=AUTH).model_version == first.version
         finally:
@@ -146,16 +124,17 @@ def test_typed_contents_validation_and_traffic_split(live: Any, churn_versions: 
 
 def test_grpc_is_counted_and_logged(live: Any, churn_versions: Any) -> None:
     first, _ = churn_versions
-    pb, stub, channel = _stub(live)
+    pb, stub, channel = grpc_stub(live)
     with channel:
-        _, call = stub.ModelInfer.with_call(_typed_request(pb, first.name, first.example.head(2)),
+        _, call = stub.ModelInfer.with_call(typed_request(pb, first.name, first.example.head(2)),
                                             metadata=[*AUTH, ("x-request-id", "grpc-corr-1")])
-        made = dict(stub.ModelInfer.with_call(_typed_request(pb, first.name, first.example),
+        made = dict(stub.ModelInfer.with_call(typed_request(pb, first.name, first.example),
                                               metadata=AUTH)[1].trailing_metadata())
         with pytest.raises(grpc.RpcError) as refused:  # no token: the id comes back too
-            stub.ModelInfer(_typed_request(pb, first.name, first.example),
+            stub.ModelInfer(typed_request(pb, first.name, first.example),
                             metadata=[("x-request-id", "grpc-corr-2")])
     assert dict(call.trailing_metadata())["x-request-id"] == "grpc-corr-1"
+    assert dict(call.trailing_metadata())["x-model-runtime"] == "sklearn"  # not compiled
     assert made["x-request-id"] and made["x-request-id"] != "grpc-corr-1"
     assert dict(refused.value.trailing_metadata())["x-request-id"] == "grpc-corr-2"
     text = httpx.get(f"{live.url}/metrics", timeout=30).text
@@ -194,7 +173,7 @@ def test_every_worker_serves_grpc(churn_model: Any, mlflow_server: str) -> None:
         for _ in range(6):  # a new connection each time: either worker answers
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-                answer = stub.ModelInfer(_typed_request(service_pb2, churn_model.name, frame))
+                answer = stub.ModelInfer(typed_request(service_pb2, churn_model.name, frame))
                 assert list(answer.outputs[0].shape) == [3]
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -8,7 +8,8 @@ field) and map to gRPC codes: 400 -> INVALID_ARGUMENT, 401 -> UNAUTHENTICATED, 4
 NOT_FOUND, 503 -> UNAVAILABLE, 500 -> INTERNAL (a generic message naming the request's
 correlation id, the detail in the server's log). ``ModelInfer`` takes the correlation id
 from the metadata key ``x-request-id`` (else makes one) and returns it in the trailing
-metadata under the same key.
+metadata under the same key, with ``x-model-runtime``: what answered (``onnxruntime`` for a
+compiled model, else the model's flavor), as REST's header of that name.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ctcd.serving.protocols.v2_binary import tensor_from_bytes, to_bytes
 from ctcd.serving.registry import VersionSlot
 from ctcd.serving.schema import InputSchema
 
+RUNTIME_METADATA: Final = "x-model-runtime"  # trailing metadata: the runtime that answered
 _CODES: Final[dict[int, grpc.StatusCode]] = {
     400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
     403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
@@ -126,6 +128,9 @@ class InferenceService:
         answer = await self.server.score(
             slot, "grpc", checked, lambda s, scoring, output: self.encode(s, scoring, output),
             rid)
+        # what answered, as REST's x-model-runtime header says it (the version is in the body)
+        context.set_trailing_metadata(((correlation.METADATA, rid),
+                                       (RUNTIME_METADATA, answer.runtime)))
         if answer.error is not None:
             await context.abort(code_of(answer.status), answer.error)
         return answer.body
