@@ -4,7 +4,7 @@ A rollout in progress shows on the server itself: a version is loaded beside the
 backend records as serving (a canary at some weight, a blue/green version under
 verification). These two steps act on the server's admin API only, so a backend calls them
 whether or not the deploy that started the rollout is still running: that deploy's strategy
-sees the change within a second and ends with it (:func:`ctcd.deployers.strategies.taken_over`).
+sees the change within a second and ends with it (:func:`ctcd.deployers.rollout.taken_over`).
 """
 
 from __future__ import annotations
