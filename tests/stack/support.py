@@ -4,12 +4,43 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ctcd.settings import Settings
 from ctcd.stack.airflow_api import AirflowApiError, AirflowClient
+from ctcd.stack.config import ADMIN_PASSWORD, ADMIN_USER
+from ctcd.stack.embedded import Ports, Stack
+from ctcd.stack.processes import free_port
+
+
+@contextmanager
+def running_stack(home: Path) -> Iterator[Stack]:
+    """The embedded stack (Airflow on SQLite, MLflow) started in ``home`` on free ports; on
+    the way out its model servers and processes stop, and none may be left running."""
+    stack = Stack(home=home, ports=Ports(airflow=free_port(), mlflow=free_port()))
+    try:
+        stack.up(timeout=300)
+        yield stack
+    finally:
+        stop_model_servers(home)
+        stack.down()
+        assert all(pid is None for pid in stack.status().values())
+
+
+@contextmanager
+def unpaused(stack: Stack, *dag_ids: str) -> Iterator[AirflowClient]:
+    """A REST API client of ``stack`` once each of ``dag_ids`` is parsed and unpaused."""
+    client = AirflowClient(stack.airflow_url, ADMIN_USER, ADMIN_PASSWORD)
+    try:
+        for dag_id in dag_ids:
+            client.wait_for_dag(dag_id)
+            client.set_paused(dag_id, False)
+        yield client
+    finally:
+        client.close()
 
 
 def stop_model_servers(home: Path) -> None:

@@ -28,16 +28,14 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from tests.stack.support import stop_model_servers
+from tests.stack.support import running_stack, unpaused
 
 from ctcd.data.producer import produce
 from ctcd.data.spec import load_spec
 from ctcd.deployers.local import LocalDeployer
 from ctcd.settings import PROJECT_ROOT, Settings
 from ctcd.stack.airflow_api import AirflowClient
-from ctcd.stack.config import ADMIN_PASSWORD, ADMIN_USER
-from ctcd.stack.embedded import Ports, Stack
-from ctcd.stack.processes import free_port
+from ctcd.stack.embedded import Stack
 
 pytestmark = pytest.mark.e2e
 KEY = "approval"  # the model file's name: its training DAG is approval_training
@@ -73,28 +71,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     (models / f"{KEY}.yaml").write_text(yaml.safe_dump(MODEL_FILE, sort_keys=False))
     (models / f"{SHADOW_KEY}.yaml").write_text(yaml.safe_dump(SHADOW_MODEL_FILE,
                                                              sort_keys=False))
-    stack = Stack(home=home, ports=Ports(airflow=free_port(), mlflow=free_port()))
     with pytest.MonkeyPatch.context() as env:
         env.setenv("CTCD_MODELS_DIR", str(models))  # the stack's processes inherit it
-        try:
-            stack.up(timeout=300)
+        with running_stack(home) as stack:
             produce(datetime.now(UTC).date(), 2_000, spec=load_spec("churn"),
                     landing_uri=f"file://{home / 'landing' / 'churn'}/")
             yield stack
-        finally:
-            stop_model_servers(home)
-            stack.down()
-            assert all(pid is None for pid in stack.status().values())
 
 
 @pytest.fixture(scope="module")
 def client(stack: Stack) -> Iterator[AirflowClient]:
-    client = AirflowClient(stack.airflow_url, ADMIN_USER, ADMIN_PASSWORD)
-    for dag_id in (DAG_ID, SHADOW_DAG_ID):
-        client.wait_for_dag(dag_id)
-        client.set_paused(dag_id, False)
-    yield client
-    client.close()
+    with unpaused(stack, DAG_ID, SHADOW_DAG_ID) as client:
+        yield client
 
 
 def _awaiting(client: AirflowClient, run_id: str, timeout: float = 600,

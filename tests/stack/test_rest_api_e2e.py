@@ -21,15 +21,19 @@ import pandas as pd
 import pytest
 from tests.docs.snippets import block, run
 from tests.oracle import pyfunc_predictions, request_rows
-from tests.stack.support import post_asset_event, query, stop_model_servers, wait_for_asset_run
+from tests.stack.support import (
+    post_asset_event,
+    query,
+    running_stack,
+    unpaused,
+    wait_for_asset_run,
+)
 
 from ctcd.data.producer import produce
 from ctcd.data.spec import load_spec
 from ctcd.settings import PROJECT_ROOT, Settings
 from ctcd.stack.airflow_api import AirflowClient
-from ctcd.stack.config import ADMIN_PASSWORD, ADMIN_USER
-from ctcd.stack.embedded import Ports, Stack
-from ctcd.stack.processes import free_port
+from ctcd.stack.embedded import Stack
 
 pytestmark = pytest.mark.e2e
 DAG_ID = "churn_training"  # generated from include/models/churn.yaml
@@ -43,24 +47,14 @@ SCORING_DAYS = {TODAY - timedelta(days=2): 600, TODAY - timedelta(days=1): 400}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("stack")
-    stack = Stack(home=home, ports=Ports(airflow=free_port(), mlflow=free_port()))
-    try:
-        stack.up(timeout=300)
+    with running_stack(tmp_path_factory.mktemp("stack")) as stack:
         yield stack
-    finally:
-        stop_model_servers(home)
-        stack.down()
-        assert all(pid is None for pid in stack.status().values())
 
 
 @pytest.fixture(scope="module")
 def client(stack: Stack) -> Iterator[AirflowClient]:
-    client = AirflowClient(stack.airflow_url, ADMIN_USER, ADMIN_PASSWORD)
-    client.wait_for_dag(DAG_ID)
-    client.set_paused(DAG_ID, False)
-    yield client
-    client.close()
+    with unpaused(stack, DAG_ID) as client:
+        yield client
 
 
 def test_token_is_required(stack: Stack) -> None:
