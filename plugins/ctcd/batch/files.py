@@ -5,12 +5,14 @@ that is renamed at the end (a failed run leaves the previous file)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Final
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ctcd.batch.chunk import Chunk
@@ -69,22 +71,24 @@ def read_chunks(path: Path, chunk_rows: int, schema: InputSchema | None = None
         # file is closed: memory grew with the file (+190 MB over 10 M rows); without it,
         # reading holds one row group.
         source = pq.ParquetFile(path, pre_buffer=False)
+        strings = text_features(schema)
         for batch in source.iter_batches(batch_size=chunk_rows):
-            yield Chunk(batch.to_pandas())
+            yield Chunk(to_frame(batch, strings))
         return
     bad: list[BadLine] = []
     text = [c.name for c in (schema.columns if schema else ())]
     with pa.input_stream(str(path)) as stream:  # .gz is decompressed on the fly
         yield from chunks_of(read_csv(stream, str(path), text_columns=text,
                                       on_bad_line=bad.append, empty_text_is_null=True),
-                             chunk_rows, bad)
+                             chunk_rows, bad, strings=text_features(schema))
 
 
 def chunks_of(items: Iterable[tuple[str, pa.RecordBatch | pa.Schema]], chunk_rows: int,
-              bad: list[BadLine]) -> Iterator[Chunk]:
+              bad: list[BadLine], *, strings: Collection[str] = ()) -> Iterator[Chunk]:
     """Record batches (each file's schema first, as sources yield them) as chunks of at most
     ``chunk_rows`` rows; ``bad`` collects the lines a CSV reader could not parse, and they go
-    with the next chunk (or one with no rows of its own)."""
+    with the next chunk (or one with no rows of its own). ``strings``: see
+    :func:`to_frame`."""
     schema: pa.Schema | None = None
     text = False
     for origin, item in items:
@@ -94,14 +98,41 @@ def chunks_of(items: Iterable[tuple[str, pa.RecordBatch | pa.Schema]], chunk_row
         lines, bad[:] = tuple(bad), []
         if not item.num_rows:
             if lines:
-                yield Chunk(item.to_pandas(), text, lines)
+                yield Chunk(to_frame(item, strings), text, lines)
             continue
         for lo in range(0, item.num_rows, chunk_rows):
-            yield Chunk(item.slice(lo, chunk_rows).to_pandas(), text, lines)
+            yield Chunk(to_frame(item.slice(lo, chunk_rows), strings), text, lines)
             lines = ()
     if bad and schema is not None:
         yield Chunk(schema.empty_table().to_pandas(), text, tuple(bad))
         bad.clear()
+
+
+def text_features(schema: InputSchema | None) -> tuple[str, ...]:
+    """The signature's text columns (the model takes them as Python strings)."""
+    return tuple(c.name for c in schema.columns if c.kind == "string") if schema else ()
+
+
+def to_frame(batch: pa.RecordBatch, strings: Collection[str] = ()) -> pd.DataFrame:
+    """``batch`` as a DataFrame; its text columns named in ``strings`` as object arrays
+    holding one Python string per distinct value. The model's input takes Python strings,
+    and pandas' Arrow-backed text makes one per row at each ``to_numpy()``: for a
+    100,000-row chunk's four text features, 30 ms in the scoring thread, against 12 ms
+    here, in the reader thread. A null stays NaN, as ``to_numpy()`` gives it."""
+    frame = batch.to_pandas()
+    for name in strings:
+        index = batch.schema.get_field_index(name)
+        if index < 0:
+            continue
+        column = batch.column(index)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        encoded = pc.dictionary_encode(column, null_encoding="encode")
+        distinct = encoded.dictionary.to_numpy(zero_copy_only=False)
+        distinct[pd.isna(distinct)] = np.nan
+        frame[name] = pd.Series(distinct[encoded.indices.to_numpy()], index=frame.index,
+                                dtype=object)
+    return frame
 
 
 class FrameWriter:

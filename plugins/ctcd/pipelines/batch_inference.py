@@ -9,12 +9,15 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ctcd.batch.params import BatchInferenceParams, parse_params
 from ctcd.data.spec import DatasetSpec, load_spec
 from ctcd.errors import DataValidationError, InvalidParams, ModelServerUnavailable
 from ctcd.tracking import Tracking
+
+if TYPE_CHECKING:
+    from ctcd.serving.schema import InputSchema
 
 
 class TooManyRejects(DataValidationError):
@@ -119,20 +122,21 @@ def plan(conf: Mapping[str, Any], event: Mapping[str, Any] | None, tracking: Tra
             "partitions": [d.isoformat() for d in chosen]}
 
 
-def _chunks(source: Any, day: date, chunk_rows: int, columns: tuple[str, ...]) -> Iterator[Any]:
+def _chunks(source: Any, day: date, chunk_rows: int, schema: InputSchema) -> Iterator[Any]:
     """Chunks of at most ``chunk_rows`` rows, read lazily. Lines of a landed CSV file that do
     not parse come with them (they become rejects, the rest is scored), and its feature
-    columns are read as text and parsed row by row, so a bad value rejects its row."""
-    from ctcd.batch.files import chunks_of
+    columns (``schema``'s) are read as text and parsed row by row, so a bad value rejects
+    its row."""
+    from ctcd.batch.files import chunks_of, text_features
     from ctcd.data.csv_reader import BadLine
     from ctcd.data.sources import LandingSource
 
     bad: list[BadLine] = []
     if isinstance(source, LandingSource):
-        items = source.batches(day, on_bad_line=bad.append, text_columns=columns)
+        items = source.batches(day, on_bad_line=bad.append, text_columns=schema.names)
     else:
         items = source.batches(day)
-    yield from chunks_of(items, chunk_rows, bad)
+    yield from chunks_of(items, chunk_rows, bad, strings=text_features(schema))
 
 
 def score_partition(conf: Mapping[str, Any], planned: Mapping[str, Any], day: str,
@@ -161,7 +165,7 @@ def score_partition(conf: Mapping[str, Any], planned: Mapping[str, Any], day: st
     rows = scored = rejected = 0
     versions: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
-    chunks = _chunks(_source(params, spec), partition, params.chunk_rows, model.schema.names)
+    chunks = _chunks(_source(params, spec), partition, params.chunk_rows, model.schema)
     try:
         # Reading and predicting run in threads, overlapped; the sink (its connection, its
         # transaction) stays in this thread.
