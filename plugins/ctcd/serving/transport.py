@@ -37,17 +37,13 @@ class CoalescingTransport(asyncio.Transport):
             self._flush_handle = self._loop.call_soon(self.flush)
             return
         self._held = None
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        self._cancel_flush()
         self._transport.write(b"".join((held, data)))
 
     def flush(self) -> None:
         """Write what is held now (the end of the step; before closing)."""
         held, self._held = self._held, None
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        self._cancel_flush()
         if held is not None and not self._transport.is_closing():
             self._transport.write(held)
 
@@ -68,10 +64,13 @@ class CoalescingTransport(asyncio.Transport):
 
     def abort(self) -> None:
         self._held = None
+        self._cancel_flush()
+        self._transport.abort()
+
+    def _cancel_flush(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        self._transport.abort()
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()

@@ -42,14 +42,15 @@ class AirflowClient:
     ) -> httpx.Response:
         if self._token is None:
             self.token()
-        for attempt in range(len(LOCKED_RETRY_S) + 1):
-            response = self._send(method, path, headers, **kwargs)
-            if (method not in IDEMPOTENT or attempt == len(LOCKED_RETRY_S)
-                    or response.status_code != 500 or "Database error" not in response.text):
-                return response
+        response = self._send(method, path, headers, **kwargs)
+        for wait in LOCKED_RETRY_S:
             # Airflow on SQLite answers 500 "Database error" when its database stayed locked
             # past the busy timeout (several tasks writing at once): the same request again
-            time.sleep(LOCKED_RETRY_S[attempt])
+            if (method not in IDEMPOTENT or response.status_code != 500
+                    or "Database error" not in response.text):
+                break
+            time.sleep(wait)
+            response = self._send(method, path, headers, **kwargs)
         return response
 
     def _send(self, method: str, path: str, headers: Mapping[str, str] | None,
