@@ -1,14 +1,17 @@
-"""The bare HTTP limit: uvicorn answering a fixed body, what no model server can beat here.
+"""The bare limits: uvicorn answering a fixed body, and grpcio answering a fixed message,
+what no model server can beat here.
 
 A raw ASGI app (no framework, no parsing, no model) on one uvicorn worker with the
 settings our server runs with (uvloop, httptools, no access log): it reads each request's
 body and answers, for a path it was given, the fixed bytes our server answered to the same
-request (so the response is as large as ours). Driven by the same load generator and
-request bodies as the model servers' cells, it is the ceiling of the compiled cells:
-their requests/s are printed as a share of it.
+request (so the response is as large as ours). Given a gRPC answer too, a grpc.aio server
+on the same event loop (as our server runs its gRPC transport, with its options) answers
+every ``ModelInfer`` call with it, unread requests in, fixed bytes out. Driven by the same
+load generators and requests as the model servers' cells, they are the ceilings of the
+compiled cells: their requests/s are printed as a share of them.
 
-Run by :func:`start`: ``python bare.py PORT ANSWERS_JSON``, where ANSWERS_JSON maps a
-request path to the file holding its answer.
+Run by :func:`start`: ``python bare.py PORT ANSWERS_JSON [GRPC_PORT GRPC_ANSWER_FILE]``,
+where ANSWERS_JSON maps a request path to the file holding its answer.
 """
 
 from __future__ import annotations
@@ -20,22 +23,32 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+GRPC_SERVICE = "inference.GRPCInferenceService"
+GRPC_METHOD = "ModelInfer"
+GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # as our server's default
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 HEADERS = [(b"content-type", b"application/json")]
 
 
-def app_for(answers: dict[str, bytes]) -> Callable[[Message, Receive, Send], Awaitable[None]]:
-    """The ASGI app answering ``answers[path]`` (404 for another path) to any request."""
+def app_for(answers: dict[str, bytes], grpc_answer: tuple[int, bytes] | None = None
+            ) -> Callable[[Message, Receive, Send], Awaitable[None]]:
+    """The ASGI app answering ``answers[path]`` (404 for another path) to any request; with
+    ``grpc_answer`` (port, bytes), the gRPC server is started with it and stopped at its end."""
 
     async def app(scope: Message, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
+            grpc_server = None
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
+                    if grpc_answer is not None:
+                        grpc_server = await start_grpc(*grpc_answer)
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
+                    if grpc_server is not None:
+                        await grpc_server.stop(grace=None)
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         more = True
@@ -49,9 +62,27 @@ def app_for(answers: dict[str, bytes]) -> Callable[[Message, Receive, Send], Awa
     return app
 
 
-def start(answers: dict[str, bytes], work: Path) -> Any:
+async def start_grpc(port: int, answer: bytes) -> Any:
+    """A grpc.aio server on the running loop, answering ``ModelInfer`` with ``answer``."""
+    import grpc
+
+    async def model_infer(request: bytes, context: Any) -> bytes:
+        return answer
+
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(GRPC_SERVICE, {
+        GRPC_METHOD: grpc.unary_unary_rpc_method_handler(model_infer)}),))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    return server
+
+
+def start(answers: dict[str, bytes], work: Path, grpc_answer: bytes | None = None) -> Any:
     """The bare server, started in a process of its own (as the model servers are) and
-    ready: a :class:`peers.Started` named ``bare``."""
+    ready: a :class:`peers.Started` named ``bare`` (with a gRPC port when ``grpc_answer``
+    is given)."""
     import peers
 
     from ctcd.stack.processes import free_port, spawn
@@ -63,13 +94,21 @@ def start(answers: dict[str, bytes], work: Path) -> Any:
         Path(files[path]).write_bytes(body)
     doc = work / f"bare-answers-{port}.json"
     doc.write_text(json.dumps(files))
+    command = [sys.executable, str(Path(__file__)), str(port), str(doc)]
+    grpc_port = None
+    if grpc_answer is not None:
+        grpc_port = free_port()
+        answer_file = work / f"bare-grpc-answer-{grpc_port}.bin"
+        answer_file.write_bytes(grpc_answer)
+        command += [str(grpc_port), str(answer_file)]
     log = work / f"bare-{port}.log"
     started = time.perf_counter()
-    proc = spawn([sys.executable, str(Path(__file__)), str(port), str(doc)], log_path=log)
+    proc = spawn(command, log_path=log)
     probe = next(iter(answers))
+    # the gRPC server starts before uvicorn serves HTTP (the app's lifespan startup)
     cold, cpu = peers.wait_ready(proc, f"http://127.0.0.1:{port}{probe}", started, log, "bare",
                                  method="POST")
-    return peers.Started(proc, port, cold, None, "bare", cold_start_s_cpu=cpu)
+    return peers.Started(proc, port, cold, None, "bare", grpc_port, cold_start_s_cpu=cpu)
 
 
 def main() -> int:
@@ -77,8 +116,11 @@ def main() -> int:
 
     port, doc = int(sys.argv[1]), Path(sys.argv[2])
     answers = {path: Path(file).read_bytes() for path, file in json.loads(doc.read_text()).items()}
-    uvicorn.run(app_for(answers), host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-                lifespan="on", access_log=False, log_level="warning", timeout_keep_alive=30)
+    grpc_answer = (int(sys.argv[3]), Path(sys.argv[4]).read_bytes()) if len(sys.argv) > 4 \
+        else None
+    uvicorn.run(app_for(answers, grpc_answer), host="127.0.0.1", port=port, loop="uvloop",
+                http="httptools", lifespan="on", access_log=False, log_level="warning",
+                timeout_keep_alive=30)
     return 0
 
 

@@ -41,9 +41,14 @@ among the cells' servers the compiled one starts right after the two-worker one.
 The bare HTTP limit (``bare.py``): for the random forest, a raw ASGI app on one uvicorn
 worker (our server's uvicorn settings) answering the bytes our compiled server answered,
 driven by the same wrk and 1-row requests at c=8 and c=32 on both HTTP routes; the compiled
-cells' requests/s are printed as a share of it. The compiled targets (random forest >= 10x
-MLServer at 1 row and >= 3x at 100 rows at c=8/c=32, p99 <= MLServer's at every cell,
->= 60% of the bare limit; churn >= 5x at 1 row) count in ``targets_missed`` with the others.
+cells' requests/s are printed as a share of it. Beside it on the same event loop, as our
+server runs its gRPC transport, a grpc.aio server answers every ``ModelInfer`` with the
+message our compiled server answered to the 1-row request: grpcio's own limit, driven by
+the same gRPC client at c=8 and c=32, printed against the compiled cells and MLServer's
+(a gRPC target above it is out of any grpcio server's reach here). The compiled targets
+(random forest >= 10x MLServer at 1 row and >= 3x at 100 rows at c=8/c=32, p99 <=
+MLServer's at every cell, >= 60% of the bare HTTP limit; churn >= 5x at 1 row) count in
+``targets_missed`` with the others.
 
 Modules: ``grid.py`` (the cells), ``models.py`` (fit, register, compile, request bodies),
 ``measure.py`` (one model's servers and cells), ``load.py`` (one cell under wrk or

@@ -15,8 +15,10 @@ ROWS = (1, 100)
 MLFLOW_CELLS = (("mlflow", 8, 1), ("mlflow", 32, 1))  # random forest only
 # the bare HTTP limit (bare.py): the compiled random forest's 1-row cells at c=8 and c=32
 BARE_CELLS = tuple((protocol, c, 1) for protocol in PROTOCOLS for c in (8, 32))
+# grpcio's own limit (bare.py's gRPC server): the compiled random forest's 1-row gRPC cells
+BARE_GRPC_CELLS = (("grpc", 8, 1), ("grpc", 32, 1))
 # servers measured on some cells only (the others on every cell of their routes)
-ONLY_CELLS = {"mlflow": MLFLOW_CELLS, "bare": BARE_CELLS}
+ONLY_CELLS = {"mlflow": MLFLOW_CELLS, "bare": BARE_CELLS + BARE_GRPC_CELLS}
 FEATURES = [f"f{i}" for i in range(20)]
 MODEL_NAME = {kind: f"bench-{kind}" for kind in KINDS}
 

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import bare
+import grpc_load
 import httpx
 import load
 import peers
@@ -35,6 +36,15 @@ def _answer(url: str, body: Path) -> bytes:
     return answer.content
 
 
+def _grpc_answer(target: str, request: Path) -> bytes:
+    """What the gRPC server at ``target`` answers to the serialized ``request``."""
+    import grpc
+
+    with grpc.insecure_channel(target) as channel:
+        answer: bytes = channel.unary_unary(grpc_load.METHOD)(request.read_bytes(), timeout=30)
+    return answer
+
+
 def _predictions(protocol: str, url: str, body: Path) -> list[Any]:
     doc = json.loads(_answer(url, body))
     if protocol == "mlflow":
@@ -49,7 +59,7 @@ def _start_all(kind: str, model: dict[str, Any], mlserver_bin: Path,
     with the routes it is measured on. MLServer: the V2 and gRPC routes on its runtime for
     the model's library, the MLflow route on its MLflow runtime (the only one with
     ``/invocations``). For the random forest also ``mlflow models serve`` and the bare HTTP
-    limit (answering what our compiled server answers to the 1-row requests)."""
+    and gRPC limits (answering what our compiled server answers to the 1-row requests)."""
     name = MODEL_NAME[kind]
     servers: dict[str, tuple[peers.Started, tuple[str, ...]]] = {}
     runtime = model["runtime"]
@@ -69,7 +79,10 @@ def _start_all(kind: str, model: dict[str, Any], mlserver_bin: Path,
             ours = servers.get("ctcd_compiled", servers["ctcd"])[0]
             answers = {urlsplit(_route(p, ours, name)).path: _answer(
                 _route(p, ours, name), model["bodies"][p, 1]) for p in PROTOCOLS}
-            servers["bare"] = (bare.start(answers, work), PROTOCOLS)
+            grpc_answer = _grpc_answer(_route("grpc", ours, name), model["bodies"]["grpc", 1]) \
+                if "grpc" in KIND_PROTOCOLS[kind] else None
+            servers["bare"] = (bare.start(answers, work, grpc_answer),
+                               PROTOCOLS + (("grpc",) if grpc_answer is not None else ()))
     except BaseException:
         for started, _ in servers.values():
             stop_process_tree(started.proc.pid)
