@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -204,3 +205,22 @@ def test_scoring_jobs_thread_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (runtime.batch_threads_by_env(), runtime.threads_by_env()) == (1, 3)
     monkeypatch.setenv("CTCD_COMPILED_BATCH_THREADS", "many")
     assert runtime.batch_threads_by_env() == runtime.cores()
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"cpu.max": "200000 100000\n"}, 2),  # cgroup v2: 2 CPUs
+    ({"cpu.max": "50000 100000\n"}, 1),  # half a CPU: still one thread
+    ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),  # v1
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({}, None),
+    ({"cpu.max": "garbage\n"}, None),
+])
+def test_a_containers_cpu_quota_bounds_the_cores(tmp_path: Path, files: dict[str, str],
+                                                 expected: int | None) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert runtime.cpu_quota(tmp_path) == expected
+    affinity = len(os.sched_getaffinity(0))
+    assert runtime.cores(tmp_path) == min(affinity, expected or affinity)

@@ -69,12 +69,30 @@ def batch_threads_by_env() -> int:
     return _threads("CTCD_COMPILED_BATCH_THREADS", cores())
 
 
-def cores() -> int:
-    """The cores this process may run on (its CPU affinity, not the machine's count)."""
+def cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may run on: its CPU affinity (not the machine's count), or its
+    container's CPU quota when that is lower (a pod limited to 2 CPUs on a 64-core node)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        count = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        count = os.cpu_count() or 1
+    return max(1, min(count, cpu_quota(cgroup) or count))
+
+
+def cpu_quota(cgroup: Path) -> int | None:
+    """Whole CPUs of the cgroup's quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), at least
+    one; None without a quota."""
+    try:
+        if (cgroup / "cpu.max").is_file():
+            limit, period = (cgroup / "cpu.max").read_text().split()[:2]
+        else:
+            limit = (cgroup / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (cgroup / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        if limit in ("max", "-1"):
+            return None
+        return max(1, int(limit) // int(period))
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 
 
 def _threads(variable: str, default: int) -> int:

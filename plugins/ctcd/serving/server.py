@@ -98,7 +98,7 @@ def build(settings: ServerSettings,
 
     def loader(uri: str) -> LoadedModel:  # the first load takes the preloaded model
         return first.pop(uri, None) or model_module.load(
-            uri, compiled=settings.compiled, compiled_threads=settings.compiled_threads)
+            uri, compiled=settings.compiled, compiled_threads=settings.onnx_threads())
 
     server = ModelServer(
         settings.model_name,
@@ -165,7 +165,7 @@ def _supervise(settings: ServerSettings, display: str) -> int:
         from ctcd.serving import rest  # noqa: F401  (the workers inherit the imports)
 
         loaded.append(model_module.load(settings.model_uri, compiled=settings.compiled,
-                                        compiled_threads=settings.compiled_threads))
+                                        compiled_threads=settings.onnx_threads()))
         return loaded[0]
 
     held = []
