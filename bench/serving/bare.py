@@ -23,9 +23,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-GRPC_SERVICE = "inference.GRPCInferenceService"
-GRPC_METHOD = "ModelInfer"
-GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # as our server's default
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
@@ -63,17 +60,21 @@ def app_for(answers: dict[str, bytes], grpc_answer: tuple[int, bytes] | None = N
 
 
 async def start_grpc(port: int, answer: bytes) -> Any:
-    """A grpc.aio server on the running loop, answering ``ModelInfer`` with ``answer``."""
+    """A grpc.aio server on the running loop, answering ``ModelInfer`` with ``answer``, with
+    our server's message size limit (its default ``max_body_bytes``)."""
     import grpc
+
+    from ctcd.serving.grpc import SERVICE
+    from ctcd.serving.settings import ServerSettings
 
     async def model_infer(request: bytes, context: Any) -> bytes:
         return answer
 
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES)])
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(GRPC_SERVICE, {
-        GRPC_METHOD: grpc.unary_unary_rpc_method_handler(model_infer)}),))
+    limit = ServerSettings.model_fields["max_body_bytes"].default
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                      ("grpc.max_send_message_length", limit)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(model_infer)}),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     return server
