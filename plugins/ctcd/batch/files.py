@@ -109,8 +109,9 @@ def chunks_of(items: Iterable[tuple[str, pa.RecordBatch | pa.Schema]], chunk_row
 
 
 def text_features(schema: InputSchema | None) -> tuple[str, ...]:
-    """The signature's text columns (the model takes them as Python strings)."""
-    return tuple(c.name for c in schema.columns if c.kind == "string") if schema else ()
+    """The signature's text columns (the model takes them as Python strings); none without
+    a signature."""
+    return schema.text_columns if schema else ()
 
 
 def to_frame(batch: pa.RecordBatch, strings: Collection[str] = ()) -> pd.DataFrame:

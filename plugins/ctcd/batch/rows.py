@@ -2,7 +2,7 @@
 
 The model server refuses a whole request when one value is wrong; a scoring job must score
 the good rows and set the bad ones aside, each with a reason naming its field. Checking
-is the server's own (:func:`ctcd.serving.schema.coerce_column`, one vectorized call per
+is the server's own (:func:`ctcd.serving.columns.coerce_column`, one vectorized call per
 column), so a row the server accepts is a row a job accepts. Only when a column fails is it
 split in halves until each bad value is found: a clean chunk costs one check per column,
 ``k`` bad values about ``2 k log n`` smaller ones.
@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 
 from ctcd.data.spec import DatasetSpec
+from ctcd.serving.columns import ColumnSpec, as_sent, coerce_column
 from ctcd.serving.errors import InvalidInput
-from ctcd.serving.schema import ColumnSpec, InputSchema, Table, as_sent, coerce_column
+from ctcd.serving.schema import InputSchema, Table
 
 _NUMERIC = frozenset({"integer", "long", "float", "double"})
 # What a numeric field read from text may say for "no value"; text columns keep these words

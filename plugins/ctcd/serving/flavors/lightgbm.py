@@ -156,7 +156,7 @@ def _categories(source: Source, booster: Any) -> dict[str, list[Any] | None]:
     if isinstance(named, dict) and named:
         return {str(c): list(v) for c, v in named.items() if c in source.schema.by_name}
     saved = booster.pandas_categorical or []
-    text = [c.name for c in source.schema.columns if c.kind == "string"]
+    text = source.schema.text_columns
     if not saved or len(saved) != len(text):
         return {}  # nothing to convert (or no way to tell which: the warm-up will say)
     return {name: list(values) for name, values in zip(text, saved, strict=True)}

@@ -153,7 +153,7 @@ def _decode_csv(body: bytes, schema: InputSchema | None) -> ScoringRequest:
         raise InvalidInput("body", "is not UTF-8 text") from None
     dtypes = None
     if schema is not None and schema.tensor is None:
-        dtypes = {c.name: str for c in schema.columns if c.kind == "string"}
+        dtypes = dict.fromkeys(schema.text_columns, str)
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=dtypes)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:

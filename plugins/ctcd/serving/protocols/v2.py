@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 import yaml
 
+from ctcd.serving.columns import KIND_DTYPES
 from ctcd.serving.errors import InvalidInput, UnsupportedMediaType
 from ctcd.serving.protocols import ScoringRequest
 from ctcd.serving.protocols.v2_tensors import (
@@ -37,7 +38,6 @@ from ctcd.serving.protocols.v2_tensors import (
     tensor_from_json,
 )
 from ctcd.serving.schema import (
-    KIND_DTYPES,
     InputSchema,
     Table,
     check_columns,
