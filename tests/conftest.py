@@ -172,8 +172,14 @@ def mlflow_server() -> Iterator[str]:
 def _session_servers_outlive_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
     """A session server (the MLflow tracking server) that dies during a test fails that
     test, with its exit code and log, and is started again on the same port and store, so
-    the test that killed it is named and the tests after it do not fail one by one."""
+    the test that killed it is named and the tests after it do not fail one by one.
+
+    Not once the session was told to stop: a stop that took the server down too (a time
+    limit killing every process of the run) needs no new server, only the teardown, and
+    the session ends as interrupted, not failed."""
     yield
+    if stopping.requested():
+        return
     for name, server in _SESSION_SERVERS.items():
         dead = server.dead()
         if not dead:

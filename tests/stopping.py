@@ -76,6 +76,11 @@ def install() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def requested() -> bool:
+    """The session was told to stop (it is tearing down, running no further test)."""
+    return _interrupted
+
+
 def session_started(session: pytest.Session) -> None:
     global _session
     _session = session

@@ -1,6 +1,7 @@
 """A session for tests/test_stopping.py to stop (not collected by itself): a test with a
 server fixture runs a DAG with ``dag.test()`` (which leaves Airflow's SIGTERM handler in
-this process) and then waits to be stopped; a second test must never run. Each step leaves
+this process) and then waits to be stopped, or (``-k tracking``) a test waits with the
+session's MLflow server running; a test after it must never run. Each step leaves
 a file in ``CTCD_STOP_MARKS``."""
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ def test_runs_a_dag_then_waits(airflow_home: Path, ctcd_home: Path, server: int)
     run = bag.dags["data_producer"].test(run_conf={"date": "2026-11-20", "rows": 100,
                                                     "format": "csv"})
     assert str(run.state) == "success"
+    (MARKS / "waiting").write_text("")
+    time.sleep(300)
+
+
+def test_uses_the_tracking_server_then_waits(mlflow_server: str) -> None:
+    from tests.conftest import _SESSION_SERVERS
+
+    tree = _SESSION_SERVERS["mlflow"].tree
+    (MARKS / "tracking").write_text(" ".join(str(p.pid) for p in tree))
     (MARKS / "waiting").write_text("")
     time.sleep(300)
 

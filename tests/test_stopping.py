@@ -22,8 +22,10 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def session(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = _session(tmp_path)
+def session(tmp_path: Path, request: pytest.FixtureRequest
+            ) -> Iterator[subprocess.Popen[bytes]]:
+    """The session, running the tests ``-k`` selects (the parameter, else the DAG's)."""
+    proc = _session(tmp_path, getattr(request, "param", "not tracking"))
     try:
         yield proc
     finally:
@@ -32,7 +34,7 @@ def session(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
             proc.wait()
 
 
-def _session(marks: Path) -> subprocess.Popen[bytes]:
+def _session(marks: Path, tests: str) -> subprocess.Popen[bytes]:
     (marks / "tmp").mkdir()  # its session directory: kept, as a stopped session's is
     env = {**os.environ, "CTCD_STOP_MARKS": str(marks), "TMPDIR": str(marks / "tmp")}
     for name in (reaper.ENV, "AIRFLOW_HOME", "CTCD_HOME", "MLFLOW_TRACKING_URI"):
@@ -40,7 +42,7 @@ def _session(marks: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW__")}
     return subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-         "tests/stopping_session.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+         "tests/stopping_session.py", "-k", tests], cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT)
 
 
@@ -75,3 +77,22 @@ def test_killed_session_leaves_no_server(tmp_path: Path,
     session.kill()
     session.communicate(timeout=30)
     wait_cleaned([server], None, timeout=30)
+
+
+@pytest.mark.parametrize("session", ["tracking or never"], indirect=True)
+def test_sigterm_after_the_tracking_server_died_ends_the_session_without_a_new_one(
+        tmp_path: Path, session: subprocess.Popen[bytes]) -> None:
+    """A stop that took the session's MLflow server down too (a time limit killing every
+    process of the run): the session stops as interrupted, without starting a new tracking
+    server to tear it down again."""
+    _wait_for(tmp_path / "waiting", session)
+    tree = [psutil.Process(int(pid)) for pid in (tmp_path / "tracking").read_text().split()]
+    for proc in tree:
+        proc.kill()
+    wait_cleaned(tree, None, timeout=30)
+    session.send_signal(signal.SIGTERM)
+    out, _ = session.communicate(timeout=120)
+    text = out.decode()
+    assert session.returncode == pytest.ExitCode.INTERRUPTED, text[-3000:]
+    assert "started again" not in text, text[-3000:]
+    assert not (tmp_path / "second").exists(), "a test ran after SIGTERM"
