@@ -73,16 +73,19 @@ def serving_figure(flat: dict[str, Any]) -> Figure:
     latency.set(title="p99 latency, ours ÷ MLServer's (lower is better)",
                 xlabel="concurrent clients", ylim=(0, None))
     if absolute:
+        forest = {k: v for k, v in series.items() if k[1] == "random_forest"}
         for server, label in (("ctcd", "ours: "), ("ctcd_w2", "ours, 2 workers: "),
                               ("mlserver", "MLServer: "), ("mlflow", "mlflow serve: ")):
-            _lines(axes[2], {k: v for k, v in series.items() if k[1] == "random_forest"},
-                   f"{server}.rows_s", label)
-        axes[2].set(title="random forest: rows/s", yscale="log", xlabel="concurrent clients")
+            _lines(axes[2], forest, f"{server}.rows_s", label)
+        axes[2].set(title="random forest: rows/s" if forest else
+                    "random forest: not in this run", yscale="log",
+                    xlabel="concurrent clients")
     for axis in axes:
         axis.axhline(1, color="grey", linewidth=0.8, linestyle="--")
         axis.set_xscale("log", base=2)
         axis.set_xticks([1, 8, 32], labels=["1", "8", "32"])
-        axis.legend(fontsize=7)
+        if axis.get_legend_handles_labels()[0]:  # a panel with nothing drawn has no legend
+            axis.legend(fontsize=7)
     return figure
 
 

@@ -4,6 +4,7 @@ serving run, or the subset the documentation records), written beside it."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 from bench import plots
@@ -34,6 +35,17 @@ def test_a_full_serving_run_has_a_throughput_panel_with_every_server() -> None:
     labels = [line.get_label() for line in throughput.get_lines()]
     assert any(label.startswith("ours, 2 workers:") for label in labels)
     assert any(label.startswith("mlflow serve:") for label in labels)
+
+
+def test_a_run_without_the_forest_says_so_and_draws_without_a_warning() -> None:
+    churn = {k.replace("random_forest.", "churn.", 1): v for k, v in _full_serving_run().items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns of a legend with nothing in it
+        figure = plots.serving_figure(churn)
+    throughput = figure.axes[2]
+    assert throughput.get_title() == "random forest: not in this run"
+    assert throughput.get_legend() is None
+    assert figure.axes[0].get_legend() is not None
 
 
 def test_save_writes_the_figures_and_the_plot_side_by_side(tmp_path: Path) -> None:
