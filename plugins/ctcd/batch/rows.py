@@ -21,11 +21,18 @@ import numpy as np
 import pandas as pd
 
 from ctcd.data.spec import DatasetSpec
-from ctcd.serving.columns import ColumnSpec, as_sent, coerce_column
+from ctcd.serving.columns import (
+    EXPECTED,
+    FLOAT_KINDS,
+    INT_KINDS,
+    ColumnSpec,
+    as_sent,
+    coerce_column,
+)
 from ctcd.serving.errors import InvalidInput
 from ctcd.serving.schema import InputSchema, Table
 
-_NUMERIC = frozenset({"integer", "long", "float", "double"})
+_NUMERIC = INT_KINDS | FLOAT_KINDS
 # What a numeric field read from text may say for "no value"; text columns keep these words
 # as text (a category may well be "none" or "NA").
 NULL_WORDS = ("", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None", "<NA>", "#N/A")
@@ -171,9 +178,8 @@ def _parse_numbers(col: ColumnSpec, values: Any, name: str, bad: dict[int, str])
     wrong = parsed.isna().to_numpy() & ~blank
     if not wrong.any():
         return parsed.to_numpy()
-    expected = "an integer" if col.kind in ("integer", "long") else "a number"
     for i in np.flatnonzero(wrong):
-        bad.setdefault(int(i), f"{name}: expected {expected} ({col.kind}), "
+        bad.setdefault(int(i), f"{name}: expected {EXPECTED[col.kind]} ({col.kind}), "
                        f"got {as_sent(array[i])}")
     return parsed.mask(wrong, 0).to_numpy()
 

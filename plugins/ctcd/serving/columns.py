@@ -29,7 +29,7 @@ KIND_DTYPES: Final[dict[str, str]] = {
 INT_KINDS: Final = frozenset({"integer", "long"})
 FLOAT_KINDS: Final = frozenset({"float", "double"})
 EXACT_FLOAT: Final = 2.0**53  # float64 holds every integer below this exactly
-_EXPECTED: Final[dict[str, str]] = {
+EXPECTED: Final[dict[str, str]] = {
     "boolean": "a boolean",
     "integer": "an integer",
     "long": "an integer",
@@ -95,7 +95,7 @@ def coerce_column(spec: ColumnSpec, values: Any, field: str) -> np.ndarray:
     try:  # datetime
         out = source.astype("datetime64[ns]")
     except (ValueError, TypeError):
-        raise InvalidInput(field, f"expected {_EXPECTED[kind]} in every row") from None
+        raise InvalidInput(field, f"expected {EXPECTED[kind]} in every row") from None
     if spec.required and np.isnat(out).any():
         raise InvalidInput(f"{field}[{int(np.isnat(out).argmax())}]", "is null but required")
     return out
@@ -126,7 +126,7 @@ def _numeric(spec: ColumnSpec, source: np.ndarray, field: str) -> np.ndarray:
         nan = np.isnan(source)
         if nan.any() and spec.required:
             raise InvalidInput(
-                f"{field}[{int(nan.argmax())}]", f"is NaN/null but {_EXPECTED[spec.kind]} "
+                f"{field}[{int(nan.argmax())}]", f"is NaN/null but {EXPECTED[spec.kind]} "
                 "is required"
             )
         if spec.kind in INT_KINDS:
@@ -169,7 +169,7 @@ def _first_bad(spec: ColumnSpec, values: np.ndarray, field: str, ok: Any) -> Non
         if not ok(value):
             raise InvalidInput(
                 f"{field}[{row}]",
-                f"expected {_EXPECTED[spec.kind]} ({spec.kind}), got {_describe(value)}",
+                f"expected {EXPECTED[spec.kind]} ({spec.kind}), got {_describe(value)}",
             )
 
 
