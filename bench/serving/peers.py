@@ -93,6 +93,9 @@ class Started:
     # CPU seconds the server's processes spent to get ready: on a shared machine a
     # steadier figure than the wall-clock cold start, which waits for busy cores
     cold_start_s_cpu: float = 0.0
+    # ours compiled: seconds from start until its compiled model answers (the server is
+    # ready before, answering with the original while it opens the graph)
+    compiled_s: float | None = None
 
 
 def wait_ready(proc: subprocess.Popen[bytes], url: str, started: float, log: Path,
@@ -135,8 +138,25 @@ def start_ours(model_dir: Path, name: str, version: str, workers: int, work: Pat
     proc = spawn(argv, log_path=log)
     cold, cpu = wait_ready(proc, f"http://127.0.0.1:{port}/v2/health/ready", started, log,
                             "ctcd")
+    compiled = None if "--no-compiled" in extra else wait_compiled(
+        f"http://127.0.0.1:{port}/v2/models/{name}", started)
     return Started(proc, port, cold, f"http://127.0.0.1:{port}/metrics", "ctcd", grpc_port,
-                   cpu)
+                   cpu, compiled)
+
+
+def wait_compiled(metadata_url: str, started: float) -> float:
+    """Seconds from ``started`` until the compiled model answers (its metadata no longer
+    says ``compiled: pending``), so no cell is measured while the original still answers."""
+    deadline = time.perf_counter() + 60
+    with httpx.Client(timeout=5.0) as client:
+        while time.perf_counter() < deadline:
+            parameters = client.get(metadata_url).json().get("parameters", {})
+            if parameters.get("compiled") != "pending":
+                if parameters.get("compiled") != "verified":
+                    raise RuntimeError(f"the compiled model does not answer: {parameters}")
+                return time.perf_counter() - started
+            time.sleep(0.01)
+    raise TimeoutError(f"the compiled model was still pending after 60 s ({metadata_url})")
 
 
 def start_mlserver(bin_dir: Path, runtime: str, model_dir: Path, name: str,
@@ -181,15 +201,23 @@ COLD_ROUNDS = 3
 def cold_starts(model_dir: Path, name: str, version: str,
                 work: Path) -> dict[str, dict[str, float]]:
     """Our server's cold start compiled and uncompiled, alone (no other server of the
-    benchmark running or starting), alternately COLD_ROUNDS times: the median wall-clock
-    and CPU seconds to ready of each. Among the cells' servers the compiled one starts
-    right after the two-worker one, whose second worker may still be warming."""
+    benchmark running or starting), one after the other COLD_ROUNDS times, each round
+    starting the other one first: the median wall-clock and CPU seconds to ready of each,
+    and when the compiled one's graph took over (``compiled_s``). Among the cells' servers
+    the compiled one starts right after the two-worker one, whose second worker may still
+    be warming."""
     runs: dict[str, list[tuple[float, float]]] = {"ctcd": [], "ctcd_compiled": []}
-    for _ in range(COLD_ROUNDS):
-        for server, extra in (("ctcd_compiled", ()), ("ctcd", ("--no-compiled",))):
+    switched: list[float] = []
+    pair = (("ctcd_compiled", ()), ("ctcd", ("--no-compiled",)))
+    for round_ in range(COLD_ROUNDS):
+        for server, extra in pair if round_ % 2 == 0 else pair[::-1]:
             started = start_ours(model_dir, name, version, 1, work, extra)
             stop_process_tree(started.proc.pid)
             runs[server].append((started.cold_start_s, started.cold_start_s_cpu))
-    return {server: {"wall_s": statistics.median(w for w, _ in values),
+            if started.compiled_s is not None:
+                switched.append(started.compiled_s)
+    cold = {server: {"wall_s": statistics.median(w for w, _ in values),
                      "cpu_s": statistics.median(c for _, c in values)}
             for server, values in runs.items()}
+    cold["ctcd_compiled"]["compiled_s"] = statistics.median(switched)
+    return cold

@@ -181,7 +181,7 @@ class FakeModel:
     def close(self) -> None:
         self.closed = True
 
-    def warm(self) -> None:
+    def warm(self, *, compiled_later: bool = False) -> None:  # it has no compiled model
         if self.uri.endswith("broken"):
             raise ModelLoadError(self.uri, "warm-up prediction failed: broken on purpose")
         assert self.schema is not None

@@ -10,6 +10,7 @@ beside it as ``ctcd models compile`` logs it."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,19 @@ def live(compiled_model: Any) -> Iterator[Any]:
     port = free_port()
     with live_server("--model-uri", str(compiled_model.directory), "--model-name", "plans",
                      "--model-version", "1", "--grpc-port", str(port)) as url:
+        _wait_compiled(url)
         yield type("Live", (), {"url": url, "grpc": f"127.0.0.1:{port}"})
+
+
+def _wait_compiled(url: str) -> dict[str, Any]:
+    """The version's metadata once its compiled model is no longer pending (the server
+    opens it in the background once ready)."""
+    deadline = time.monotonic() + 60
+    while True:
+        parameters = httpx.get(f"{url}/v2/models/plans", timeout=10).json()["parameters"]
+        if parameters["compiled"] != "pending" or time.monotonic() > deadline:
+            return dict(parameters)
+        time.sleep(0.05)
 
 
 def _rows() -> pd.DataFrame:
@@ -149,6 +162,61 @@ def test_grpc_answers_with_the_compiled_model(live: Any, compiled_model: Any) ->
     with channel:
         _, call = stub.ModelInfer.with_call(typed_request(pb, "plans", rows))
     assert dict(call.trailing_metadata())["x-model-runtime"] == "onnxruntime"
+
+
+def test_the_server_answers_before_its_compiled_model_opens_and_switches_cleanly(
+        compiled_model: Any) -> None:
+    """The server is ready without waiting for ONNX Runtime: requests sent from the moment
+    it listens are all answered correctly, by scikit-learn until the graph is verified
+    again and by ONNX Runtime from then on, never back."""
+    rows = _rows()
+    body = {"dataframe_split": {"columns": list(rows.columns),
+                                "data": rows.astype(object).values.tolist()}}
+    expected = compiled_model.pipeline.predict(rows).tolist()
+    runtimes: list[str] = []
+    with live_server("--model-uri", str(compiled_model.directory), "--model-name", "plans",
+                     "--model-version", "1") as url, httpx.Client(timeout=30) as client:
+        deadline = time.monotonic() + 60
+        while runtimes.count("onnxruntime") < 20 and time.monotonic() < deadline:
+            response = client.post(f"{url}/invocations", json=body)
+            assert response.status_code == 200, response.text
+            assert response.json()["predictions"] == expected
+            runtimes.append(response.headers["x-model-runtime"])
+        parameters = _wait_compiled(url)
+    assert set(runtimes) <= {"sklearn", "onnxruntime"}, set(runtimes)
+    switched = runtimes.index("onnxruntime")  # ValueError: the graph never took over
+    assert set(runtimes[switched:]) == {"onnxruntime"}, runtimes
+    assert (parameters["runtime"], parameters["compiled"]) == ("onnxruntime", "verified")
+
+
+def test_warm_can_leave_the_compiled_model_for_later(compiled_model: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``warm(compiled_later=True)``: the original answers and says the graph is pending;
+    ``open_compiled`` verifies it again and it answers from the next call. A failure while
+    opening leaves the original answering, with the reason."""
+    rows = _rows()
+    expected = compiled_model.pipeline.predict(rows).tolist()
+    model = load(str(compiled_model.directory))
+    model.warm(compiled_later=True)
+    assert (model.runtime, model.compiled_view()["compiled"]) == ("sklearn", "pending")
+    assert model.predict(rows).tolist() == expected
+    model.open_compiled()
+    assert (model.runtime, model.compiled_view()["compiled"]) == ("onnxruntime", "verified")
+    assert model.predict(rows).tolist() == expected
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("session could not be created")
+
+    monkeypatch.setattr(runtime, "open_verified", broken)
+    failing = load(str(compiled_model.directory))
+    failing.warm(compiled_later=True)
+    failing.open_compiled()
+    view = failing.compiled_view()
+    assert (failing.runtime, view["compiled"]) == ("sklearn", "failed")
+    assert "RuntimeError: session could not be created" in view["compiled_reason"]
+    assert failing.predict(rows).tolist() == expected
+    failing.open_compiled()  # nothing left to open: a second call changes nothing
+    assert failing.compiled_view()["compiled"] == "failed"
 
 
 def test_no_compiled_serves_the_original_and_says_so(compiled_model: Any) -> None:

@@ -27,7 +27,7 @@ class VersionStats:
     latency_ms_p50: float | None
     latency_ms_p99: float | None
     runtime: str = ""  # what answers: onnxruntime (compiled) or the model's flavor
-    compiled: str = ""  # verified, slower, off, none, failed, refused
+    compiled: str = ""  # verified, pending, slower, off, none, failed, refused
     compiled_reason: str = ""
 
     @classmethod

@@ -324,8 +324,8 @@ class CompiledStatus:
     """What a loaded version says about its compiled model (the server's metadata)."""
 
     runtime: str  # what answers: "onnxruntime", or the original flavor ("sklearn", ...)
-    compiled: str  # "verified" (in use), "slower" (verified, not used), "off", "none",
-    # "failed", "refused"
+    compiled: str  # "verified" (in use), "pending" (opened once the server is ready),
+    # "slower" (verified, not used), "off", "none", "failed", "refused"
     reason: str = ""
 
     def to_dict(self) -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -185,11 +186,12 @@ class ModelServer:
         self.metrics.set_weights({s.version: s.weight for s in self.registry.slots})
         return slot
 
-    def load_blocking(self, model_uri: str) -> LoadedModel:
-        """Load and warm a model; any failure is a ModelLoadError."""
+    def load_blocking(self, model_uri: str, *, compiled_later: bool = False) -> LoadedModel:
+        """Load and warm a model; any failure is a ModelLoadError. ``compiled_later``: its
+        compiled model is opened by :meth:`open_compiled`, not before it can answer."""
         model = self._loader(model_uri)
         try:
-            model.warm()
+            model.warm(compiled_later=compiled_later)
         except ServingError as err:
             model.close()
             raise ModelLoadError(model_uri, f"warm-up prediction failed: {err.message}") from err
@@ -198,6 +200,13 @@ class ModelServer:
             raise ModelLoadError(model_uri, f"warm-up prediction failed: "
                                  f"{type(err).__name__}: {err}") from err
         return model
+
+    def open_compiled(self) -> None:
+        """Open each version's compiled model left for later, each in a thread of its own,
+        while the original answers (the server does this once it is ready)."""
+        for slot in self.registry.slots:
+            threading.Thread(target=slot.model.open_compiled, daemon=True,
+                             name=f"ctcd-compiled-{slot.version}").start()
 
     async def add_version(self, model_uri: object, version: object) -> tuple[int, dict[str, Any]]:
         """Load a version into a standby slot (weight 0). 201 when loaded, 200 when that

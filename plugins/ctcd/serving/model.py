@@ -18,7 +18,11 @@ Two ways to call a model, with the same answers:
 A native model compiled and verified by ``ctcd models compile`` (:mod:`ctcd.serving.compiled`)
 is answered by its ONNX graph instead, after the graph is checked again against the original
 at load; ``compiled=False`` (the server's ``--no-compiled``, ``CTCD_COMPILED=false`` for
-scoring jobs) keeps the original.
+scoring jobs) keeps the original. A server starting up opens the graph only once it is ready
+(``warm(compiled_later=True)``, then :meth:`LoadedModel.open_compiled` in the background):
+importing ONNX Runtime and checking the graph again take a tenth of a second or more, which
+the first requests need not wait for; the original model answers them, and the metadata
+says ``compiled: pending`` until the graph takes over.
 """
 
 from __future__ import annotations
@@ -72,8 +76,8 @@ class LoadedModel:
         return self.native.flavor if self.native is not None else "pyfunc"
 
     def compiled_view(self) -> dict[str, str]:
-        """What answers and why, for metadata: ``runtime``, ``compiled`` (verified, off,
-        none, failed, refused) and ``compiled_reason``."""
+        """What answers and why, for metadata: ``runtime``, ``compiled`` (verified,
+        pending, slower, off, none, failed, refused) and ``compiled_reason``."""
         status = self.compiled_status
         if status is None:
             return {"runtime": self.runtime}
@@ -175,11 +179,12 @@ class LoadedModel:
             return self.predict(table.block, params)
         return self.predict(table.to_model_input(), params)
 
-    def warm(self) -> None:
+    def warm(self, *, compiled_later: bool = False) -> None:
         """Score the input example (or one synthetic row) so the first request is fast and
         a model that cannot score fails here, before it gets traffic. A native model's
         array calls are tried here (in the process that serves: a server's workers each
-        warm their copy, after the fork)."""
+        warm their copy, after the fork). The compiled model is opened here too, unless
+        ``compiled_later``: then :meth:`open_compiled` does it."""
         table = self.example
         if table is None and self.schema is not None:
             table = self.schema.synthetic_rows()
@@ -188,8 +193,12 @@ class LoadedModel:
             return
         if self.native is not None and not self.takes_arrays:
             self.takes_arrays = try_arrays(self.native, table)
-        if self.compiled_wanted is not None:
+        if self.compiled_wanted is not None and not compiled_later:
             self._open_compiled(table)
+        elif self.compiled_wanted is not None and self.compiled_status is not None:
+            self.compiled_status = CompiledStatus(
+                self.compiled_status.runtime, "pending", "the compiled model is opened and "
+                "verified again once the server is ready; the original answers until then")
         result = self.predict_table(table)
         if self.row_aligned and _length(result) != table.rows:
             self.schema = None  # answers are not one per row: never batch this model
@@ -198,13 +207,29 @@ class LoadedModel:
             self.predict_shape = (-1, *result.shape[1:])
 
 
-    def _open_compiled(self, example: Table) -> None:
+    def open_compiled(self) -> None:
+        """Open the compiled model ``warm(compiled_later=True)`` left for later, while the
+        original answers requests; once verified it answers the next call. Nothing to do
+        when there is none to open. A failure leaves the original answering, and says why."""
+        if self.compiled_wanted is None:
+            return
+        try:
+            self._open_compiled(self.example)
+        except Exception as err:  # the original keeps answering, whatever went wrong here
+            runtime = self.runtime
+            self.compiled_status = CompiledStatus(runtime, "failed", f"opening the compiled "
+                                                  f"model failed: {type(err).__name__}: {err}")
+            log.warning("%s: compiled model not used: %s", self.uri, self.compiled_status.reason)
+
+    def _open_compiled(self, example: Table | None) -> None:
         """Use the version's compiled model when it was verified and answers as the original
         on the input example and synthetic rows now (in the process that serves: after a
         server's fork, as array calls are)."""
         threads, self.compiled_wanted = self.compiled_wanted, None
         native, schema = self.native, self.schema
         if native is None or schema is None or schema.tensor is not None or threads is None:
+            self.compiled_status = CompiledStatus(self.runtime, "none", "a compiled model "
+                                                  "takes named columns and answers each row")
             return
         outputs = self.output_names
 

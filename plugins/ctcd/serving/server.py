@@ -112,7 +112,8 @@ def build(settings: ServerSettings,
             threads=settings.threads),
         samples=samples,
     )
-    model = server.load_blocking(settings.model_uri)
+    # ready without waiting for the compiled model: run() opens it once the server listens
+    model = server.load_blocking(settings.model_uri, compiled_later=True)
     server.install(settings.model_version, model, weight=1.0)
     config = AppConfig(
         token=settings.token.get_secret_value() if settings.token else None,
@@ -223,7 +224,13 @@ def run(settings: ServerSettings, display: str, preloaded: LoadedModel | None = 
     grpc = None
     if settings.grpc_port is not None:
         grpc = _grpc_factory(server, settings, app_config.token)
-    _Server(config, on_ready, grpc, None if worker else display).run(sockets=sockets)
+    announce = on_ready
+
+    def ready() -> None:
+        announce()
+        server.open_compiled()  # the original model answers until the compiled one is verified
+
+    _Server(config, ready, grpc, None if worker else display).run(sockets=sockets)
     return 0
 
 
