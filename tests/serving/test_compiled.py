@@ -10,6 +10,7 @@ beside it as ``ctcd models compile`` logs it."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,11 +190,12 @@ def test_the_server_answers_before_its_compiled_model_opens_and_switches_cleanly
     assert (parameters["runtime"], parameters["compiled"]) == ("onnxruntime", "verified")
 
 
-def test_warm_can_leave_the_compiled_model_for_later(compiled_model: Any,
+def test_warm_can_leave_the_compiled_model_for_later(compiled_model: Any, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """``warm(compiled_later=True)``: the original answers and says the graph is pending;
     ``open_compiled`` verifies it again and it answers from the next call. A failure while
-    opening leaves the original answering, with the reason."""
+    opening leaves the original answering, with the reason. A version with no graph is
+    never pending."""
     rows = _rows()
     expected = compiled_model.pipeline.predict(rows).tolist()
     model = load(str(compiled_model.directory))
@@ -203,6 +205,15 @@ def test_warm_can_leave_the_compiled_model_for_later(compiled_model: Any,
     model.open_compiled()
     assert (model.runtime, model.compiled_view()["compiled"]) == ("onnxruntime", "verified")
     assert model.predict(rows).tolist() == expected
+
+    plain = tmp_path / "model"
+    shutil.copytree(compiled_model.directory, plain,
+                    ignore=shutil.ignore_patterns(runtime.DIRECTORY))
+    never = load(str(plain))
+    never.warm(compiled_later=True)
+    view = never.compiled_view()
+    assert (never.runtime, view["compiled"]) == ("sklearn", "none")
+    assert "no compiled model logged" in view["compiled_reason"]
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("session could not be created")

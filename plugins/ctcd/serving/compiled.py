@@ -338,6 +338,13 @@ class CompiledStatus:
 Original = Callable[[Table, tuple[str, ...]], Mapping[str, Any]]
 
 
+def worth_opening(directory: Path) -> bool:
+    """Whether :func:`open_verified` would go as far as ONNX Runtime: a graph logged,
+    verified and faster (a cheap check, the manifest only)."""
+    manifest = Manifest.read(directory)
+    return manifest is not None and manifest.verified and manifest.faster
+
+
 def open_verified(directory: Path, original: Original, check: Table, outputs: tuple[str, ...],
                   *, threads: int, flavor: str) -> tuple[CompiledModel | None, CompiledStatus]:
     """The compiled model of ``directory`` when its manifest says it was verified and it

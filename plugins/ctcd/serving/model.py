@@ -193,12 +193,13 @@ class LoadedModel:
             return
         if self.native is not None and not self.takes_arrays:
             self.takes_arrays = try_arrays(self.native, table)
-        if self.compiled_wanted is not None and not compiled_later:
-            self._open_compiled(table)
-        elif self.compiled_wanted is not None and self.compiled_status is not None:
+        if self.compiled_wanted is not None and not (
+                compiled_later and compiled_module.worth_opening(self.local_path)):
+            self._open_compiled(table)  # at once: asked to, or it stops before ONNX Runtime
+        elif self.compiled_wanted is not None:
             self.compiled_status = CompiledStatus(
-                self.compiled_status.runtime, "pending", "the compiled model is opened and "
-                "verified again once the server is ready; the original answers until then")
+                self.runtime, "pending", "the compiled model is opened and verified again "
+                "once the server is ready; the original answers until then")
         result = self.predict_table(table)
         if self.row_aligned and _length(result) != table.rows:
             self.schema = None  # answers are not one per row: never batch this model

@@ -224,10 +224,8 @@ def run(settings: ServerSettings, display: str, preloaded: LoadedModel | None = 
     grpc = None
     if settings.grpc_port is not None:
         grpc = _grpc_factory(server, settings, app_config.token)
-    announce = on_ready
-
     def ready() -> None:
-        announce()
+        on_ready()
         server.open_compiled()  # the original model answers until the compiled one is verified
 
     _Server(config, ready, grpc, None if worker else display).run(sockets=sockets)
