@@ -193,13 +193,13 @@ class LoadedModel:
             return
         if self.native is not None and not self.takes_arrays:
             self.takes_arrays = try_arrays(self.native, table)
-        if self.compiled_wanted is not None and not (
-                compiled_later and compiled_module.worth_opening(self.local_path)):
-            self._open_compiled(table)  # at once: asked to, or it stops before ONNX Runtime
-        elif self.compiled_wanted is not None:
-            self.compiled_status = CompiledStatus(
-                self.runtime, "pending", "the compiled model is opened and verified again "
-                "once the server is ready; the original answers until then")
+        if self.compiled_wanted is not None:
+            if compiled_later and compiled_module.worth_opening(self.local_path):
+                self.compiled_status = CompiledStatus(
+                    self.runtime, "pending", "the compiled model is opened and verified "
+                    "again once the server is ready; the original answers until then")
+            else:  # asked to open it now, or there is nothing ONNX Runtime would open
+                self._open_compiled(table)
         result = self.predict_table(table)
         if self.row_aligned and _length(result) != table.rows:
             self.schema = None  # answers are not one per row: never batch this model
@@ -217,9 +217,9 @@ class LoadedModel:
         try:
             self._open_compiled(self.example)
         except Exception as err:  # the original keeps answering, whatever went wrong here
-            runtime = self.runtime
-            self.compiled_status = CompiledStatus(runtime, "failed", f"opening the compiled "
-                                                  f"model failed: {type(err).__name__}: {err}")
+            self.compiled_status = CompiledStatus(self.runtime, "failed", f"opening the "
+                                                  f"compiled model failed: "
+                                                  f"{type(err).__name__}: {err}")
             log.warning("%s: compiled model not used: %s", self.uri, self.compiled_status.reason)
 
     def _open_compiled(self, example: Table | None) -> None:
