@@ -93,9 +93,11 @@ class Started:
     # CPU seconds the server's processes spent to get ready: on a shared machine a
     # steadier figure than the wall-clock cold start, which waits for busy cores
     cold_start_s_cpu: float = 0.0
-    # ours compiled: seconds from start until its compiled model answers (the server is
-    # ready before, answering with the original while it opens the graph)
+    # ours compiled: seconds from start until its compiled model answers (ready, when the
+    # graph answers first; later when the original answers while the graph opens), and
+    # until the original is loaded behind it and compared again (nothing loading any more)
     compiled_s: float | None = None
+    settled_s: float | None = None
 
 
 def wait_ready(proc: subprocess.Popen[bytes], url: str, started: float, log: Path,
@@ -138,25 +140,31 @@ def start_ours(model_dir: Path, name: str, version: str, workers: int, work: Pat
     proc = spawn(argv, log_path=log)
     cold, cpu = wait_ready(proc, f"http://127.0.0.1:{port}/v2/health/ready", started, log,
                             "ctcd")
-    compiled = None if "--no-compiled" in extra else wait_compiled(
+    compiled, settled = (None, None) if "--no-compiled" in extra else wait_compiled(
         f"http://127.0.0.1:{port}/v2/models/{name}", started)
     return Started(proc, port, cold, f"http://127.0.0.1:{port}/metrics", "ctcd", grpc_port,
-                   cpu, compiled)
+                   cpu, compiled, settled)
 
 
-def wait_compiled(metadata_url: str, started: float) -> float:
-    """Seconds from ``started`` until the compiled model answers (its metadata no longer
-    says ``compiled: pending``), so no cell is measured while the original still answers."""
+def wait_compiled(metadata_url: str, started: float) -> tuple[float, float]:
+    """Seconds from ``started`` until the compiled model answers (the metadata's runtime
+    is ``onnxruntime``), and until nothing is opened or loaded any more (not ``compiled:
+    pending``, no ``original: loading``), so no cell is measured while the original still
+    answers or still loads behind the graph."""
     deadline = time.perf_counter() + 60
+    answering = None
     with httpx.Client(timeout=5.0) as client:
         while time.perf_counter() < deadline:
             parameters = client.get(metadata_url).json().get("parameters", {})
-            if parameters.get("compiled") != "pending":
-                if parameters.get("compiled") != "verified":
+            if answering is None and parameters.get("runtime") == "onnxruntime":
+                answering = time.perf_counter() - started
+            if parameters.get("compiled") != "pending" and "original" not in parameters:
+                if parameters.get("compiled") != "verified" or answering is None:
                     raise RuntimeError(f"the compiled model does not answer: {parameters}")
-                return time.perf_counter() - started
+                return answering, time.perf_counter() - started
             time.sleep(0.01)
-    raise TimeoutError(f"the compiled model was still pending after 60 s ({metadata_url})")
+    raise TimeoutError(f"the compiled model was still pending, or its original loading, "
+                       f"after 60 s ({metadata_url})")
 
 
 def start_mlserver(bin_dir: Path, runtime: str, model_dir: Path, name: str,
@@ -203,21 +211,25 @@ def cold_starts(model_dir: Path, name: str, version: str,
     """Our server's cold start compiled and uncompiled, alone (no other server of the
     benchmark running or starting), one after the other COLD_ROUNDS times, each round
     starting the other one first: the median wall-clock and CPU seconds to ready of each,
-    and when the compiled one's graph took over (``compiled_s``). Among the cells' servers
+    when the compiled one's graph answered (``compiled_s``) and when its original was loaded
+    behind it (``settled_s``). Among the cells' servers
     the compiled one starts right after the two-worker one, whose second worker may still
     be warming."""
     runs: dict[str, list[tuple[float, float]]] = {"ctcd": [], "ctcd_compiled": []}
     switched: list[float] = []
+    settled: list[float] = []
     pair = (("ctcd_compiled", ()), ("ctcd", ("--no-compiled",)))
     for round_ in range(COLD_ROUNDS):
         for server, extra in pair if round_ % 2 == 0 else pair[::-1]:
             started = start_ours(model_dir, name, version, 1, work, extra)
             stop_process_tree(started.proc.pid)
             runs[server].append((started.cold_start_s, started.cold_start_s_cpu))
-            if started.compiled_s is not None:
+            if started.compiled_s is not None and started.settled_s is not None:
                 switched.append(started.compiled_s)
+                settled.append(started.settled_s)
     cold = {server: {"wall_s": statistics.median(w for w, _ in values),
                      "cpu_s": statistics.median(c for _, c in values)}
             for server, values in runs.items()}
     cold["ctcd_compiled"]["compiled_s"] = statistics.median(switched)
+    cold["ctcd_compiled"]["settled_s"] = statistics.median(settled)
     return cold

@@ -41,8 +41,8 @@ def _write(outcome: Outcome, directory: Path) -> Path:
     target = directory / runtime.DIRECTORY
     target.mkdir(parents=True, exist_ok=True)
     assert outcome.graph is not None
-    (target / runtime.GRAPH).write_bytes(outcome.graph)
-    (target / runtime.MANIFEST).write_bytes(outcome.manifest.to_json())
+    for name, content in outcome.files().items():
+        (target / name).write_bytes(content)
     return directory
 
 
@@ -87,6 +87,29 @@ def test_every_model_type_compiles_and_answers_as_the_original_on_its_holdout(
         if model.task != "regression":
             assert np.array_equal(got["predict"], expected["predict"])
             assert set(got) == {"predict", "predict_proba"}
+    _graph_first(original, directory, used, table)
+
+
+def _graph_first(original: LoadedModel, directory: Path, used: bool, table: Table) -> None:
+    """A graph in use recorded the original's answers: loaded for a server starting up, it
+    answers before the original is loaded and says what the original would (task, classes,
+    outputs); the original loaded behind it answers the same. A graph not used recorded
+    nothing, and the original is loaded first."""
+    first = load(str(directory), original_later=True)
+    assert (first.native is None) == used
+    if not used:
+        return
+    first.warm(compiled_later=True)
+    assert (first.runtime, first.task, first.classes, first.output_names) == (
+        "onnxruntime", original.task, original.classes, original.output_names)
+    assert first.compiled_view()["original"] == "loading"
+    first.open_compiled()
+    view = first.compiled_view()
+    assert (first.runtime, view["compiled"], first.native is not None) == (
+        "onnxruntime", "verified", True), view
+    assert "verified again at load against the original" in view["compiled_reason"]
+    result = compare(_answers(original, table), _answers(first, table), table.rows)
+    assert result.equal, result.describe()
 
 
 def test_a_graph_not_faster_at_every_size_is_kept_but_not_used(
@@ -224,6 +247,9 @@ def test_compile_version_logs_the_graph_beside_the_model_and_tags_it(
     served = load(f"models:/compiled-forest/{version}")
     served.warm()
     assert served.runtime == "onnxruntime"
+    first = load(f"models:/compiled-forest/{version}", original_later=True)
+    assert first.native is None and first.recorded is not None  # recorded.json came along
+    first.close()
     original = load(f"models:/compiled-forest/{version}", compiled=False)
     original.warm()
     table = verification_rows(original, model.holdout)

@@ -22,6 +22,8 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from ctcd import reaper
+from ctcd.compiled.version import compile_loaded
+from ctcd.serving import compiled as runtime
 from ctcd.serving.errors import ModelLoadError, ModelRejectedInput
 from ctcd.serving.handlers import BatchConfig, ModelServer
 from ctcd.serving.model import LoadedModel, load
@@ -252,3 +254,60 @@ def typed_request(pb: Any, name: str, frame: Any) -> Any:
             tensor.datatype = "FP64"
             tensor.contents.fp64_contents.extend(values)
     return request
+
+
+PLANS = ("basic", "plus", "pro")
+
+
+def plans_frame(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"plan": rng.choice(PLANS, rows).astype(object),
+                         "usage": rng.gamma(2.0, 10.0, rows),
+                         "tenure": rng.integers(0, 72, rows).astype("float64")})
+
+
+@pytest.fixture(scope="session")
+def compiled_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A plan-churn pipeline saved as an MLflow model directory, compiled by
+    :func:`compile_loaded` and written beside it as ``ctcd models compile`` logs it:
+    the graph, its manifest and the original's recorded answers."""
+    import mlflow
+    import skops.io
+    from mlflow.models import infer_signature
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    train = plans_frame(1500, 0)
+    target = ((train["usage"] > 20) ^ (train["plan"] == "pro")).astype(int)
+    pipeline = Pipeline([
+        ("prep", ColumnTransformer([
+            ("plan", OneHotEncoder(handle_unknown="ignore"), ["plan"]),
+            ("numbers", StandardScaler(), ["usage", "tenure"])])),
+        ("forest", RandomForestClassifier(n_estimators=30, max_depth=8, random_state=0)),
+    ]).fit(train, target)
+    directory = tmp_path_factory.mktemp("compiled") / "model"
+    mlflow.sklearn.save_model(
+        pipeline, directory, input_example=train.head(5), serialization_format="skops",
+        skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)),
+        signature=infer_signature(train.head(20), pipeline.predict(train.head(20))))
+    original = load(str(directory), compiled=False)
+    original.warm()
+    outcome = compile_loaded(original, plans_frame(500, 1))
+    original.close()
+    assert outcome.manifest.verified, outcome.manifest.reason
+    assert outcome.graph is not None
+    assert outcome.recorded is not None
+    (directory / runtime.DIRECTORY).mkdir()
+    for name, content in outcome.files().items():
+        (directory / runtime.DIRECTORY / name).write_bytes(content)
+    return type("Compiled", (), {"directory": directory, "pipeline": pipeline})
+
+
+def plans_rows() -> pd.DataFrame:
+    rows = plans_frame(40, 2)
+    rows.loc[0, "plan"] = "enterprise"  # a category never seen in training
+    rows.loc[1, "usage"] = 1e9  # far outside the training range
+    rows.loc[2, "tenure"] = -5.0
+    return rows

@@ -18,63 +18,17 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pandas as pd
 import pytest
 import tritonclient.grpc as triton
-from tests.serving.conftest import grpc_stub, live_server, typed_request
+from tests.serving.conftest import grpc_stub, live_server, plans_frame, plans_rows, typed_request
 from tests.serving.v2_inputs import v2_columns
 
-from ctcd.compiled.version import compile_loaded
 from ctcd.serving import compiled as runtime
 from ctcd.serving.model import load
+from ctcd.serving.recorded import FILE as RECORDED
 from ctcd.stack.processes import free_port
 
 pytestmark = pytest.mark.e2e
-PLANS = ("basic", "plus", "pro")
-
-
-def _frame(rows: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame({"plan": rng.choice(PLANS, rows).astype(object),
-                         "usage": rng.gamma(2.0, 10.0, rows),
-                         "tenure": rng.integers(0, 72, rows).astype("float64")})
-
-
-@pytest.fixture(scope="module")
-def compiled_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    import mlflow
-    import skops.io
-    from mlflow.models import infer_signature
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    train = _frame(1500, 0)
-    target = ((train["usage"] > 20) ^ (train["plan"] == "pro")).astype(int)
-    pipeline = Pipeline([
-        ("prep", ColumnTransformer([
-            ("plan", OneHotEncoder(handle_unknown="ignore"), ["plan"]),
-            ("numbers", StandardScaler(), ["usage", "tenure"])])),
-        ("forest", RandomForestClassifier(n_estimators=30, max_depth=8, random_state=0)),
-    ]).fit(train, target)
-    directory = tmp_path_factory.mktemp("compiled") / "model"
-    mlflow.sklearn.save_model(
-        pipeline, directory, input_example=train.head(5), serialization_format="skops",
-        skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)),
-        signature=infer_signature(train.head(20), pipeline.predict(train.head(20))))
-    original = load(str(directory), compiled=False)
-    original.warm()
-    outcome = compile_loaded(original, _frame(500, 1))
-    original.close()
-    assert outcome.manifest.verified, outcome.manifest.reason
-    assert outcome.graph is not None
-    (directory / runtime.DIRECTORY).mkdir()
-    (directory / runtime.DIRECTORY / runtime.GRAPH).write_bytes(outcome.graph)
-    (directory / runtime.DIRECTORY / runtime.MANIFEST).write_bytes(outcome.manifest.to_json())
-    return type("Compiled", (), {"directory": directory, "pipeline": pipeline})
-
-
 @pytest.fixture(scope="module")
 def live(compiled_model: Any) -> Iterator[Any]:
     port = free_port()
@@ -85,27 +39,20 @@ def live(compiled_model: Any) -> Iterator[Any]:
 
 
 def _wait_compiled(url: str) -> dict[str, Any]:
-    """The version's metadata once its compiled model is no longer pending (the server
-    opens it in the background once ready)."""
+    """The version's metadata once its compiled model is no longer pending and its original
+    no longer loading (the server does either in the background once ready)."""
     deadline = time.monotonic() + 60
     while True:
         parameters = httpx.get(f"{url}/v2/models/plans", timeout=10).json()["parameters"]
-        if parameters["compiled"] != "pending" or time.monotonic() > deadline:
+        settled = parameters["compiled"] != "pending" and "original" not in parameters
+        if settled or time.monotonic() > deadline:
             return dict(parameters)
         time.sleep(0.05)
 
 
-def _rows() -> pd.DataFrame:
-    rows = _frame(40, 2)
-    rows.loc[0, "plan"] = "enterprise"  # a category never seen in training
-    rows.loc[1, "usage"] = 1e9  # far outside the training range
-    rows.loc[2, "tenure"] = -5.0
-    return rows
-
-
 def test_rest_answers_with_onnx_runtime_as_the_pipeline_does(live: Any,
                                                              compiled_model: Any) -> None:
-    rows = _rows()
+    rows = plans_rows()
     pipeline = compiled_model.pipeline
     split = {"dataframe_split": {"columns": list(rows.columns),
                                  "data": rows.astype(object).values.tolist()}}
@@ -129,7 +76,7 @@ def test_rest_answers_with_onnx_runtime_as_the_pipeline_does(live: Any,
 
 
 def test_input_checks_are_the_same_for_a_compiled_model(live: Any) -> None:
-    rows = _rows().drop(columns=["usage"])
+    rows = plans_rows().drop(columns=["usage"])
     response = httpx.post(f"{live.url}/invocations", timeout=30, json={"dataframe_split": {
         "columns": list(rows.columns), "data": rows.astype(object).values.tolist()}})
     assert response.status_code == 400, response.text
@@ -141,7 +88,7 @@ def test_input_checks_are_the_same_for_a_compiled_model(live: Any) -> None:
 
 
 def test_grpc_answers_with_the_compiled_model(live: Any, compiled_model: Any) -> None:
-    rows = _rows()
+    rows = plans_rows()
     inputs = []
     for name in rows.columns:
         values = rows[name].to_numpy()
@@ -166,16 +113,20 @@ def test_grpc_answers_with_the_compiled_model(live: Any, compiled_model: Any) ->
 
 
 def test_the_server_answers_before_its_compiled_model_opens_and_switches_cleanly(
-        compiled_model: Any) -> None:
-    """The server is ready without waiting for ONNX Runtime: requests sent from the moment
+        compiled_model: Any, tmp_path: Path) -> None:
+    """A version compiled without the original's recorded answers (before they were kept):
+    the server is ready without waiting for ONNX Runtime, and requests sent from the moment
     it listens are all answered correctly, by scikit-learn until the graph is verified
     again and by ONNX Runtime from then on, never back."""
-    rows = _rows()
+    directory = tmp_path / "model"
+    shutil.copytree(compiled_model.directory, directory)
+    (directory / runtime.DIRECTORY / RECORDED).unlink()
+    rows = plans_rows()
     body = {"dataframe_split": {"columns": list(rows.columns),
                                 "data": rows.astype(object).values.tolist()}}
     expected = compiled_model.pipeline.predict(rows).tolist()
     runtimes: list[str] = []
-    with live_server("--model-uri", str(compiled_model.directory), "--model-name", "plans",
+    with live_server("--model-uri", str(directory), "--model-name", "plans",
                      "--model-version", "1") as url, httpx.Client(timeout=30) as client:
         deadline = time.monotonic() + 60
         while runtimes.count("onnxruntime") < 20 and time.monotonic() < deadline:
@@ -196,7 +147,7 @@ def test_warm_can_leave_the_compiled_model_for_later(compiled_model: Any, tmp_pa
     ``open_compiled`` verifies it again and it answers from the next call. A failure while
     opening leaves the original answering, with the reason. A version with no graph is
     never pending."""
-    rows = _rows()
+    rows = plans_rows()
     expected = compiled_model.pipeline.predict(rows).tolist()
     model = load(str(compiled_model.directory))
     model.warm(compiled_later=True)
@@ -231,7 +182,7 @@ def test_warm_can_leave_the_compiled_model_for_later(compiled_model: Any, tmp_pa
 
 
 def test_no_compiled_serves_the_original_and_says_so(compiled_model: Any) -> None:
-    rows = _rows()
+    rows = plans_rows()
     with live_server("--model-uri", str(compiled_model.directory), "--model-name", "plans",
                      "--model-version", "1", "--no-compiled") as url:
         response = httpx.post(f"{url}/invocations", timeout=30, json={"dataframe_split": {
@@ -248,7 +199,7 @@ def test_a_large_table_is_answered_in_slices_as_in_one_call(
     """A scoring job's chunk goes to ONNX Runtime in slices (bounded intermediate tensors):
     the answers are those of one call over the whole table, in order."""
     rows = 2 * runtime.RUN_ROWS + 7
-    frame = _frame(rows, 3)
+    frame = plans_frame(rows, 3)
     model = runtime.CompiledModel.open(compiled_model.directory, threads=2)
     options = model.session.get_session_options()
     assert options.intra_op_num_threads == 2

@@ -39,6 +39,8 @@ from ctcd.compiled.trees import TIMED_ROWS, Built, build
 from ctcd.serving import compiled as runtime
 from ctcd.serving.compiled import CompiledModel, Manifest, compare
 from ctcd.serving.model import LoadedModel
+from ctcd.serving.recorded import FILE as RECORDED
+from ctcd.serving.recorded import Recorded
 from ctcd.serving.schema import Table, check_columns
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,16 @@ class Outcome:
     manifest: Manifest
     graph: bytes | None  # None when there is nothing to use
     trees: Built | None = None  # batch scoring's tree library, built beside a verified graph
+    recorded: Recorded | None = None  # the original's answers at load, for a graph used
+
+    def files(self) -> dict[str, bytes]:
+        """What goes into the model's ``compiled/`` directory, by file name."""
+        files = {runtime.MANIFEST: self.manifest.to_json()}
+        if self.graph is not None:
+            files[runtime.GRAPH] = self.graph
+        if self.recorded is not None:
+            files[RECORDED] = self.recorded.to_json()
+        return files | (self.trees.files if self.trees is not None else {})
 
     def tags(self) -> dict[str, str]:
         m = self.manifest
@@ -135,7 +147,10 @@ def _compile(model: LoadedModel, rows: pd.DataFrame | None, threads: int) -> Out
     manifest = _manifest(converted, predict_dtype, verified=True, reason=result.describe(),
                          rows=table.rows, max_abs_diff=result.max_abs_diff, speedup=speedup)
     trees = build(native.model, converted.graph, manifest, table, expected, outputs)
-    return Outcome(manifest, converted.graph, trees)
+    check = runtime.check_rows(schema, model.example)
+    recorded = Recorded(manifest.sha256, native.flavor, outputs, native.task, native.classes,
+                        {n: np.asarray(v) for n, v in original(check, outputs).items()})
+    return Outcome(manifest, converted.graph, trees, recorded if manifest.faster else None)
 
 
 def compile_version(name: str, version: str, *, tracking: Any,
@@ -195,10 +210,7 @@ def _log(client: Any, found: Any, outcome: Outcome) -> None:
     """The graph and manifest into the model's artifact directory, under ``compiled/``."""
     with tempfile.TemporaryDirectory(prefix="ctcd-compiled-") as tmp:
         directory = Path(tmp)
-        if outcome.graph is not None:
-            (directory / runtime.GRAPH).write_bytes(outcome.graph)
-        (directory / runtime.MANIFEST).write_bytes(outcome.manifest.to_json())
-        for name, content in (outcome.trees.files if outcome.trees is not None else {}).items():
+        for name, content in outcome.files().items():
             (directory / name).write_bytes(content)
         model_id = getattr(found, "model_id", None) or _logged_model_id(str(found.source))
         if model_id:

@@ -23,6 +23,12 @@ scoring jobs) keeps the original. A server starting up opens the graph only once
 importing ONNX Runtime and checking the graph again take a tenth of a second or more, which
 the first requests need not wait for; the original model answers them, and the metadata
 says ``compiled: pending`` until the graph takes over.
+
+A server starts faster still when the version's compiled model recorded the original's
+answers (:mod:`ctcd.serving.recorded`): ``load(original_later=True)`` does not load the
+original at all, the graph is checked against those answers at warm-up and answers from the
+first request, and :meth:`LoadedModel.open_compiled` loads the original in the background
+and compares the two again (the metadata says ``original: loading`` until then).
 """
 
 from __future__ import annotations
@@ -37,21 +43,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import yaml
 
+from ctcd.serving import artifacts, recorded
 from ctcd.serving import compiled as compiled_module
 from ctcd.serving.compiled import CompiledModel, CompiledStatus
-from ctcd.serving.errors import InvalidInput, ModelLoadError, ModelRejectedInput
+from ctcd.serving.errors import InvalidInput, ModelLoadError, ModelNotReady, ModelRejectedInput
 from ctcd.serving.fetch import fetch
 from ctcd.serving.flavors import NativeModel, load_native, try_arrays
-from ctcd.serving.schema import InputSchema, Table, check_columns, check_tensor
-from ctcd.serving.trees import TreeLibrary, open_verified_trees
+from ctcd.serving.opening import Opening
+from ctcd.serving.schema import InputSchema, Table
+from ctcd.serving.trees import TreeLibrary
 
 log = logging.getLogger(__name__)
 
 @dataclass
-class LoadedModel:
+class LoadedModel(Opening):
     uri: str
     local_path: Path
     schema: InputSchema | None
@@ -67,12 +74,17 @@ class LoadedModel:
     compiled_status: CompiledStatus | None = None  # what answers, and why
     compiled_wanted: int | None = None  # ONNX Runtime threads, when a compiled one may answer
     trees_wanted: bool = False  # a scoring job's files: the tree library may answer
+    recorded: recorded.Recorded | None = None  # the graph answers before the original loads
+    original_later: Callable[[], tuple[NativeModel | None, Any]] | None = None  # its loader
+    original_failed: str | None = None  # why the original loaded after start could not be
 
     @property
     def runtime(self) -> str:
         """What answers: ``onnxruntime`` (compiled), the native flavor, or ``pyfunc``."""
         if self.compiled is not None:
             return self.compiled.runtime
+        if self.native is None and self.recorded is not None:
+            return self.recorded.flavor
         return self.native.flavor if self.native is not None else "pyfunc"
 
     def compiled_view(self) -> dict[str, str]:
@@ -84,25 +96,37 @@ class LoadedModel:
         view = {"runtime": self.runtime, "compiled": status.compiled}
         if status.reason:
             view["compiled_reason"] = status.reason
+        if self.original_later is not None:
+            view["original"] = "loading"
+        elif self.original_failed is not None:
+            view["original"] = f"failed: {self.original_failed}"
         return view
 
     @property
     def task(self) -> str | None:
+        if self.native is None and self.recorded is not None:
+            return self.recorded.task
         return self.native.task if self.native is not None else None
 
     @property
     def classes(self) -> tuple[Any, ...] | None:
         """The labels of ``predict_proba``'s columns, in order (a classifier's)."""
+        if self.native is None and self.recorded is not None:
+            return self.recorded.classes
         return self.native.classes if self.native is not None else None
 
     @cached_property
     def extra_outputs(self) -> Mapping[str, tuple[Callable[[Any], Any], int]]:
         """Outputs besides ``predict`` a V2 request may name: {"predict_proba": (fn,
         classes)}, for a classifier only."""
-        native = self.native
-        if native is None or native.predict_proba is None or not native.classes:
+        native, classes = self.native, self.classes
+        if native is None and self.recorded is not None:  # what the original will offer
+            offered = "predict_proba" in self.recorded.outputs
+        else:
+            offered = native is not None and native.predict_proba is not None
+        if not offered or not classes:
             return {}
-        return {"predict_proba": (self._predict_proba, len(native.classes))}
+        return {"predict_proba": (self._predict_proba, len(classes))}
 
     @cached_property
     def output_names(self) -> tuple[str, ...]:
@@ -129,9 +153,16 @@ class LoadedModel:
         if compiled is not None and not isinstance(data, np.ndarray):
             answer = _refusing(lambda d: compiled.run_frame(d, outputs or ("predict",)), data)
             return answer if outputs else answer["predict"]
+        return self._predict_original(data, params, outputs)
+
+    def _predict_original(self, data: Any, params: Mapping[str, Any] | None = None,
+                          outputs: tuple[str, ...] = ()) -> Any:
         if outputs:
             return {name: self._output(name, data, params) for name in outputs}
         native = self.native
+        if native is None and self.pyfunc is None:  # only the graph is loaded yet
+            raise ModelNotReady(self.uri, "the original model is still loading, and only it "
+                                "takes this input")
         if native is None:
             return self._predict_pyfunc(data, params)
         # params: the native flavors' pyfuncs ignore them (a model whose signature declares
@@ -150,7 +181,7 @@ class LoadedModel:
 
     def _output(self, name: str, data: Any, params: Mapping[str, Any] | None) -> Any:
         if name == "predict":
-            return self.predict(data, params)
+            return self._predict_original(data, params)
         fn, _ = self.extra_outputs[name]
         return fn(data)
 
@@ -191,6 +222,8 @@ class LoadedModel:
         if table is None:
             log.warning("model %s has no signature and no input example; not warmed", self.uri)
             return
+        if self.original_later is not None:
+            self._open_first()
         if self.native is not None and not self.takes_arrays:
             self.takes_arrays = try_arrays(self.native, table)
         if self.compiled_wanted is not None:
@@ -208,66 +241,6 @@ class LoadedModel:
             self.predict_shape = (-1, *result.shape[1:])
 
 
-    def open_compiled(self) -> None:
-        """Open the compiled model ``warm(compiled_later=True)`` left for later, while the
-        original answers requests; once verified it answers the next call. Nothing to do
-        when there is none to open. A failure leaves the original answering, and says why."""
-        if self.compiled_wanted is None:
-            return
-        try:
-            self._open_compiled(self.example)
-        except Exception as err:  # the original keeps answering, whatever went wrong here
-            self.compiled_status = CompiledStatus(self.runtime, "failed", f"opening the "
-                                                  f"compiled model failed: "
-                                                  f"{type(err).__name__}: {err}")
-            log.warning("%s: compiled model not used: %s", self.uri, self.compiled_status.reason)
-
-    def _open_compiled(self, example: Table | None) -> None:
-        """Use the version's compiled model when it was verified and answers as the original
-        on the input example and synthetic rows now (in the process that serves: after a
-        server's fork, as array calls are)."""
-        threads, self.compiled_wanted = self.compiled_wanted, None
-        native, schema = self.native, self.schema
-        if native is None or schema is None or schema.tensor is not None or threads is None:
-            self.compiled_status = CompiledStatus(self.runtime, "none", "a compiled model "
-                                                  "takes named columns and answers each row")
-            return
-        outputs = self.output_names
-
-        def original(table: Table, names: tuple[str, ...]) -> Mapping[str, Any]:
-            return {n: np.asarray(self._output(n, table.to_model_input(), None)) for n in names}
-
-        check = compiled_module.check_rows(schema, self.example or example)
-        self.compiled, self.compiled_status = compiled_module.open_verified(
-            self.local_path, original, check, outputs, threads=threads, flavor=native.flavor)
-        status = self.compiled_status
-        if self.compiled is not None:
-            log.info("%s: compiled model verified again at load; ONNX Runtime answers", self.uri)
-            if self.trees_wanted:
-                self._open_trees(original, check, threads)
-        elif status.compiled in ("refused", "failed"):
-            log.warning("%s: compiled model not used (%s): %s", self.uri, status.compiled,
-                        status.reason)
-
-
-    def _open_trees(self, original: compiled_module.Original, check: Table,
-                    threads: int) -> None:
-        """For a scoring job's files, the version's tree library in place of the graph when
-        it was built and is verified again now (:mod:`ctcd.serving.trees`)."""
-        assert isinstance(self.compiled, CompiledModel) and self.compiled_status is not None
-        trees, why = open_verified_trees(self.local_path, self.compiled.manifest, original,
-                                         check, self.output_names, threads=threads)
-        if trees is not None:
-            self.compiled = trees
-            self.compiled_status = CompiledStatus(trees.runtime, "verified", why)
-            log.info("%s: tree library verified again at load; tl2cgen answers", self.uri)
-        elif why:
-            graph = self.compiled_status
-            self.compiled_status = CompiledStatus(graph.runtime, graph.compiled,
-                                                  f"{graph.reason}; {why}")
-            log.info("%s: %s", self.uri, why)
-
-
 def _refusing(call: Callable[[Any], Any], data: Any) -> Any:
     try:
         return call(data)
@@ -280,25 +253,34 @@ def _array(data: Any) -> Any:
 
 
 def load(model_uri: str, *, download_dir: Path | None = None, compiled: bool | None = None,
-         compiled_threads: int | None = None, trees: bool = False) -> LoadedModel:
+         compiled_threads: int | None = None, trees: bool = False,
+         original_later: bool = False) -> LoadedModel:
     """Download and load a model; raise ModelLoadError saying why it could not be.
     ``compiled`` (default: ``CTCD_COMPILED``, on): answer with the version's verified
     compiled model, checked again at warm-up, on ``compiled_threads`` ONNX Runtime threads
     (default ``CTCD_COMPILED_THREADS``, 1). ``trees``: the model scores files (large
-    chunks), so its tree library answers in place of the graph when it has one."""
+    chunks), so its tree library answers in place of the graph when it has one.
+    ``original_later``: when the compiled model recorded the original's answers, leave the
+    original for :meth:`LoadedModel.open_compiled` to load (a server starting up)."""
+    use = compiled_module.enabled_by_env() if compiled is None else compiled
     dst = Path(tempfile.mkdtemp(prefix="ctcd-model-", dir=download_dir))
     try:
         local = fetch(model_uri, dst / "model")
         if local is None:
-            local = _mlflow_download(model_uri, dst)
+            local = artifacts.download(model_uri, dst)
         try:
             meta = yaml.safe_load((local / "MLmodel").read_text())
         except (OSError, yaml.YAMLError) as err:
             raise ModelLoadError(model_uri, f"unreadable MLmodel file: {err}") from err
         schema = InputSchema.from_signature_json((meta.get("signature") or {}).get("inputs"))
-        native = load_native(model_uri, local, meta, schema) if schema is not None else None
-        pyfunc = None if native is not None else _load_pyfunc(model_uri, local)
-        example = _load_example(model_uri, local, meta, schema)
+        first = recorded.usable(local) if original_later and use and schema is not None and \
+            schema.tensor is None else None
+
+        def original() -> tuple[NativeModel | None, Any]:
+            native = load_native(model_uri, local, meta, schema) if schema is not None else None
+            return native, None if native is not None else artifacts.load_pyfunc(model_uri, local)
+        native, pyfunc = original() if first is None else (None, None)
+        example = artifacts.load_example(model_uri, local, meta, schema)
     except BaseException:
         shutil.rmtree(dst, ignore_errors=True)
         raise
@@ -311,11 +293,12 @@ def load(model_uri: str, *, download_dir: Path | None = None, compiled: bool | N
                  native.task or "task not known")
     loaded = LoadedModel(uri=model_uri, local_path=local, schema=schema, example=example,
                          native=native, pyfunc=pyfunc, workdir=workdir)
-    use = compiled_module.enabled_by_env() if compiled is None else compiled
-    runtime = native.flavor if native is not None else "pyfunc"
+    if first is not None:
+        loaded.recorded, loaded.original_later = first, original
+    runtime = loaded.runtime
     if not use:
         loaded.compiled_status = CompiledStatus(runtime, "off", "compiled models are turned off")
-    elif native is None:
+    elif native is None and first is None:
         loaded.compiled_status = CompiledStatus(runtime, "none", "served through pyfunc")
     else:
         loaded.compiled_wanted = (compiled_module.threads_by_env() if compiled_threads is None
@@ -323,52 +306,6 @@ def load(model_uri: str, *, download_dir: Path | None = None, compiled: bool | N
         loaded.compiled_status = CompiledStatus(runtime, "none", "not warmed yet")
         loaded.trees_wanted = trees
     return loaded
-
-
-def _mlflow_download(model_uri: str, dst: Path) -> Path:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri,
-                                                        dst_path=str(dst)))
-    except MlflowException as err:
-        raise ModelLoadError(model_uri, err.message) from err
-    except OSError as err:
-        raise ModelLoadError(model_uri, f"{type(err).__name__}: {err}") from err
-
-
-def _load_pyfunc(model_uri: str, local: Path) -> Any:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return mlflow.pyfunc.load_model(str(local))
-    except MlflowException as err:
-        raise ModelLoadError(model_uri, err.message) from err
-    except (OSError, ValueError, ImportError) as err:
-        raise ModelLoadError(model_uri, f"{type(err).__name__}: {err}") from err
-
-
-def _load_example(model_uri: str, local: Path, meta: dict[str, Any],
-                  schema: InputSchema | None) -> Table | None:
-    info = meta.get("saved_input_example_info") or {}
-    if schema is None or not info.get("artifact_path"):
-        return None
-    try:
-        raw = orjson.loads((local / info["artifact_path"]).read_bytes())
-        if schema.tensor is not None:
-            data = raw.get("inputs", raw.get("data")) if isinstance(raw, dict) else raw
-            return check_tensor(schema.tensor, data, "input_example")
-        if info.get("type") == "dataframe" and isinstance(raw, dict) and "data" in raw:
-            columns = raw.get("columns") or list(schema.names)
-            rows = raw["data"]
-            return check_columns(schema, {c: [r[i] for r in rows]
-                                          for i, c in enumerate(columns)}, "input_example.")
-    except (OSError, orjson.JSONDecodeError, InvalidInput, IndexError, TypeError) as err:
-        log.warning("input example of %s is unusable (%s); warming with a synthetic row",
-                    model_uri, err)
-    return None
 
 
 def _length(result: Any) -> int | None:

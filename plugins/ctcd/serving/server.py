@@ -94,7 +94,11 @@ def build(settings: ServerSettings,
         if not opened:
             opened.append(RequestLog.open(settings.request_log_path, 0.0))
         return opened[0]
-    first = {settings.model_uri: preloaded} if preloaded is not None else {}
+    if preloaded is None:  # the graph may answer before the original is loaded (recorded.py)
+        preloaded = model_module.load(settings.model_uri, compiled=settings.compiled,
+                                      compiled_threads=settings.onnx_threads(),
+                                      original_later=True)
+    first = {settings.model_uri: preloaded}
 
     def loader(uri: str) -> LoadedModel:  # the first load takes the preloaded model
         return first.pop(uri, None) or model_module.load(
@@ -112,7 +116,8 @@ def build(settings: ServerSettings,
             threads=settings.threads),
         samples=samples,
     )
-    # ready without waiting for the compiled model: run() opens it once the server listens
+    # ready without waiting for the compiled model (or, when the graph opened first, for the
+    # original): run() opens or loads it once the server listens
     model = server.load_blocking(settings.model_uri, compiled_later=True)
     server.install(settings.model_version, model, weight=1.0)
     config = AppConfig(
