@@ -83,9 +83,15 @@ class LoadedModel(Opening):
         """What answers: ``onnxruntime`` (compiled), the native flavor, or ``pyfunc``."""
         if self.compiled is not None:
             return self.compiled.runtime
-        if self.native is None and self.recorded is not None:
+        if self.recorded is not None and self._not_loaded:
             return self.recorded.flavor
         return self.native.flavor if self.native is not None else "pyfunc"
+
+    @property
+    def _not_loaded(self) -> bool:
+        """The original is not loaded (yet: the graph answered first), so what the server
+        says of it comes from :attr:`recorded`."""
+        return self.native is None and self.pyfunc is None
 
     def compiled_view(self) -> dict[str, str]:
         """What answers and why, for metadata: ``runtime``, ``compiled`` (verified,
@@ -104,14 +110,14 @@ class LoadedModel(Opening):
 
     @property
     def task(self) -> str | None:
-        if self.native is None and self.recorded is not None:
+        if self.recorded is not None and self._not_loaded:
             return self.recorded.task
         return self.native.task if self.native is not None else None
 
     @property
     def classes(self) -> tuple[Any, ...] | None:
         """The labels of ``predict_proba``'s columns, in order (a classifier's)."""
-        if self.native is None and self.recorded is not None:
+        if self.recorded is not None and self._not_loaded:
             return self.recorded.classes
         return self.native.classes if self.native is not None else None
 
@@ -120,7 +126,7 @@ class LoadedModel(Opening):
         """Outputs besides ``predict`` a V2 request may name: {"predict_proba": (fn,
         classes)}, for a classifier only."""
         native, classes = self.native, self.classes
-        if native is None and self.recorded is not None:  # what the original will offer
+        if self.recorded is not None and self._not_loaded:  # what the original will offer
             offered = "predict_proba" in self.recorded.outputs
         else:
             offered = native is not None and native.predict_proba is not None
@@ -160,7 +166,7 @@ class LoadedModel(Opening):
         if outputs:
             return {name: self._output(name, data, params) for name in outputs}
         native = self.native
-        if native is None and self.pyfunc is None:  # only the graph is loaded yet
+        if self._not_loaded:  # only the graph is loaded yet
             raise ModelNotReady(self.uri, "the original model is still loading, and only it "
                                 "takes this input")
         if native is None:
