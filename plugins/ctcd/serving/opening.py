@@ -99,16 +99,15 @@ class Opening:
             log.warning("%s: compiled model not used (%s): %s", self.uri, status.compiled,
                         status.reason)
 
-
     def _open_first(self) -> None:
         """Open the graph before the original is loaded, checked against the original's
         answers recorded when it was compiled; if it is refused, load the original now."""
-        assert self.schema is not None and self.recorded is not None
         threads, self.compiled_wanted = self.compiled_wanted, None
+        assert self.schema is not None and self.recorded is not None and threads is not None
         check = compiled_module.check_rows(self.schema, self.example)
         self.compiled, status = compiled_module.open_verified(
             self.local_path, self.recorded.original, check, self.recorded.outputs,
-            threads=threads or 1, flavor=self.recorded.flavor)
+            threads=threads, flavor=self.recorded.flavor)
         if self.compiled is None:
             log.warning("%s: compiled model not used (%s): %s; loading the original now",
                         self.uri, status.compiled, status.reason)
