@@ -8,6 +8,7 @@ compiled and written as ``ctcd models compile`` logs it."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -176,7 +177,7 @@ def test_an_original_answering_differently_once_loaded_refuses_the_graph(
 
         def predict(data: Any) -> Any:
             return 1 - flip(data)
-        return native.__class__(**{**native.__dict__, "predict": predict}), pyfunc
+        return dataclasses.replace(native, predict=predict), pyfunc
 
     model.original_later = inverted
     model.open_compiled()

@@ -55,7 +55,8 @@ class Outcome:
     manifest: Manifest
     graph: bytes | None  # None when there is nothing to use
     trees: Built | None = None  # batch scoring's tree library, built beside a verified graph
-    recorded: Recorded | None = None  # the original's answers at load, for a graph used
+    # for a graph used: the original's answers on the rows a server checks it on at load
+    recorded: Recorded | None = None
 
     def files(self) -> dict[str, bytes]:
         """What goes into the model's ``compiled/`` directory, by file name."""
@@ -207,7 +208,7 @@ def holdout_rows(client: Any, run_id: str) -> pd.DataFrame | None:
 
 
 def _log(client: Any, found: Any, outcome: Outcome) -> None:
-    """The graph and manifest into the model's artifact directory, under ``compiled/``."""
+    """The outcome's files into the model's artifact directory, under ``compiled/``."""
     with tempfile.TemporaryDirectory(prefix="ctcd-compiled-") as tmp:
         directory = Path(tmp)
         for name, content in outcome.files().items():

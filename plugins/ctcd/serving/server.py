@@ -94,15 +94,18 @@ def build(settings: ServerSettings,
         if not opened:
             opened.append(RequestLog.open(settings.request_log_path, 0.0))
         return opened[0]
-    if preloaded is None:  # the graph may answer before the original is loaded (recorded.py)
-        preloaded = model_module.load(settings.model_uri, compiled=settings.compiled,
-                                      compiled_threads=settings.onnx_threads(),
-                                      original_later=True)
-    first = {settings.model_uri: preloaded}
 
-    def loader(uri: str) -> LoadedModel:  # the first load takes the preloaded model
-        return first.pop(uri, None) or model_module.load(
-            uri, compiled=settings.compiled, compiled_threads=settings.onnx_threads())
+    def load(uri: str, *, original_later: bool = False) -> LoadedModel:
+        return model_module.load(uri, compiled=settings.compiled,
+                                 compiled_threads=settings.onnx_threads(),
+                                 original_later=original_later)
+    # the first version: a supervisor's, or one whose graph may answer before its original
+    # is loaded (serving/recorded.py); a version added later opens all it uses before ready
+    first = {settings.model_uri: preloaded if preloaded is not None else load(
+        settings.model_uri, original_later=True)}
+
+    def loader(uri: str) -> LoadedModel:  # the first load takes the one loaded above
+        return first.pop(uri, None) or load(uri)
 
     server = ModelServer(
         settings.model_name,
